@@ -1,0 +1,1 @@
+"""Diffusion-based video frame interpolation."""

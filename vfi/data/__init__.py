@@ -1,0 +1,1 @@
+"""Datasets and the LightningDataModule that serves them."""

@@ -1,0 +1,1 @@
+"""Noise schedules, forward processes and reverse-time samplers (plain torch)."""

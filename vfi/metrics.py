@@ -1,0 +1,84 @@
+"""Image-quality metrics under the common VFI protocol, and the LPIPS network loader."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
+
+from vfi.errors import VFIError
+
+log = logging.getLogger(__name__)
+
+
+def quantize(x: Tensor) -> Tensor:
+    """[-1, 1] images to the 8-bit grid, returned in [0, 1]: round((x + 1) / 2 * 255) / 255."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round() / 255.0
+
+
+def load_lpips(backbone: str | None = None) -> nn.Module:
+    """LPIPS (AlexNet, v0.1) from the ``lpips`` package, frozen and in eval mode.
+
+    ``backbone`` is a torchvision-format AlexNet ``features.*`` state dict. With None, the
+    usual torchvision ImageNet weights are used (downloaded once by torchvision).
+    """
+    import lpips
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        if backbone is None:
+            net = lpips.LPIPS(net="alex", version="0.1", verbose=False)
+        else:
+            path = Path(backbone).expanduser()
+            if not path.is_file():
+                raise VFIError(f"LPIPS backbone weights not found: {path} (expected AlexNet "
+                               "features.* state dict)")
+            net = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            for slice_ in (net.net.slice1, net.net.slice2, net.net.slice3, net.net.slice4,
+                           net.net.slice5):
+                for index, layer in slice_.named_children():
+                    if isinstance(layer, nn.Conv2d):
+                        layer.weight.data.copy_(state[f"features.{index}.weight"])
+                        layer.bias.data.copy_(state[f"features.{index}.bias"])
+    net.eval().requires_grad_(False)
+    return net
+
+
+def try_load_lpips(backbone: str | None) -> nn.Module | None:
+    """:func:`load_lpips`, or None with a one-line warning when the weights cannot be had
+    (offline with no local backbone)."""
+    try:
+        return load_lpips(backbone)
+    except VFIError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any download failure means "no LPIPS"
+        log.warning("LPIPS disabled: AlexNet weights unavailable (%s). Set paths.lpips_backbone "
+                    "or VFI_LPIPS_BACKBONE to a local features.* state dict.",
+                    str(exc).splitlines()[0][:120])
+        return None
+
+
+def image_metrics(pred: Tensor, target: Tensor, lpips_net: nn.Module | None) -> dict[str, Tensor]:
+    """Per-image PSNR (8-bit, RGB, 0-255), SSIM (Gaussian 11 / 1.5) and LPIPS.
+
+    pred, target: [B, 3, H, W] in [-1, 1]. Returns tensors [B] keyed psnr, ssim (and lpips).
+    """
+    p, t = quantize(pred.float()), quantize(target.float())
+    out = {
+        "psnr": peak_signal_noise_ratio(p, t, data_range=1.0, reduction="none", dim=(1, 2, 3)),
+        "ssim": structural_similarity_index_measure(p, t, data_range=1.0, reduction="none",
+                                                    gaussian_kernel=True, sigma=1.5,
+                                                    kernel_size=11),
+    }
+    if lpips_net is not None:
+        lpips_net.to(p.device)
+        out["lpips"] = lpips_net(p * 2 - 1, t * 2 - 1).flatten()
+    return out

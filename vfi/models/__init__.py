@@ -1,0 +1,1 @@
+"""LightningModules: thin wiring of the nets, diffusion maths and metrics."""

@@ -1,0 +1,178 @@
+"""ResShift-style residual diffusion for VFI: a short chain from a flow-warped prior y to I_tau."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import kornia
+import torch
+from torch import Tensor, nn
+
+from vfi.diffusion import resshift as rs
+from vfi.errors import VFIError
+from vfi.models.base import InterpolatorModule, check_tau
+from vfi.ops import intermediate_flows, pad_to_multiple, softmax_splat, warp_backward
+
+
+def charbonnier(x: Tensor, y: Tensor, eps: float = 1e-3) -> Tensor:
+    """mean sqrt((x - y)^2 + eps^2)."""
+    return torch.sqrt((x - y) ** 2 + eps**2).mean()
+
+
+class ResShiftVFI(InterpolatorModule):
+    """Args:
+    flow_net: bidirectional flow estimator (I0, I1) -> (F_0->1, F_1->0).
+    visibility_net: (W0, W1, F_t->0, F_t->1, tau) -> (v0, v1).
+    denoiser: U-Net (input, t, tau) -> residual; x0_hat = y + residual.
+    schedule: keyword arguments of :func:`vfi.diffusion.resshift.eta_schedule`.
+    warp: "backward" (grid_sample) or "softmax_splat" (forward warping).
+    splat_alpha: softmax-splatting importance scale, Z = -alpha |I0 - warp(I1, F_0->1)|.
+    aux_weight, lpips_weight: loss weights of Charbonnier(y, I_tau) and LPIPS(x0_hat, I_tau).
+    tau_mode: "fixed" (the dataset's tau) or "ifd" (re-estimated from flows during training).
+    ifd_threshold, ifd_kernel, ifd_tau_range: the IFD estimate's grey-level threshold (images
+        in [0, 1]), opening kernel size and the clamp applied to its result.
+    lr, optimizer, scheduler: AdamW-style partials from the config.
+    """
+
+    def __init__(
+        self,
+        flow_net: nn.Module,
+        visibility_net: nn.Module,
+        denoiser: nn.Module,
+        schedule: dict,
+        warp: str = "backward",
+        splat_alpha: float = 20.0,
+        aux_weight: float = 1.0,
+        lpips_weight: float = 0.0,
+        tau_mode: str = "fixed",
+        ifd_threshold: float = 0.04,
+        ifd_kernel: int = 3,
+        ifd_tau_range: tuple[float, float] = (0.05, 0.95),
+        lr: float = 2e-4,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        eval_samples: int = 4,
+        lpips_backbone: str | None = None,
+    ):
+        super().__init__(eval_samples=eval_samples, lpips_backbone=lpips_backbone)
+        if warp not in ("backward", "softmax_splat"):
+            raise VFIError(f"model.warp must be 'backward' or 'softmax_splat', got {warp!r}")
+        if tau_mode not in ("fixed", "ifd"):
+            raise VFIError(f"model.tau_mode must be 'fixed' or 'ifd', got {tau_mode!r}")
+        self.flow_net = flow_net
+        self.visibility_net = visibility_net
+        self.denoiser = denoiser
+        self.etas = rs.eta_schedule(**schedule)
+        self.kappa = float(schedule.get("kappa", 2.0))
+        self.warp = warp
+        self.splat_alpha = splat_alpha
+        self.aux_weight = aux_weight
+        self.lpips_weight = lpips_weight
+        self.tau_mode = tau_mode
+        self.ifd_threshold = ifd_threshold
+        self.ifd_kernel = ifd_kernel
+        self.ifd_tau_range = tuple(ifd_tau_range)
+        self.lr = lr
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.multiple = max(getattr(flow_net, "multiple", 1), getattr(denoiser, "multiple", 1))
+
+    # --- the prior -----------------------------------------------------------------------
+    def _warp_to_tau(self, i0, i1, f01, f10, f_t0, f_t1, tau):
+        if self.warp == "backward":
+            return warp_backward(i0, f_t0), warp_backward(i1, f_t1)
+        t = tau.view(-1, 1, 1, 1)
+        z0 = -self.splat_alpha * (i0 - warp_backward(i1, f01)).abs().mean(1, keepdim=True)
+        z1 = -self.splat_alpha * (i1 - warp_backward(i0, f10)).abs().mean(1, keepdim=True)
+        return softmax_splat(i0, t * f01, z0), softmax_splat(i1, (1 - t) * f10, z1)
+
+    def prior(self, i0: Tensor, i1: Tensor, tau: Tensor, eps: float = 1e-6) -> dict[str, Tensor]:
+        """y = ((1-tau) v0 W0 + tau v1 W1) / ((1-tau) v0 + tau v1 + eps) and its parts.
+
+        i0, i1: [B, 3, H, W] (H, W divisible by ``self.multiple``); tau: [B].
+        """
+        f01, f10 = self.flow_net(i0, i1)
+        f_t0, f_t1 = intermediate_flows(f01, f10, tau)
+        w0, w1 = self._warp_to_tau(i0, i1, f01, f10, f_t0, f_t1, tau)
+        v0, v1 = self.visibility_net(w0, w1, f_t0, f_t1, tau)
+        t = tau.view(-1, 1, 1, 1)
+        y = ((1 - t) * v0 * w0 + t * v1 * w1) / ((1 - t) * v0 + t * v1 + eps)
+        return {"y": y, "w0": w0, "w1": w1, "v0": v0, "v1": v1}
+
+    def predict_x0(self, x_t: Tensor, t: Tensor, cond: dict[str, Tensor], tau: Tensor) -> Tensor:
+        """x0_hat = y + UNet([x_t / sqrt(kappa^2 eta_t + 1), y, W0, W1, v0, v1], t, tau)."""
+        inp = torch.cat([rs.scale_input(x_t, t, self.etas, self.kappa), cond["y"], cond["w0"],
+                         cond["w1"], cond["v0"], cond["v1"]], dim=1)
+        return cond["y"] + self.denoiser(inp, t, tau)
+
+    # --- tau re-estimation ---------------------------------------------------------------
+    @torch.no_grad()
+    def estimate_tau(self, i0: Tensor, i1: Tensor, it: Tensor, tau: Tensor) -> Tensor:
+        """tau = sum|F_0->tau| M0 / (sum|F_0->tau| M0 + sum|F_1->tau| M1) per item [B], where
+        M0 (M1) marks pixels whose grey-level difference between I0 (I1) and I_tau exceeds the
+        threshold, after a morphological opening. Falls back to ``tau`` where nothing moves."""
+        f_0t, _ = self.flow_net(torch.cat([i0, i1]), torch.cat([it, it]))
+        f0, f1 = f_0t.norm(dim=1, keepdim=True).chunk(2)
+        grey = [kornia.color.rgb_to_grayscale((x + 1) / 2) for x in (i0, i1, it)]
+        kernel = torch.ones(self.ifd_kernel, self.ifd_kernel, device=i0.device)
+        m0, m1 = (kornia.morphology.opening(((g - grey[2]).abs() > self.ifd_threshold).float(),
+                                            kernel) for g in grey[:2])
+        d0 = (f0 * m0).sum(dim=(1, 2, 3))
+        d1 = (f1 * m1).sum(dim=(1, 2, 3))
+        total = d0 + d1
+        estimate = (d0 / total.clamp_min(1e-8)).clamp(*self.ifd_tau_range)
+        return torch.where(total > 1e-6, estimate, tau)
+
+    # --- training ------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        i0, i1, it, tau = batch["I0"], batch["I1"], batch["It"], batch["tau"].float()
+        i0, i1, it = pad_to_multiple(torch.cat([i0, i1, it]), self.multiple)[0].chunk(3)
+        if self.tau_mode == "ifd":
+            tau = self.estimate_tau(i0, i1, it, tau)
+            self.log("train/tau_ifd", tau.mean(), batch_size=tau.shape[0])
+        cond = self.prior(i0, i1, tau)
+        t = torch.randint(1, len(self.etas) + 1, (i0.shape[0],), device=self.device)
+        x_t = rs.q_sample(it, cond["y"].detach(), t, self.etas, self.kappa, torch.randn_like(it))
+        x0_hat = self.predict_x0(x_t, t, cond, tau)
+        loss_x0 = charbonnier(x0_hat, it)
+        loss_aux = charbonnier(cond["y"], it)
+        loss = loss_x0 + self.aux_weight * loss_aux
+        if self.lpips_weight > 0:
+            if self.lpips_net is None:
+                raise VFIError("model.lpips_weight > 0 needs LPIPS weights: set "
+                               "paths.lpips_backbone")
+            loss = loss + self.lpips_weight * self.lpips_net(x0_hat.clamp(-1, 1), it).mean()
+        b = i0.shape[0]
+        self.log("train/loss", loss, batch_size=b, prog_bar=True)
+        self.log("train/loss_x0", loss_x0, batch_size=b)
+        self.log("train/loss_prior", loss_aux, batch_size=b)
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters(), lr=self.lr)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        self.print(f"training starts at global step {self.global_step}")
+
+    # --- sampling ------------------------------------------------------------------------
+    @torch.no_grad()
+    def interpolate(self, i0: Tensor, i1: Tensor, tau: Tensor | float, num_samples: int = 1,
+                    generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Run the reverse chain K = num_samples times; return the mean and the per-pixel std
+        [B, 3, H, W] of the K samples (std is 0 for K = 1). Any H, W: padded and cropped back."""
+        b = i0.shape[0]
+        tau = check_tau(tau).to(i0.device).expand(b).contiguous()
+        pair, (h, w) = pad_to_multiple(torch.cat([i0, i1]), self.multiple)
+        i0p, i1p = pair.chunk(2)
+        cond = {k: v.repeat(num_samples, 1, 1, 1) for k, v in self.prior(i0p, i1p, tau).items()}
+        tau_k = tau.repeat(num_samples)
+        x0 = rs.sample_loop(lambda x, t: self.predict_x0(x, t, cond, tau_k), cond["y"],
+                            self.etas, self.kappa, generator)
+        x0 = x0[..., :h, :w].clamp(-1, 1).reshape(num_samples, b, -1, h, w)
+        std = x0.std(0, unbiased=False) if num_samples > 1 else torch.zeros_like(x0[0])
+        return x0.mean(0), std

@@ -1,0 +1,1 @@
+"""Networks: the bidirectional flow estimator and the conditional U-Net denoiser."""

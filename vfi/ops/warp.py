@@ -1,0 +1,111 @@
+"""Backward warping, forward (softmax) splatting and linear-motion intermediate flows.
+
+Flows are [B, 2, H, W] in pixels; channel 0 is the x (width) displacement, channel 1 the y one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _check(x: Tensor, flow: Tensor) -> None:
+    if x.dim() != 4 or flow.dim() != 4 or flow.shape[1] != 2:
+        raise ValueError(f"expected x [B,C,H,W] and flow [B,2,H,W], got {tuple(x.shape)} and "
+                         f"{tuple(flow.shape)}")
+    if x.shape[0] != flow.shape[0] or x.shape[-2:] != flow.shape[-2:]:
+        raise ValueError(f"x {tuple(x.shape)} and flow {tuple(flow.shape)} differ in batch or size")
+
+
+def _base_grid(flow: Tensor) -> Tensor:
+    """Pixel coordinates [1, 2, H, W] (x, y) on the flow's device and dtype."""
+    h, w = flow.shape[-2:]
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=flow.device, dtype=flow.dtype),
+        torch.arange(w, device=flow.device, dtype=flow.dtype),
+        indexing="ij",
+    )
+    return torch.stack([xs, ys]).unsqueeze(0)
+
+
+def warp_backward(x: Tensor, flow: Tensor, padding_mode: str = "border") -> Tensor:
+    """Bilinear backward warp: ``out[p] = x[p + flow[p]]``.
+
+    x: [B, C, H, W]; flow: [B, 2, H, W] in pixels. Implemented with ``grid_sample``
+    (align_corners=True), so it is linear in ``x`` and differentiable in both arguments.
+    """
+    _check(x, flow)
+    h, w = x.shape[-2:]
+    pos = _base_grid(flow) + flow
+    gx = 2 * pos[:, 0] / max(w - 1, 1) - 1
+    gy = 2 * pos[:, 1] / max(h - 1, 1) - 1
+    grid = torch.stack([gx, gy], dim=-1)
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode=padding_mode,
+                         align_corners=True)
+
+
+def splat_sum(x: Tensor, flow: Tensor) -> Tensor:
+    """Bilinear forward (summation) splatting: every source pixel p adds ``x[p]`` to the four
+    pixels around ``p + flow[p]`` with bilinear weights that sum to one.
+
+    Mass landing outside the frame is dropped. x: [B, C, H, W]; flow: [B, 2, H, W].
+    """
+    _check(x, flow)
+    b, c, h, w = x.shape
+    pos = _base_grid(flow) + flow
+    x0 = pos[:, 0].floor()
+    y0 = pos[:, 1].floor()
+    fx = pos[:, 0] - x0
+    fy = pos[:, 1] - y0
+    out = x.new_zeros(b, c, h * w)
+    src = x.reshape(b, c, h * w)
+    for dx, dy, wgt in (
+        (0, 0, (1 - fx) * (1 - fy)),
+        (1, 0, fx * (1 - fy)),
+        (0, 1, (1 - fx) * fy),
+        (1, 1, fx * fy),
+    ):
+        tx, ty = x0 + dx, y0 + dy
+        inside = (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
+        index = (ty.clamp(0, h - 1) * w + tx.clamp(0, w - 1)).long().reshape(b, 1, h * w)
+        weight = (wgt * inside).reshape(b, 1, h * w).to(x.dtype)
+        out = out.scatter_add(2, index.expand(b, c, h * w), src * weight)
+    return out.view(b, c, h, w)
+
+
+def softmax_splat(x: Tensor, flow: Tensor, metric: Tensor, eps: float = 1e-7) -> Tensor:
+    """Softmax splatting (Niklaus & Liu, 2020) in pure torch.
+
+    out[q] = sum_p exp(Z_p) w_pq x_p / (sum_p exp(Z_p) w_pq + eps), with bilinear weights w_pq.
+    x: [B, C, H, W]; flow: [B, 2, H, W]; metric Z: [B, 1, H, W]. Uncovered pixels are 0.
+    """
+    z = metric - metric.amax(dim=(1, 2, 3), keepdim=True).detach()
+    weight = z.exp()
+    acc = splat_sum(torch.cat([x * weight, weight], dim=1), flow)
+    return acc[:, :-1] / (acc[:, -1:] + eps)
+
+
+def intermediate_flows(f01: Tensor, f10: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
+    """Linear-motion flows from time t to the input frames (Super SloMo):
+
+    F_t->0 = -t (1 - t) F_0->1 + t^2 F_1->0
+    F_t->1 = (1 - t)^2 F_0->1 - t (1 - t) F_1->0
+    f01, f10: [B, 2, H, W]; t: float or [B].
+    """
+    t = torch.as_tensor(t, dtype=f01.dtype, device=f01.device).reshape(-1, 1, 1, 1)
+    f_t0 = -t * (1 - t) * f01 + t * t * f10
+    f_t1 = (1 - t) ** 2 * f01 - t * (1 - t) * f10
+    return f_t0, f_t1
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
+    """Replicate-pad [B, C, H, W] on the bottom/right so H and W divide by ``multiple``.
+
+    Returns the padded tensor and the original (H, W) to crop back with ``out[..., :H, :W]``.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x, (h, w)

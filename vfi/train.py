@@ -1,0 +1,58 @@
+"""python -m vfi.train [overrides]: fit a model, then test its best checkpoint."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from vfi.utils.checkpoint import resolve_checkpoint
+from vfi.utils.run import (
+    check_group_choices,
+    entry_point,
+    instantiate_loggers,
+    print_metrics,
+    write_metrics,
+)
+
+
+@entry_point("vfi.train")
+def train(cfg: DictConfig) -> dict[str, float]:
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    ckpt_path = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    choices = dict(HydraConfig.get().runtime.choices)
+    model.run_config = {"model": OmegaConf.to_container(cfg.model),
+                        "data": OmegaConf.to_container(cfg.data),
+                        "choices": {k: v for k, v in choices.items() if "hydra" not in k}}
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks,
+                          logger=instantiate_loggers(cfg.logger) or False)
+    if ckpt_path:
+        print(f"resuming from {ckpt_path}")
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+    if not cfg.test:
+        return {}
+    best = next((cb.best_model_path for cb in trainer.checkpoint_callbacks
+                 if cb.monitor and cb.best_model_path), None)
+    trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    if trainer.is_global_zero:
+        write_metrics(metrics, cfg.paths.output_dir, label=choices["model"], data=choices["data"])
+        print_metrics(metrics, f"test metrics ({Path(best).name if best else 'final weights'})")
+    return metrics
+
+
+def main() -> None:
+    check_group_choices(sys.argv[1:], "vfi.train")
+    hydra.main(version_base="1.3", config_path="../conf", config_name="train")(train)()
+
+
+if __name__ == "__main__":
+    main()

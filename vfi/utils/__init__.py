@@ -1,0 +1,1 @@
+"""Entry-point plumbing: error reporting, config checks, panels."""

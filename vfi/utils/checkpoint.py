@@ -1,0 +1,44 @@
+"""Atomic checkpoint writes and checkpoint-path resolution."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from vfi.errors import VFIError
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it, then renames it into place, so a
+    run killed mid-write never leaves a truncated checkpoint."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH,
+                        storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            torch.save(checkpoint, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def resolve_checkpoint(ckpt_path: str | None, runs_dir: str | Path) -> str | None:
+    """``None`` stays None; ``"last"`` is the newest ``last.ckpt`` under ``runs_dir``; any other
+    value must be an existing file."""
+    if ckpt_path is None:
+        return None
+    if str(ckpt_path) == "last":
+        found = sorted(Path(runs_dir).glob("**/checkpoints/last.ckpt"), key=os.path.getmtime)
+        if not found:
+            raise VFIError(f"ckpt_path=last: no last.ckpt under {runs_dir}")
+        return str(found[-1])
+    if not Path(ckpt_path).is_file():
+        raise VFIError(f"checkpoint not found: {ckpt_path}")
+    return str(ckpt_path)

@@ -1,0 +1,118 @@
+"""Plumbing shared by the entry points: config checks, one-line errors, metrics files."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from vfi.errors import VFIError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CHECKED_GROUPS = ("model", "data", "trainer", "logger", "callbacks", "experiment")
+
+OmegaConf.register_new_resolver("env_unset", lambda name: not os.environ.get(name), replace=True)
+
+
+def group_options(group: str) -> list[str]:
+    """The option names of a config group (its yaml files)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def check_group_choices(args: list[str], prog: str) -> None:
+    """Exit with one line when a command-line override picks a config group option that does
+    not exist (e.g. ``model=resshfit``); sweeps over options are checked value by value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides(
+            [a for a in args if "=" in a and not a.startswith("-")])
+    except Exception:  # noqa: BLE001 - Hydra reports malformed overrides itself
+        return
+    for override in overrides:
+        group = override.key_or_group
+        if group not in CHECKED_GROUPS or override.is_delete():
+            continue
+        if override.is_sweep_override():
+            try:
+                values = list(override.sweep_string_iterator())
+            except Exception:  # noqa: BLE001 - range/interval sweeps are not option lists
+                continue
+        else:
+            values = [override.value()]
+        for value in values:
+            if value is None or str(value) == "null":
+                continue
+            options = group_options(group)
+            if str(value) not in options:
+                fail(prog, f"unknown {group} {value!r} (expected one of: {', '.join(options)})")
+
+
+def fail(prog: str, message: str) -> None:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def quiet_warnings() -> None:
+    """Silence library warnings that say nothing actionable to a user of these entry points."""
+    for pattern in (".*does not have many workers.*", ".*WeightAveraging.*",
+                    ".*LeafSpec.*", ".*torch.tensor results are registered as constants.*",
+                    ".*Checkpoint directory .* exists and is not empty.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def entry_point(prog: str) -> Callable:
+    """Decorate a Hydra task so that a :class:`VFIError` ends the run with one line, exit 2."""
+
+    def wrap(task: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
+        @functools.wraps(task)
+        def run(cfg: DictConfig):
+            quiet_warnings()
+            try:
+                return task(cfg)
+            except VFIError as exc:
+                fail(prog, str(exc))
+
+        return run
+
+    return wrap
+
+
+def write_metrics(metrics: dict[str, float], out_dir: str | Path, label: str, data: str) -> str:
+    """Write metrics.json and results.md (one table row) into ``out_dir``; return the table."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {"model": label, "data": data, "metrics": metrics}
+    (out_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    names = sorted(metrics)
+    table = "\n".join([
+        "| model | data | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+        f"| {label} | {data} | " + " | ".join(f"{metrics[n]:.4f}" for n in names) + " |",
+    ])
+    (out_dir / "results.md").write_text(table + "\n")
+    return table
+
+
+def print_metrics(metrics: dict[str, float], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in sorted(metrics):
+        table.add_row(name, f"{metrics[name]:.4f}")
+    Console().print(table)
+
+
+def instantiate_loggers(cfg: DictConfig | None) -> list:
+    from hydra.utils import instantiate
+
+    return [instantiate(c) for c in (cfg or {}).values() if c is not None and "_target_" in c]
