@@ -27,13 +27,13 @@ def load_lpips(backbone: str | None = None) -> nn.Module:
     """LPIPS (AlexNet, v0.1) from the ``lpips`` package, frozen and in eval mode.
 
     ``backbone`` is a torchvision-format AlexNet ``features.*`` state dict. With None, the
-    usual torchvision ImageNet weights are used (downloaded once by torchvision).
+    usual torchvision ImageNet weights are used (downloaded once by torchvision); so with "".
     """
     import lpips
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        if backbone is None:
+        if not backbone:
             net = lpips.LPIPS(net="alex", version="0.1", verbose=False)
         else:
             path = Path(backbone).expanduser()

@@ -28,8 +28,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     choices = dict(HydraConfig.get().runtime.choices)
-    model.run_config = {"model": OmegaConf.to_container(cfg.model),
-                        "data": OmegaConf.to_container(cfg.data),
+    model.run_config = {"model": OmegaConf.to_container(cfg.model, resolve=True),
+                        "data": OmegaConf.to_container(cfg.data, resolve=True),
                         "choices": {k: v for k, v in choices.items() if "hydra" not in k}}
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks,

@@ -132,7 +132,8 @@ class FlyingDataset(Dataset):
     ):
         lo, hi = tau_range
         if not (0.0 < lo <= hi < 1.0):
-            raise VFIError(f"tau_range must lie inside (0, 1) with min <= max, got {list(tau_range)}")
+            raise VFIError(
+                f"tau_range must lie inside (0, 1) with min <= max, got {list(tau_range)}")
         self.length = length
         self.size = tuple(size)
         self.num_layers = tuple(num_layers)

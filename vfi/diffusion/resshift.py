@@ -98,8 +98,9 @@ def sample_loop(
 ) -> Tensor:
     """Run the reverse chain t = T..1 and return x_0.
 
-    x_{t-1} = (eta_{t-1}/eta_t) x_t + (alpha_t/eta_t) x0_hat + kappa sqrt(eta_{t-1} alpha_t/eta_t) z,
-    with no noise at t = 1. ``predict_x0(x_t, t)`` returns x0_hat [B, C, H, W] for steps t [B].
+    x_{t-1} = (eta_{t-1}/eta_t) x_t + (alpha_t/eta_t) x0_hat
+              + kappa sqrt(eta_{t-1} alpha_t/eta_t) z,   with no noise at t = 1.
+    ``predict_x0(x_t, t)`` returns x0_hat [B, C, H, W] for steps t [B].
     """
 
     def randn() -> Tensor:

@@ -26,13 +26,14 @@ class InterpolatorModule(L.LightningModule):
     """Base class: subclasses implement :meth:`interpolate`; this class scores it.
 
     Args:
-        eval_samples: samples K drawn per item at validation and test time.
+        val_samples, test_samples: samples K drawn per item at validation / test time.
         lpips_backbone: local AlexNet ``features.*`` weights for LPIPS (None: torchvision's).
     """
 
-    def __init__(self, eval_samples: int = 1, lpips_backbone: str | None = None):
+    def __init__(self, val_samples: int = 1, test_samples: int = 1,
+                 lpips_backbone: str | None = None):
         super().__init__()
-        self.eval_samples = eval_samples
+        self.samples = {"val": val_samples, "test": test_samples}
         self.lpips_backbone = lpips_backbone
         self._lpips_cache: dict = {}  # built lazily; a dict keeps it out of the state dict
         self.run_config: dict | None = None  # model/data config, saved into checkpoints
@@ -49,7 +50,8 @@ class InterpolatorModule(L.LightningModule):
         return self._lpips_cache["net"]
 
     def _evaluate(self, batch: dict[str, Tensor], batch_idx: int, stage: str) -> None:
-        mean, std = self.interpolate(batch["I0"], batch["I1"], batch["tau"], self.eval_samples)
+        mean, std = self.interpolate(batch["I0"], batch["I1"], batch["tau"],
+                                     self.samples[stage])
         scores = image_metrics(mean, batch["It"], self.lpips_net)
         size = batch["I0"].shape[0]
         for name, values in scores.items():

@@ -31,7 +31,8 @@ class ResShiftVFI(InterpolatorModule):
     tau_mode: "fixed" (the dataset's tau) or "ifd" (re-estimated from flows during training).
     ifd_threshold, ifd_kernel, ifd_tau_range: the IFD estimate's grey-level threshold (images
         in [0, 1]), opening kernel size and the clamp applied to its result.
-    lr, optimizer, scheduler: AdamW-style partials from the config.
+    lr, optimizer, scheduler: learning rate and the optimizer / scheduler partials.
+    val_samples, test_samples: samples per item at validation / test (mean and std).
     """
 
     def __init__(
@@ -51,10 +52,12 @@ class ResShiftVFI(InterpolatorModule):
         lr: float = 2e-4,
         optimizer: Callable | None = None,
         scheduler: Callable | None = None,
-        eval_samples: int = 4,
+        val_samples: int = 2,
+        test_samples: int = 4,
         lpips_backbone: str | None = None,
     ):
-        super().__init__(eval_samples=eval_samples, lpips_backbone=lpips_backbone)
+        super().__init__(val_samples=val_samples, test_samples=test_samples,
+                         lpips_backbone=lpips_backbone)
         if warp not in ("backward", "softmax_splat"):
             raise VFIError(f"model.warp must be 'backward' or 'softmax_splat', got {warp!r}")
         if tau_mode not in ("fixed", "ifd"):

@@ -13,6 +13,32 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from vfi.errors import VFIError
 
 
+def load_checkpoint(path: str | Path) -> dict:
+    """A vfi training checkpoint (state dict plus the saved ``vfi_config``), read on the CPU."""
+    if not Path(path).is_file():
+        raise VFIError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets one line
+        raise VFIError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or "vfi_config" not in ckpt or "state_dict" not in ckpt:
+        raise VFIError(f"{path} is not a vfi training checkpoint (no saved vfi_config)")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict | str | Path, lpips_backbone: str | None = None):
+    """Rebuild the LightningModule from a checkpoint's saved model config and load its
+    (EMA) weights. Returns the module in eval mode."""
+    from hydra.utils import instantiate
+
+    if not isinstance(ckpt, dict):
+        ckpt = load_checkpoint(ckpt)
+    model_cfg = dict(ckpt["vfi_config"]["model"], lpips_backbone=lpips_backbone)
+    model = instantiate(model_cfg)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file beside it, then renames it into place, so a
     run killed mid-write never leaves a truncated checkpoint."""

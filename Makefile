@@ -1,0 +1,37 @@
+# The README's two commands, `make train` and `make test`, install first when needed.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# LPIPS backbone for offline machines: the lab's local copy when it exists (online machines
+# leave it empty and torchvision downloads the usual weights).
+LPIPS_BACKBONE ?= $(wildcard $(abspath ../shared/weights/alexnet_features_imagenet.pth))
+export VFI_LPIPS_BACKBONE ?= $(LPIPS_BACKBONE)
+
+.PHONY: install train test test-all lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PY) -c "import vfi, torch, lightning, hydra, lpips, kornia, av"
+	touch $(STAMP)
+
+train: install
+	$(PY) -m vfi.train $(ARGS)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check vfi tests
+	$(PY) -m ruff format --check vfi tests
+
+format: install
+	$(PY) -m ruff check --fix vfi tests
+	$(PY) -m ruff format vfi tests
+
+clean:
+	rm -rf logs .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,118 @@
+"""The entry points end to end, as subprocesses: errors, runs, sweeps, DDP, W&B, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, run_cli
+
+pytestmark = pytest.mark.slow
+TINY = ["data.train.size=[32,32]", "data.batch_size=2", "data.num_workers=0"]
+
+
+def _one_line_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def _runs(env, task="train"):
+    return sorted((Path(env["VFI_LOG_DIR"]) / task).glob("runs/*"))
+
+
+@pytest.mark.parametrize("module,args,needles", [
+    ("vfi.train", ["model=resshfit"], ["unknown model 'resshfit'", "resshift", "blend"]),
+    ("vfi.train", ["data=atd99"], ["unknown data 'atd99'", "flying", "clips"]),
+    ("vfi.eval", ["model=blend,nope", "data=clips"], ["unknown model 'nope'"]),
+    ("vfi.eval", ["ckpt_path=/no/such/file.ckpt"], ["checkpoint not found: /no/such/file.ckpt"]),
+    ("vfi.train", ["trainer=debug", "ckpt_path=/no/such.ckpt"], ["checkpoint not found"]),
+    ("vfi.train", ["trainer=debug", "data.train.tau_range=[0.5,1.5]"],
+     ["tau_range must lie inside (0, 1)", "1.5"]),
+    ("vfi.eval", ["model=blend"], ["no test data"]),
+])
+def test_bad_input_gets_one_line(cli_env, module, args, needles):
+    _one_line_error(run_cli(module, *args, env=cli_env, check=False), *needles)
+
+
+def test_undecodable_video_cli(cli_env, tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video at all" * 50)
+    proc = run_cli("vfi.eval", "model=blend", "data=video", f"data.path={bad}", env=cli_env,
+                   check=False)
+    _one_line_error(proc, "cannot decode video file", str(bad))
+
+
+def test_debug_run_then_eval(cli_env):
+    run_cli("vfi.train", "trainer=debug", *TINY, env=cli_env)
+    (run,) = _runs(cli_env)
+    assert list((run / "checkpoints").glob("best-*.ckpt"))
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "panels").glob("test_*.png")) and list((run / "panels").glob("val_*.png"))
+    metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert {"test/psnr", "test/ssim", "test/lpips"} <= set(metrics)
+    ckpt = next((run / "checkpoints").glob("best-*.ckpt"))
+    proc = run_cli("vfi.eval", f"ckpt_path={ckpt}", "trainer.limit_test_batches=2", env=cli_env)
+    (ev,) = _runs(cli_env, "eval")
+    scored = json.loads((ev / "metrics.json").read_text())
+    assert scored["data"] == "flying" and scored["metrics"]["test/psnr"] > 15
+    assert "| resshift" in (ev / "results.md").read_text() and "test/psnr" in proc.stdout
+
+
+def test_multirun_sweep_writes_separate_folders(cli_env):
+    run_cli("vfi.train", "-m", "trainer=debug", "model.lr=1e-4,2e-4", *TINY, env=cli_env)
+    (sweep,) = (Path(cli_env["VFI_LOG_DIR"]) / "train" / "multiruns").iterdir()
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [j.name for j in jobs] == ["0", "1"]
+    lrs = []
+    for job in jobs:
+        assert (job / "metrics.json").is_file()
+        lrs.append(float((job / ".hydra" / "overrides.yaml").read_text().split("model.lr=")[1]
+                         .split()[0]))
+    assert lrs == [1e-4, 2e-4]
+
+
+def test_ddp_sim_fast_dev_run(cli_env):
+    proc = run_cli("vfi.train", "trainer=ddp_sim", "trainer.fast_dev_run=true", *TINY,
+                   env=cli_env)
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stdout + proc.stderr
+    assert "test/psnr" in proc.stdout
+
+
+def test_wandb_offline_without_api_key(cli_env):
+    run_cli("vfi.train", "trainer=debug", "logger=wandb", "test=false", *TINY, env=cli_env)
+    (run,) = _runs(cli_env)
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert offline and list(offline[0].glob("*.wandb"))
+
+
+def test_killed_run_resumes_at_same_step(cli_env):
+    args = ["trainer.max_steps=400", "callbacks.last_checkpoint.every_n_train_steps=3",
+            "trainer.val_check_interval=1000", "test=false", *TINY]
+    proc = subprocess.Popen([sys.executable, "-m", "vfi.train", *args], cwd=REPO, env=cli_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not list(
+                Path(cli_env["VFI_LOG_DIR"]).glob("train/runs/*/checkpoints/last.ckpt")):
+            assert proc.poll() is None, "training ended before writing last.ckpt"
+            time.sleep(0.5)
+        time.sleep(2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    (last,) = Path(cli_env["VFI_LOG_DIR"]).glob("train/runs/*/checkpoints/last.ckpt")
+    step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    assert step >= 3 and step % 3 == 0
+    out = run_cli("vfi.train", "ckpt_path=last", *args[:-len(TINY) - 1],
+                  f"trainer.max_steps={step + 2}", *TINY, "test=false", env=cli_env).stdout
+    assert f"training starts at global step {step}" in out

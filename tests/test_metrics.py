@@ -1,0 +1,45 @@
+"""Metrics against published reference values and closed forms."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import ALEXNET, SHARED
+from PIL import Image
+
+from vfi.errors import VFIError
+from vfi.metrics import image_metrics, load_lpips, quantize
+
+
+def _load(name):
+    im = np.asarray(Image.open(SHARED / "lpips_ref" / name).convert("RGB"))
+    return torch.from_numpy(im.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
+def test_lpips_reproduces_reference_pair():
+    net = load_lpips(str(ALEXNET))
+    ref, p0, p1 = _load("ex_ref.png"), _load("ex_p0.png"), _load("ex_p1.png")
+    with torch.no_grad():
+        assert abs(net(ref, p0).item() - 0.722) < 1e-3
+        assert abs(net(ref, p1).item() - 0.137) < 1e-3
+
+
+def test_lpips_missing_backbone_is_a_clear_error(tmp_path):
+    with pytest.raises(VFIError, match="LPIPS backbone weights not found"):
+        load_lpips(str(tmp_path / "nope.pth"))
+
+
+def test_psnr_is_on_8bit_quantised_images():
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+    pred = (target + 0.05 * torch.randn(2, 3, 16, 16, generator=g)).clamp(-1, 1)
+    scores = image_metrics(pred, target, None)
+    for i in range(2):
+        a = np.round((pred[i].numpy() + 1) * 127.5)
+        b = np.round((target[i].numpy() + 1) * 127.5)
+        want = 10 * math.log10(255**2 / np.mean((a - b) ** 2))
+        assert abs(scores["psnr"][i].item() - want) < 1e-3
+    assert torch.allclose(image_metrics(target, target, None)["ssim"], torch.ones(2))
+    assert torch.equal(quantize(torch.tensor([-1.0, 0.0, 1.0])),
+                       torch.tensor([0.0, 128 / 255, 1.0]))

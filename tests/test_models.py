@@ -1,0 +1,134 @@
+"""The ResShift VFI module and the baselines: prior, sampler plumbing, tau handling."""
+
+import pytest
+import torch
+from conftest import REPO
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from vfi.errors import VFIError
+from vfi.models.baselines import BlendInterpolator, ClassicalInterpolator
+from vfi.ops import warp_backward
+
+
+def build(*overrides):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["paths.output_dir=/tmp/unused", *overrides])
+    return instantiate(cfg.model)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build()
+
+
+def test_untrained_prior_is_the_tau_weighted_blend(model):
+    """Zero flow and v0 = v1 = 0.5 at initialisation: y = (1 - tau) I0 + tau I1, with the
+    (1 - tau) weight on the frame at time 0."""
+    i0, i1 = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    tau = torch.tensor([0.2, 0.7])
+    y = model.prior(i0, i1, tau)["y"]
+    t = tau.view(-1, 1, 1, 1)
+    assert torch.allclose(y, (1 - t) * i0 + t * i1, atol=1e-5)
+
+
+def test_prior_formula_with_given_visibility(model, monkeypatch):
+    i0, i1 = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    v0, v1 = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
+    monkeypatch.setattr(model.visibility_net, "forward", lambda *a: (v0, v1))
+    tau = torch.tensor([0.3])
+    y = model.prior(i0, i1, tau)["y"]
+    want = (0.7 * v0 * i0 + 0.3 * v1 * i1) / (0.7 * v0 + 0.3 * v1 + 1e-6)
+    assert torch.allclose(y, want, atol=1e-5)
+
+
+def test_interpolate_pads_crops_and_samples():
+    torch.manual_seed(0)
+    model = build()
+    torch.nn.init.normal_(model.denoiser.out[-1].weight, std=0.05)  # make x0_hat depend on x_t
+    i0, i1 = torch.rand(2, 3, 37, 53) * 2 - 1, torch.rand(2, 3, 37, 53) * 2 - 1
+    mean, std = model.interpolate(i0, i1, 0.5, num_samples=3)
+    assert mean.shape == std.shape == (2, 3, 37, 53)
+    assert bool((std > 0).any()) and bool((mean.abs() <= 1).all())
+    mean1, std1 = model.interpolate(i0, i1, torch.tensor([0.4, 0.6]), num_samples=1)
+    assert torch.all(std1 == 0)
+
+
+@pytest.mark.parametrize("tau", [0.0, 1.0, 1.5, -0.2])
+def test_tau_outside_unit_interval_is_rejected(model, tau):
+    x = torch.zeros(1, 3, 16, 16)
+    with pytest.raises(VFIError, match="tau must lie in \\(0, 1\\)"):
+        model.interpolate(x, x, tau)
+    with pytest.raises(VFIError, match="tau"):
+        BlendInterpolator().interpolate(x, x, tau)
+
+
+def test_training_step_learns_a_fixed_batch():
+    torch.manual_seed(0)
+    model = build("model.lr=2e-3")
+    from vfi.data.flying import FlyingDataset
+
+    ds = FlyingDataset(size=(32, 32), tau_range=(0.3, 0.7), max_shift=4)
+    batch = {k: torch.stack([ds[i][k] for i in range(4)]) for k in ("I0", "I1", "It", "tau")}
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    model.log = lambda *a, **k: None
+    losses = []
+    for _ in range(30):
+        torch.manual_seed(1)  # same diffusion step and noise each time
+        loss = model.training_step(batch, 0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_softmax_splat_prior_runs():
+    model = build("model.warp=softmax_splat")
+    i0 = torch.rand(1, 3, 32, 32)
+    out = model.prior(i0, i0, torch.tensor([0.5]))
+    assert torch.allclose(out["y"], i0, atol=1e-4)
+
+
+def test_ifd_tau_estimate_matches_formula(model, monkeypatch):
+    """The IFD estimate against a hand computation with known flows and masks."""
+    h = w = 16
+    i0 = -torch.ones(1, 3, h, w)
+    it = -torch.ones(1, 3, h, w)
+    i1 = -torch.ones(1, 3, h, w)
+    i0[..., 2:8, 2:8] = 1.0     # I0 differs from I_tau on a 6x6 block (36 px)
+    i1[..., 4:14, 4:14] = 1.0   # I1 differs on a 10x10 block (100 px)
+    mag0, mag1 = 2.0, 3.0
+
+    def fake_flow(a, b):
+        f = torch.zeros(a.shape[0], 2, h, w)
+        f[0, 0], f[1, 0] = mag0, mag1
+        return f, -f
+
+    monkeypatch.setattr(model.flow_net, "forward", fake_flow)
+    tau = model.estimate_tau(i0, i1, it, torch.tensor([0.5]))
+    want = 36 * mag0 / (36 * mag0 + 100 * mag1)
+    assert abs(tau.item() - want) < 1e-5
+    # nothing moves: the dataset's tau is kept
+    tau = model.estimate_tau(it, it, it, torch.tensor([0.5]))
+    assert tau.item() == 0.5
+
+
+def test_blend_and_classical_baselines():
+    i0 = torch.rand(1, 3, 48, 64) * 2 - 1
+    shifted = torch.roll(i0, shifts=2, dims=3)
+    blend, _ = BlendInterpolator().interpolate(i0, shifted, 0.25)
+    assert torch.allclose(blend, 0.75 * i0 + 0.25 * shifted)
+    # a smooth image moved by 4 px: the classical baseline recovers the half-way frame
+    ys, xs = torch.meshgrid(torch.arange(48.0), torch.arange(64.0), indexing="ij")
+    img = torch.stack([torch.sin(xs / 5) * torch.cos(ys / 7), torch.cos(xs / 6),
+                       torch.sin(ys / 4)])[None] * 0.8
+    flow = torch.zeros(1, 2, 48, 64)
+    flow[:, 0] = 2.0
+    i_mid, i_end = warp_backward(img, -flow), warp_backward(img, -2 * flow)
+    pred, _ = ClassicalInterpolator().interpolate(img, i_end, 0.5)
+    inner = (..., slice(8, -8), slice(8, -8))
+    err_classical = (pred - i_mid)[inner].abs().mean()
+    err_blend = ((img + i_end) / 2 - i_mid)[inner].abs().mean()
+    assert err_classical < 0.25 * err_blend
