@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 
 class VFIDataModule(L.LightningDataModule):
     """Args:
-    train, val, test: dataset factories (Hydra partials) or None; built in ``setup``.
+    train, val, test: dataset factories (Hydra partials) or None; built in ``setup``. A list of
+        factories is served as the concatenation of their datasets.
     batch_size: training batch size; eval_batch_size: validation and test batch size.
     num_workers: DataLoader worker processes.
     """
 
     def __init__(
         self,
-        train: Callable[[], Dataset] | None = None,
+        train: Callable[[], Dataset] | list[Callable[[], Dataset]] | None = None,
         val: Callable[[], Dataset] | None = None,
         test: Callable[[], Dataset] | None = None,
         batch_size: int = 8,
@@ -36,8 +37,13 @@ class VFIDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
         for split in wanted.get(stage, ("train", "val", "test")):
-            if split not in self.datasets and self.factories[split] is not None:
-                self.datasets[split] = self.factories[split]()
+            factory = self.factories[split]
+            if split in self.datasets or factory is None:
+                continue
+            if isinstance(factory, Sequence):
+                self.datasets[split] = ConcatDataset([make() for make in factory])
+            else:
+                self.datasets[split] = factory()
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(
