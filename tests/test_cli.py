@@ -13,7 +13,7 @@ import torch
 from conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow
-TINY = ["data.train.size=[32,32]", "data.batch_size=2", "data.num_workers=0"]
+TINY = ["data=flying", "data.train.size=[32,32]", "data.batch_size=2", "data.num_workers=0"]
 
 
 def _one_line_error(proc, *needles):
@@ -35,7 +35,7 @@ def _runs(env, task="train"):
     ("vfi.eval", ["model=blend,nope", "data=clips"], ["unknown model 'nope'"]),
     ("vfi.eval", ["ckpt_path=/no/such/file.ckpt"], ["checkpoint not found: /no/such/file.ckpt"]),
     ("vfi.train", ["trainer=debug", "ckpt_path=/no/such.ckpt"], ["checkpoint not found"]),
-    ("vfi.train", ["trainer=debug", "data.train.tau_range=[0.5,1.5]"],
+    ("vfi.train", ["trainer=debug", "data=flying", "data.train.tau_range=[0.5,1.5]"],
      ["tau_range must lie inside (0, 1)", "1.5"]),
     ("vfi.eval", ["model=blend"], ["no test data"]),
 ])
@@ -46,7 +46,7 @@ def test_bad_input_gets_one_line(cli_env, module, args, needles):
 def test_undecodable_video_cli(cli_env, tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video at all" * 50)
-    proc = run_cli("vfi.eval", "model=blend", "data=video", f"data.path={bad}", env=cli_env,
+    proc = run_cli("vfi.eval", "model=blend", "data=video", f"data.test.path={bad}", env=cli_env,
                    check=False)
     _one_line_error(proc, "cannot decode video file", str(bad))
 

@@ -27,7 +27,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     choices = dict(HydraConfig.get().runtime.choices)
     ckpt_path = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / "train")
-    data_cfg, data_name = cfg.data, choices.get("data")
+    data_cfg, data_name = cfg.get("data"), choices.get("data")
     if ckpt_path:
         ckpt = load_checkpoint(ckpt_path)
         saved = ckpt["vfi_config"]
@@ -35,7 +35,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         label = f"{saved['choices'].get('model')} ({Path(ckpt_path).name})"
         if data_cfg is None:
             data_cfg, data_name = OmegaConf.create(saved["data"]), saved["choices"].get("data")
-    elif cfg.model is not None:
+    elif cfg.get("model") is not None:
         model, label = instantiate(cfg.model), choices["model"]
     else:
         raise VFIError("nothing to evaluate: give ckpt_path=... or a baseline "
@@ -43,6 +43,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if data_cfg is None:
         raise VFIError("no test data: give data=... (e.g. data=clips)")
     datamodule = instantiate(data_cfg)
+    datamodule.setup("test")
     trainer = instantiate(cfg.trainer, logger=instantiate_loggers(cfg.logger) or False,
                           callbacks=[L.pytorch.callbacks.RichProgressBar()])
     trainer.test(model, datamodule=datamodule)

@@ -26,6 +26,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_path = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
     datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")  # bad data fails here, before the trainer starts talking
     model = instantiate(cfg.model)
     choices = dict(HydraConfig.get().runtime.choices)
     model.run_config = {"model": OmegaConf.to_container(cfg.model, resolve=True),
