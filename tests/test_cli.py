@@ -43,6 +43,17 @@ def test_bad_input_gets_one_line(cli_env, module, args, needles):
     _one_line_error(run_cli(module, *args, env=cli_env, check=False), *needles)
 
 
+def test_runs_started_together_get_their_own_folders(cli_env):
+    """Two runs launched at the same moment (here both stop at a config error) never share a
+    run folder."""
+    cmd = [sys.executable, "-m", "vfi.train", "data=flying", "data.train.tau_range=[0.5,2]"]
+    procs = [subprocess.Popen(cmd, cwd=REPO, env=cli_env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [2, 2]
+    runs = _runs(cli_env)
+    assert len(runs) == 2 and all((r / ".hydra" / "config.yaml").is_file() for r in runs)
+
+
 def test_undecodable_video_cli(cli_env, tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video at all" * 50)
@@ -52,8 +63,9 @@ def test_undecodable_video_cli(cli_env, tmp_path):
 
 
 def test_debug_run_then_eval(cli_env):
-    run_cli("vfi.train", "trainer=debug", *TINY, env=cli_env)
+    run_cli("vfi.train", "trainer=debug", "logger=tensorboard", *TINY, env=cli_env)
     (run,) = _runs(cli_env)
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert list((run / "checkpoints").glob("best-*.ckpt"))
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert list((run / "panels").glob("test_*.png")) and list((run / "panels").glob("val_*.png"))

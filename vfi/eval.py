@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -13,13 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vfi.errors import VFIError
 from vfi.utils.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
-from vfi.utils.run import (
-    check_group_choices,
-    entry_point,
-    instantiate_loggers,
-    print_metrics,
-    write_metrics,
-)
+from vfi.utils.run import entry_point, instantiate_loggers, report_test_metrics, run_hydra
 
 
 @entry_point("vfi.eval")
@@ -47,17 +39,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer = instantiate(cfg.trainer, logger=instantiate_loggers(cfg.logger) or False,
                           callbacks=[L.pytorch.callbacks.RichProgressBar()])
     trainer.test(model, datamodule=datamodule)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-    if trainer.is_global_zero:
-        table = write_metrics(metrics, cfg.paths.output_dir, label=label, data=str(data_name))
-        print_metrics(metrics, f"{label} on {data_name}")
-        print(table)
-    return metrics
+    return report_test_metrics(trainer, cfg.paths.output_dir, label, str(data_name))
 
 
 def main() -> None:
-    check_group_choices(sys.argv[1:], "vfi.eval")
-    hydra.main(version_base="1.3", config_path="../conf", config_name="eval")(evaluate)()
+    run_hydra("vfi.eval", "eval", evaluate)
 
 
 if __name__ == "__main__":

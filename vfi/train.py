@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vfi.utils.checkpoint import resolve_checkpoint
-from vfi.utils.run import (
-    check_group_choices,
-    entry_point,
-    instantiate_loggers,
-    print_metrics,
-    write_metrics,
-)
+from vfi.utils.run import entry_point, instantiate_loggers, report_test_metrics, run_hydra
 
 
 @entry_point("vfi.train")
@@ -43,16 +35,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     best = next((cb.best_model_path for cb in trainer.checkpoint_callbacks
                  if cb.monitor and cb.best_model_path), None)
     trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=False)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-    if trainer.is_global_zero:
-        write_metrics(metrics, cfg.paths.output_dir, label=choices["model"], data=choices["data"])
-        print_metrics(metrics, f"test metrics ({Path(best).name if best else 'final weights'})")
-    return metrics
+    label = f"{choices['model']} ({Path(best).name if best else 'final weights'})"
+    return report_test_metrics(trainer, cfg.paths.output_dir, label, choices["data"])
 
 
 def main() -> None:
-    check_group_choices(sys.argv[1:], "vfi.train")
-    hydra.main(version_base="1.3", config_path="../conf", config_name="train")(train)()
+    run_hydra("vfi.train", "train", train)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import kornia
@@ -78,7 +79,7 @@ class ResShiftVFI(InterpolatorModule):
         self.lr = lr
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.multiple = max(getattr(flow_net, "multiple", 1), getattr(denoiser, "multiple", 1))
+        self.multiple = math.lcm(getattr(flow_net, "multiple", 1), getattr(denoiser, "multiple", 1))
 
     # --- the prior -----------------------------------------------------------------------
     def _warp_to_tau(self, i0, i1, f01, f10, f_t0, f_t1, tau):

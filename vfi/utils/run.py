@@ -84,6 +84,25 @@ def entry_point(prog: str) -> Callable:
     return wrap
 
 
+def run_hydra(prog: str, config_name: str, task: Callable[[DictConfig], object]) -> None:
+    """Check the command line's config choices, then run ``task`` under Hydra."""
+    import hydra
+
+    check_group_choices(sys.argv[1:], prog)
+    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)()
+
+
+def report_test_metrics(trainer, out_dir: str | Path, label: str, data: str) -> dict[str, float]:
+    """The ``test/*`` metrics of the last ``trainer.test``: written as metrics.json and
+    results.md and printed as a table (on global rank zero); returned on every rank."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    if trainer.is_global_zero:
+        table = write_metrics(metrics, out_dir, label=label, data=data)
+        print_metrics(metrics, f"{label} on {data}")
+        print(table)
+    return metrics
+
+
 def write_metrics(metrics: dict[str, float], out_dir: str | Path, label: str, data: str) -> str:
     """Write metrics.json and results.md (one table row) into ``out_dir``; return the table."""
     out_dir = Path(out_dir)
