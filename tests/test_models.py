@@ -132,3 +132,20 @@ def test_blend_and_classical_baselines():
     err_classical = (pred - i_mid)[inner].abs().mean()
     err_blend = ((img + i_end) / 2 - i_mid)[inner].abs().mean()
     assert err_classical < 0.25 * err_blend
+
+
+def test_ifd_mode_trains_with_reestimated_tau(monkeypatch):
+    model = build("model.tau_mode=ifd")
+    logged = {}
+    monkeypatch.setattr(model, "log", lambda name, value, **k: logged.__setitem__(name, value))
+    from vfi.data.flying import FlyingDataset
+
+    ds = FlyingDataset(size=(32, 32), seed=2)
+    batch = {k: torch.stack([ds[i][k] for i in range(2)]) for k in ("I0", "I1", "It", "tau")}
+    seen = []
+    real_prior = model.prior
+    monkeypatch.setattr(model, "prior", lambda a, b, tau: seen.append(tau) or real_prior(a, b, tau))
+    monkeypatch.setattr(model, "estimate_tau", lambda *a: torch.tensor([0.3, 0.6]))
+    model.training_step(batch, 0).backward()
+    assert torch.equal(seen[0], torch.tensor([0.3, 0.6]))
+    assert abs(float(logged["train/tau_ifd"]) - 0.45) < 1e-6
