@@ -29,16 +29,26 @@ def _runs(env, task="train"):
     return sorted((Path(env["VFI_LOG_DIR"]) / task).glob("runs/*"))
 
 
-@pytest.mark.parametrize("module,args,needles", [
-    ("vfi.train", ["model=resshfit"], ["unknown model 'resshfit'", "resshift", "blend"]),
-    ("vfi.train", ["data=atd99"], ["unknown data 'atd99'", "flying", "clips"]),
-    ("vfi.eval", ["model=blend,nope", "data=clips"], ["unknown model 'nope'"]),
-    ("vfi.eval", ["ckpt_path=/no/such/file.ckpt"], ["checkpoint not found: /no/such/file.ckpt"]),
-    ("vfi.train", ["trainer=debug", "ckpt_path=/no/such.ckpt"], ["checkpoint not found"]),
-    ("vfi.train", ["trainer=debug", "data=flying", "data.train.tau_range=[0.5,1.5]"],
-     ["tau_range must lie inside (0, 1)", "1.5"]),
-    ("vfi.eval", ["model=blend"], ["no test data"]),
-])
+@pytest.mark.parametrize(
+    "module,args,needles",
+    [
+        ("vfi.train", ["model=resshfit"], ["unknown model 'resshfit'", "resshift", "blend"]),
+        ("vfi.train", ["data=atd99"], ["unknown data 'atd99'", "flying", "clips"]),
+        ("vfi.eval", ["model=blend,nope", "data=clips"], ["unknown model 'nope'"]),
+        (
+            "vfi.eval",
+            ["ckpt_path=/no/such/file.ckpt"],
+            ["checkpoint not found: /no/such/file.ckpt"],
+        ),
+        ("vfi.train", ["trainer=debug", "ckpt_path=/no/such.ckpt"], ["checkpoint not found"]),
+        (
+            "vfi.train",
+            ["trainer=debug", "data=flying", "data.train.tau_range=[0.5,1.5]"],
+            ["tau_range must lie inside (0, 1)", "1.5"],
+        ),
+        ("vfi.eval", ["model=blend"], ["no test data"]),
+    ],
+)
 def test_bad_input_gets_one_line(cli_env, module, args, needles):
     _one_line_error(run_cli(module, *args, env=cli_env, check=False), *needles)
 
@@ -47,8 +57,12 @@ def test_runs_started_together_get_their_own_folders(cli_env):
     """Two runs launched at the same moment (here both stop at a config error) never share a
     run folder."""
     cmd = [sys.executable, "-m", "vfi.train", "data=flying", "data.train.tau_range=[0.5,2]"]
-    procs = [subprocess.Popen(cmd, cwd=REPO, env=cli_env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            cmd, cwd=REPO, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for _ in range(2)
+    ]
     assert [p.wait(timeout=300) for p in procs] == [2, 2]
     runs = _runs(cli_env)
     assert len(runs) == 2 and all((r / ".hydra" / "config.yaml").is_file() for r in runs)
@@ -57,8 +71,9 @@ def test_runs_started_together_get_their_own_folders(cli_env):
 def test_undecodable_video_cli(cli_env, tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video at all" * 50)
-    proc = run_cli("vfi.eval", "model=blend", "data=video", f"data.test.path={bad}", env=cli_env,
-                   check=False)
+    proc = run_cli(
+        "vfi.eval", "model=blend", "data=video", f"data.test.path={bad}", env=cli_env, check=False
+    )
     _one_line_error(proc, "cannot decode video file", str(bad))
 
 
@@ -87,14 +102,14 @@ def test_multirun_sweep_writes_separate_folders(cli_env):
     lrs = []
     for job in jobs:
         assert (job / "metrics.json").is_file()
-        lrs.append(float((job / ".hydra" / "overrides.yaml").read_text().split("model.lr=")[1]
-                         .split()[0]))
+        lrs.append(
+            float((job / ".hydra" / "overrides.yaml").read_text().split("model.lr=")[1].split()[0])
+        )
     assert lrs == [1e-4, 2e-4]
 
 
 def test_ddp_sim_fast_dev_run(cli_env):
-    proc = run_cli("vfi.train", "trainer=ddp_sim", "trainer.fast_dev_run=true", *TINY,
-                   env=cli_env)
+    proc = run_cli("vfi.train", "trainer=ddp_sim", "trainer.fast_dev_run=true", *TINY, env=cli_env)
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stdout + proc.stderr
     assert "test/psnr" in proc.stdout
 
@@ -107,15 +122,26 @@ def test_wandb_offline_without_api_key(cli_env):
 
 
 def test_killed_run_resumes_at_same_step(cli_env):
-    args = ["trainer.max_steps=400", "callbacks.last_checkpoint.every_n_train_steps=3",
-            "trainer.val_check_interval=1000", "test=false", *TINY]
-    proc = subprocess.Popen([sys.executable, "-m", "vfi.train", *args], cwd=REPO, env=cli_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    args = [
+        "trainer.max_steps=400",
+        "callbacks.last_checkpoint.every_n_train_steps=3",
+        "trainer.val_check_interval=1000",
+        "test=false",
+        *TINY,
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vfi.train", *args],
+        cwd=REPO,
+        env=cli_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 300
         while time.time() < deadline and not list(
-                Path(cli_env["VFI_LOG_DIR"]).glob("train/runs/*/checkpoints/last.ckpt")):
+            Path(cli_env["VFI_LOG_DIR"]).glob("train/runs/*/checkpoints/last.ckpt")
+        ):
             assert proc.poll() is None, "training ended before writing last.ckpt"
             time.sleep(0.5)
         time.sleep(2)
@@ -125,6 +151,13 @@ def test_killed_run_resumes_at_same_step(cli_env):
     (last,) = Path(cli_env["VFI_LOG_DIR"]).glob("train/runs/*/checkpoints/last.ckpt")
     step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
     assert step >= 3 and step % 3 == 0
-    out = run_cli("vfi.train", "ckpt_path=last", *args[:-len(TINY) - 1],
-                  f"trainer.max_steps={step + 2}", *TINY, "test=false", env=cli_env).stdout
+    out = run_cli(
+        "vfi.train",
+        "ckpt_path=last",
+        *args[: -len(TINY) - 1],
+        f"trainer.max_steps={step + 2}",
+        *TINY,
+        "test=false",
+        env=cli_env,
+    ).stdout
     assert f"training starts at global step {step}" in out

@@ -10,8 +10,11 @@ from vfi.utils.run import group_options
 
 def _compose(*overrides, hydra=False):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("train", overrides=["paths.output_dir=/tmp/unused", *overrides],
-                       return_hydra_config=hydra)
+        return compose(
+            "train",
+            overrides=["paths.output_dir=/tmp/unused", *overrides],
+            return_hydra_config=hydra,
+        )
 
 
 @pytest.mark.parametrize("name", group_options("model"))

@@ -68,8 +68,9 @@ def test_video_file_triplets():
 
 
 def test_clips_dataset_spans_all_clips():
-    ds = ClipsDataset({"carphone_pristine": 1.0, "bikes": 0.25}, step=2,
-                      frame_range=(0.8, 1.0), num_items=3)
+    ds = ClipsDataset(
+        {"carphone_pristine": 1.0, "bikes": 0.25}, step=2, frame_range=(0.8, 1.0), num_items=3
+    )
     assert len(ds) == 6
     assert ds[0]["I0"].shape == (3, 144, 176) and ds[5]["I0"].shape == (3, 68, 160)
 

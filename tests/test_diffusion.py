@@ -49,7 +49,10 @@ def test_posterior_matches_gaussian_conditioning(t):
     got_mean, got_var = rs.posterior_mean_var(
         torch.full((1, 1, 1, 1), xt, dtype=torch.float64),
         torch.full((1, 1, 1, 1), x0, dtype=torch.float64),
-        torch.tensor([t]), etas, KAPPA)
+        torch.tensor([t]),
+        etas,
+        KAPPA,
+    )
     assert torch.allclose(got_mean.flatten()[0], want_mean, atol=1e-12)
     assert torch.allclose(got_var.flatten()[0].double(), want_var.double(), atol=1e-12)
 
@@ -69,8 +72,14 @@ def test_q_sample_monte_carlo(t):
     n = 400_000
     x0 = torch.full((n, 1, 1, 1), 0.4, dtype=torch.float64)
     y = torch.full_like(x0, -0.2)
-    xt = rs.q_sample(x0, y, torch.full((n,), t), etas, KAPPA,
-                     torch.randn(x0.shape, generator=g, dtype=torch.float64))
+    xt = rs.q_sample(
+        x0,
+        y,
+        torch.full((n,), t),
+        etas,
+        KAPPA,
+        torch.randn(x0.shape, generator=g, dtype=torch.float64),
+    )
     eta = etas[t - 1].item()
     mean, var = 0.4 + eta * (-0.6), KAPPA**2 * eta
     assert abs(xt.mean().item() - mean) < 5 * math.sqrt(var / n)

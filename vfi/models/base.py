@@ -30,16 +30,18 @@ class InterpolatorModule(L.LightningModule):
         lpips_backbone: local AlexNet ``features.*`` weights for LPIPS (None: torchvision's).
     """
 
-    def __init__(self, val_samples: int = 1, test_samples: int = 1,
-                 lpips_backbone: str | None = None):
+    def __init__(
+        self, val_samples: int = 1, test_samples: int = 1, lpips_backbone: str | None = None
+    ):
         super().__init__()
         self.samples = {"val": val_samples, "test": test_samples}
         self.lpips_backbone = lpips_backbone
         self._lpips_cache: dict = {}  # built lazily; a dict keeps it out of the state dict
         self.run_config: dict | None = None  # model/data config, saved into checkpoints
 
-    def interpolate(self, i0: Tensor, i1: Tensor, tau: Tensor | float,
-                    num_samples: int = 1) -> tuple[Tensor, Tensor]:
+    def interpolate(
+        self, i0: Tensor, i1: Tensor, tau: Tensor | float, num_samples: int = 1
+    ) -> tuple[Tensor, Tensor]:
         """Frames at time tau: mean [B, 3, H, W] in [-1, 1] and per-pixel std over samples."""
         raise NotImplementedError
 
@@ -50,13 +52,17 @@ class InterpolatorModule(L.LightningModule):
         return self._lpips_cache["net"]
 
     def _evaluate(self, batch: dict[str, Tensor], batch_idx: int, stage: str) -> None:
-        mean, std = self.interpolate(batch["I0"], batch["I1"], batch["tau"],
-                                     self.samples[stage])
+        mean, std = self.interpolate(batch["I0"], batch["I1"], batch["tau"], self.samples[stage])
         scores = image_metrics(mean, batch["It"], self.lpips_net)
         size = batch["I0"].shape[0]
         for name, values in scores.items():
-            self.log(f"{stage}/{name}", values.mean(), batch_size=size, sync_dist=True,
-                     prog_bar=name == "psnr")
+            self.log(
+                f"{stage}/{name}",
+                values.mean(),
+                batch_size=size,
+                sync_dist=True,
+                prog_bar=name == "psnr",
+            )
         if batch_idx == 0 and self.trainer.is_global_zero:
             panel = make_panel(batch["I0"], mean, batch["It"], batch["I1"], std)
             step = self.global_step

@@ -30,9 +30,11 @@ class ClassicalInterpolator(InterpolatorModule):
 
     def __init__(self, preset: str = "medium", **kwargs):
         super().__init__(**kwargs)
-        presets = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-                   "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-                   "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+        presets = {
+            "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+            "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+            "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+        }
         self.dis = cv2.DISOpticalFlow_create(presets[preset])
 
     @staticmethod
@@ -41,8 +43,10 @@ class ClassicalInterpolator(InterpolatorModule):
         return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
 
     def _flow(self, a: Tensor, b: Tensor) -> Tensor:
-        flows = [torch.from_numpy(self.dis.calc(self._grey(x), self._grey(y), None))
-                 for x, y in zip(a, b, strict=True)]
+        flows = [
+            torch.from_numpy(self.dis.calc(self._grey(x), self._grey(y), None))
+            for x, y in zip(a, b, strict=True)
+        ]
         return torch.stack(flows).permute(0, 3, 1, 2).to(a)
 
     def interpolate(self, i0, i1, tau, num_samples=1):

@@ -57,8 +57,9 @@ class ResShiftVFI(InterpolatorModule):
         test_samples: int = 4,
         lpips_backbone: str | None = None,
     ):
-        super().__init__(val_samples=val_samples, test_samples=test_samples,
-                         lpips_backbone=lpips_backbone)
+        super().__init__(
+            val_samples=val_samples, test_samples=test_samples, lpips_backbone=lpips_backbone
+        )
         if warp not in ("backward", "softmax_splat"):
             raise VFIError(f"model.warp must be 'backward' or 'softmax_splat', got {warp!r}")
         if tau_mode not in ("fixed", "ifd"):
@@ -105,8 +106,17 @@ class ResShiftVFI(InterpolatorModule):
 
     def predict_x0(self, x_t: Tensor, t: Tensor, cond: dict[str, Tensor], tau: Tensor) -> Tensor:
         """x0_hat = y + UNet([x_t / sqrt(kappa^2 eta_t + 1), y, W0, W1, v0, v1], t, tau)."""
-        inp = torch.cat([rs.scale_input(x_t, t, self.etas, self.kappa), cond["y"], cond["w0"],
-                         cond["w1"], cond["v0"], cond["v1"]], dim=1)
+        inp = torch.cat(
+            [
+                rs.scale_input(x_t, t, self.etas, self.kappa),
+                cond["y"],
+                cond["w0"],
+                cond["w1"],
+                cond["v0"],
+                cond["v1"],
+            ],
+            dim=1,
+        )
         return cond["y"] + self.denoiser(inp, t, tau)
 
     # --- tau re-estimation ---------------------------------------------------------------
@@ -119,8 +129,10 @@ class ResShiftVFI(InterpolatorModule):
         f0, f1 = f_0t.norm(dim=1, keepdim=True).chunk(2)
         grey = [kornia.color.rgb_to_grayscale((x + 1) / 2) for x in (i0, i1, it)]
         kernel = torch.ones(self.ifd_kernel, self.ifd_kernel, device=i0.device)
-        m0, m1 = (kornia.morphology.opening(((g - grey[2]).abs() > self.ifd_threshold).float(),
-                                            kernel) for g in grey[:2])
+        m0, m1 = (
+            kornia.morphology.opening(((g - grey[2]).abs() > self.ifd_threshold).float(), kernel)
+            for g in grey[:2]
+        )
         d0 = (f0 * m0).sum(dim=(1, 2, 3))
         d1 = (f1 * m1).sum(dim=(1, 2, 3))
         total = d0 + d1
@@ -143,8 +155,9 @@ class ResShiftVFI(InterpolatorModule):
         loss = loss_x0 + self.aux_weight * loss_aux
         if self.lpips_weight > 0:
             if self.lpips_net is None:
-                raise VFIError("model.lpips_weight > 0 needs LPIPS weights: set "
-                               "paths.lpips_backbone")
+                raise VFIError(
+                    "model.lpips_weight > 0 needs LPIPS weights: set paths.lpips_backbone"
+                )
             loss = loss + self.lpips_weight * self.lpips_net(x0_hat.clamp(-1, 1), it).mean()
         b = i0.shape[0]
         self.log("train/loss", loss, batch_size=b, prog_bar=True)
@@ -157,16 +170,24 @@ class ResShiftVFI(InterpolatorModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def on_train_start(self) -> None:
         self.print(f"training starts at global step {self.global_step}")
 
     # --- sampling ------------------------------------------------------------------------
     @torch.no_grad()
-    def interpolate(self, i0: Tensor, i1: Tensor, tau: Tensor | float, num_samples: int = 1,
-                    generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def interpolate(
+        self,
+        i0: Tensor,
+        i1: Tensor,
+        tau: Tensor | float,
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """Run the reverse chain K = num_samples times; return the mean and the per-pixel std
         [B, 3, H, W] of the K samples (std is 0 for K = 1). Any H, W: padded and cropped back."""
         b = i0.shape[0]
@@ -175,8 +196,13 @@ class ResShiftVFI(InterpolatorModule):
         i0p, i1p = pair.chunk(2)
         cond = {k: v.repeat(num_samples, 1, 1, 1) for k, v in self.prior(i0p, i1p, tau).items()}
         tau_k = tau.repeat(num_samples)
-        x0 = rs.sample_loop(lambda x, t: self.predict_x0(x, t, cond, tau_k), cond["y"],
-                            self.etas, self.kappa, generator)
+        x0 = rs.sample_loop(
+            lambda x, t: self.predict_x0(x, t, cond, tau_k),
+            cond["y"],
+            self.etas,
+            self.kappa,
+            generator,
+        )
         x0 = x0[..., :h, :w].clamp(-1, 1).reshape(num_samples, b, -1, h, w)
         std = x0.std(0, unbiased=False) if num_samples > 1 else torch.zeros_like(x0[0])
         return x0.mean(0), std

@@ -82,9 +82,9 @@ class VisibilityNet(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, w0: Tensor, w1: Tensor, f_t0: Tensor, f_t1: Tensor, tau: Tensor) -> tuple[
-        Tensor, Tensor
-    ]:
+    def forward(
+        self, w0: Tensor, w1: Tensor, f_t0: Tensor, f_t1: Tensor, tau: Tensor
+    ) -> tuple[Tensor, Tensor]:
         tau_map = tau.view(-1, 1, 1, 1).expand(-1, 1, *w0.shape[-2:]).to(w0.dtype)
         logits = self.head(self.body(torch.cat([w0, w1, f_t0, f_t1, tau_map], dim=1)))
         v = torch.sigmoid(logits)

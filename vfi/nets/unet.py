@@ -57,10 +57,12 @@ class UNet(nn.Module):
         super().__init__()
         self.tau_scale = tau_scale
         self.emb_dim = emb_dim
-        self.step_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(),
-                                      nn.Linear(emb_dim, emb_dim))
-        self.tau_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(),
-                                     nn.Linear(emb_dim, emb_dim))
+        self.step_mlp = nn.Sequential(
+            nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
+        self.tau_mlp = nn.Sequential(
+            nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
         widths = [base_channels * m for m in channel_mult]
         self.multiple = 2 ** (len(widths) - 1)
         self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1)

@@ -12,8 +12,9 @@ from torch import Tensor
 
 def _check(x: Tensor, flow: Tensor) -> None:
     if x.dim() != 4 or flow.dim() != 4 or flow.shape[1] != 2:
-        raise ValueError(f"expected x [B,C,H,W] and flow [B,2,H,W], got {tuple(x.shape)} and "
-                         f"{tuple(flow.shape)}")
+        raise ValueError(
+            f"expected x [B,C,H,W] and flow [B,2,H,W], got {tuple(x.shape)} and {tuple(flow.shape)}"
+        )
     if x.shape[0] != flow.shape[0] or x.shape[-2:] != flow.shape[-2:]:
         raise ValueError(f"x {tuple(x.shape)} and flow {tuple(flow.shape)} differ in batch or size")
 
@@ -41,8 +42,9 @@ def warp_backward(x: Tensor, flow: Tensor, padding_mode: str = "border") -> Tens
     gx = 2 * pos[:, 0] / max(w - 1, 1) - 1
     gy = 2 * pos[:, 1] / max(h - 1, 1) - 1
     grid = torch.stack([gx, gy], dim=-1)
-    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode=padding_mode,
-                         align_corners=True)
+    return F.grid_sample(
+        x, grid.to(x.dtype), mode="bilinear", padding_mode=padding_mode, align_corners=True
+    )
 
 
 def splat_sum(x: Tensor, flow: Tensor) -> Tensor:

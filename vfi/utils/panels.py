@@ -21,8 +21,9 @@ def heatmap(std: Tensor, vmax: float | None = None) -> Tensor:
     return torch.from_numpy(rgb).permute(0, 3, 1, 2).float()
 
 
-def make_panel(i0: Tensor, pred: Tensor, gt: Tensor, i1: Tensor, std: Tensor,
-               max_rows: int = 4) -> np.ndarray:
+def make_panel(
+    i0: Tensor, pred: Tensor, gt: Tensor, i1: Tensor, std: Tensor, max_rows: int = 4
+) -> np.ndarray:
     """uint8 [rows*H, 5*W, 3] grid of [-1, 1] images [B, 3, H, W] and std [B, 3, H, W]."""
     n = min(max_rows, i0.shape[0])
     cols = [(x[:n].detach().float().cpu().clamp(-1, 1) + 1) / 2 for x in (i0, pred, gt, i1)]

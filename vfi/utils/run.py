@@ -32,7 +32,8 @@ def check_group_choices(args: list[str], prog: str) -> None:
 
     try:
         overrides = OverridesParser.create().parse_overrides(
-            [a for a in args if "=" in a and not a.startswith("-")])
+            [a for a in args if "=" in a and not a.startswith("-")]
+        )
     except Exception:  # noqa: BLE001 - Hydra reports malformed overrides itself
         return
     for override in overrides:
@@ -61,9 +62,13 @@ def fail(prog: str, message: str) -> None:
 
 def quiet_warnings() -> None:
     """Silence library warnings that say nothing actionable to a user of these entry points."""
-    for pattern in (".*does not have many workers.*", ".*WeightAveraging.*",
-                    ".*LeafSpec.*", ".*torch.tensor results are registered as constants.*",
-                    ".*Checkpoint directory .* exists and is not empty.*"):
+    for pattern in (
+        ".*does not have many workers.*",
+        ".*WeightAveraging.*",
+        ".*LeafSpec.*",
+        ".*torch.tensor results are registered as constants.*",
+        ".*Checkpoint directory .* exists and is not empty.*",
+    ):
         warnings.filterwarnings("ignore", message=pattern)
 
 
@@ -110,11 +115,13 @@ def write_metrics(metrics: dict[str, float], out_dir: str | Path, label: str, da
     record = {"model": label, "data": data, "metrics": metrics}
     (out_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     names = sorted(metrics)
-    table = "\n".join([
-        "| model | data | " + " | ".join(names) + " |",
-        "|---|---|" + "---|" * len(names),
-        f"| {label} | {data} | " + " | ".join(f"{metrics[n]:.4f}" for n in names) + " |",
-    ])
+    table = "\n".join(
+        [
+            "| model | data | " + " | ".join(names) + " |",
+            "|---|---|" + "---|" * len(names),
+            f"| {label} | {data} | " + " | ".join(f"{metrics[n]:.4f}" for n in names) + " |",
+        ]
+    )
     (out_dir / "results.md").write_text(table + "\n")
     return table
 
