@@ -10,7 +10,7 @@ from torch import Tensor
 
 from vfi.errors import VFIError
 from vfi.metrics import image_metrics, try_load_lpips
-from vfi.utils.panels import log_panel, make_panel, save_png
+from vfi.utils.panels import log_panel, panel_rows, save_png, stack_rows
 
 
 def check_tau(tau: Tensor | float) -> Tensor:
@@ -27,14 +27,21 @@ class InterpolatorModule(L.LightningModule):
 
     Args:
         val_samples, test_samples: samples K drawn per item at validation / test time.
+        panel_items: items shown in the validation / test panel, spread over the set.
         lpips_backbone: local AlexNet ``features.*`` weights for LPIPS (None: torchvision's).
     """
 
     def __init__(
-        self, val_samples: int = 1, test_samples: int = 1, lpips_backbone: str | None = None
+        self,
+        val_samples: int = 1,
+        test_samples: int = 1,
+        lpips_backbone: str | None = None,
+        panel_items: int = 4,
     ):
         super().__init__()
         self.samples = {"val": val_samples, "test": test_samples}
+        self.panel_size = panel_items
+        self._panel: list = []
         self.lpips_backbone = lpips_backbone
         self._lpips_cache: dict = {}  # built lazily; a dict keeps it out of the state dict
         self.run_config: dict | None = None  # model/data config, saved into checkpoints
@@ -63,12 +70,30 @@ class InterpolatorModule(L.LightningModule):
                 sync_dist=True,
                 prog_bar=name == "psnr",
             )
-        if batch_idx == 0 and self.trainer.is_global_zero:
-            panel = make_panel(batch["I0"], mean, batch["It"], batch["I1"], std)
-            step = self.global_step
+        if self.trainer.is_global_zero and batch_idx in self._panel_batches(stage):
+            rows = panel_rows(batch["I0"], mean, batch["It"], batch["I1"], std)
+            self._panel += rows[: self.panel_size - len(self._panel)]
+
+    def _panel_batches(self, stage: str) -> set[int]:
+        """Batch indices spread evenly over the stage's first dataloader."""
+        counts = self.trainer.num_val_batches if stage == "val" else self.trainer.num_test_batches
+        n, k = int(counts[0]), self.panel_size
+        return {round(i * (n - 1) / max(k - 1, 1)) for i in range(k)} if n > 0 else set()
+
+    def _save_panel(self, stage: str) -> None:
+        """Write the collected panel rows as panels/<stage>_step<N>.png and to the loggers."""
+        if self._panel:
+            panel, step = stack_rows(self._panel), self.global_step
             out = Path(self.trainer.default_root_dir) / "panels" / f"{stage}_step{step:06d}.png"
             save_png(panel, out)
             log_panel(self.loggers, f"{stage}/panel", panel, step)
+        self._panel = []
+
+    def on_validation_epoch_end(self) -> None:
+        self._save_panel("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._save_panel("test")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_config is not None:

@@ -21,15 +21,25 @@ def heatmap(std: Tensor, vmax: float | None = None) -> Tensor:
     return torch.from_numpy(rgb).permute(0, 3, 1, 2).float()
 
 
-def make_panel(
-    i0: Tensor, pred: Tensor, gt: Tensor, i1: Tensor, std: Tensor, max_rows: int = 4
-) -> np.ndarray:
-    """uint8 [rows*H, 5*W, 3] grid of [-1, 1] images [B, 3, H, W] and std [B, 3, H, W]."""
-    n = min(max_rows, i0.shape[0])
-    cols = [(x[:n].detach().float().cpu().clamp(-1, 1) + 1) / 2 for x in (i0, pred, gt, i1)]
-    cols.append(heatmap(std[:n].detach()))
-    grid = torch.cat([torch.cat(list(row), dim=2) for row in zip(*cols, strict=True)], dim=1)
-    return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+def panel_rows(i0: Tensor, pred: Tensor, gt: Tensor, i1: Tensor, std: Tensor) -> list[np.ndarray]:
+    """One uint8 [H, 5*W, 3] row per item, I0 | prediction | ground truth | I1 | uncertainty,
+    from [-1, 1] images [B, 3, H, W] and the per-pixel std [B, 3, H, W]."""
+    cols = [(x.detach().float().cpu().clamp(-1, 1) + 1) / 2 for x in (i0, pred, gt, i1)]
+    cols.append(heatmap(std.detach()))
+    rows = torch.cat(cols, dim=3).permute(0, 2, 3, 1)
+    return list((rows.numpy() * 255).round().astype(np.uint8))
+
+
+def stack_rows(rows: list[np.ndarray], gap: int = 2) -> np.ndarray:
+    """Stack rows of different sizes into one uint8 image, left-aligned on black."""
+    width = max(r.shape[1] for r in rows)
+    height = sum(r.shape[0] for r in rows) + gap * (len(rows) - 1)
+    out = np.zeros((height, width, 3), dtype=np.uint8)
+    top = 0
+    for row in rows:
+        out[top : top + row.shape[0], : row.shape[1]] = row
+        top += row.shape[0] + gap
+    return out
 
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:
