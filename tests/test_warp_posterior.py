@@ -1,0 +1,132 @@
+"""The warp-posterior step against the dense Gaussian posterior (issue 3, maths layer)."""
+
+import pytest
+import torch
+
+from vfi.diffusion.warp_posterior import (
+    adjoint,
+    bridge_variance,
+    gram_diagonal,
+    posterior,
+    transition_coefficients,
+)
+from vfi.ops import intermediate_flows, warp_backward
+
+SHAPE = (1, 1, 6, 7)
+N = 42
+
+
+def _dense(op):
+    """The matrix of a linear operator on SHAPE tensors, column j = op(e_j)."""
+    eye = torch.eye(N, dtype=torch.float64)
+    return torch.stack([op(eye[j].view(SHAPE)).flatten() for j in range(N)], dim=1)
+
+
+def _warp(flow):
+    return lambda x: warp_backward(x, flow)
+
+
+def _setup(g, integer=False):
+    kappa, l_prev, l_k = 1.5, 0.375, 0.5
+    f01 = 3 * torch.randn(1, 2, 6, 7, generator=g, dtype=torch.float64)
+    f10 = 3 * torch.randn(1, 2, 6, 7, generator=g, dtype=torch.float64)
+    step = (l_k - l_prev) * f01
+    if integer:
+        step = torch.randint(-2, 3, (1, 2, 6, 7), generator=g).double()
+    i0 = torch.rand(SHAPE, generator=g, dtype=torch.float64)
+    i1 = torch.rand(SHAPE, generator=g, dtype=torch.float64)
+    v0 = torch.rand(SHAPE, generator=g, dtype=torch.float64)
+    v1 = torch.rand(SHAPE, generator=g, dtype=torch.float64)
+
+    def mu(l):
+        f_t0, f_t1 = intermediate_flows(f01, f10, l)
+        p_mat, b_mat = _dense(_warp(f_t0)), _dense(_warp(f_t1))
+        z = (1 - l) * v0 + l * v1 + 1e-6
+        a, b = ((1 - l) * v0 / z).flatten(), (l * v1 / z).flatten()
+        return a * (p_mat @ i0.flatten()) + b * (b_mat @ i1.flatten())
+
+    rho, gamma = transition_coefficients(l_prev, l_k, kappa)
+    beta_prev = float(bridge_variance(l_prev, kappa))
+    return _warp(step), mu(l_prev), mu(l_k), rho, gamma, beta_prev
+
+
+def _dense_posterior(s, mu_prev, mu_k, x_k, rho, gamma, beta):
+    """Condition the joint of x_{k-1} ~ N(mu_prev, beta I) and
+    x_k = mu_k + rho S (x_{k-1} - mu_prev) + N(0, gamma I) on x_k (covariance form)."""
+    cov_kk = rho**2 * beta * s @ s.T + gamma * torch.eye(N, dtype=torch.float64)
+    cross = beta * rho * s.T
+    gain = torch.linalg.solve(cov_kk, cross.T).T
+    return mu_prev + gain @ (x_k - mu_k), beta * torch.eye(N, dtype=torch.float64) - gain @ cross.T
+
+
+def test_exact_mode_matches_dense_posterior():
+    g = torch.Generator().manual_seed(0)
+    warp, mu_prev, mu_k, rho, gamma, beta = _setup(g)
+    x_k = torch.randn(N, generator=g, dtype=torch.float64)
+    want_mean, want_cov = _dense_posterior(_dense(warp), mu_prev, mu_k, x_k, rho, gamma, beta)
+    stats = {}
+    mean, var = posterior(
+        x_k.view(SHAPE),
+        mu_prev.view(SHAPE),
+        mu_k.view(SHAPE),
+        warp,
+        rho,
+        gamma,
+        beta,
+        mode="exact",
+        stats=stats,
+    )
+    assert var is None and stats["residual"] < 1e-10 and 0 < stats["iterations"] <= N
+    assert torch.allclose(mean.flatten(), want_mean, atol=1e-5)
+
+
+def test_diagonal_mode_is_exact_for_integer_shifts():
+    g = torch.Generator().manual_seed(1)
+    warp, mu_prev, mu_k, rho, gamma, beta = _setup(g, integer=True)
+    s = _dense(warp)
+    gram = s.T @ s
+    assert torch.allclose(gram, torch.diag(torch.diagonal(gram)))  # S^T S is diagonal
+    x_k = torch.randn(N, generator=g, dtype=torch.float64)
+    want_mean, want_cov = _dense_posterior(s, mu_prev, mu_k, x_k, rho, gamma, beta)
+    mean, var = posterior(
+        x_k.view(SHAPE),
+        mu_prev.view(SHAPE),
+        mu_k.view(SHAPE),
+        warp,
+        rho,
+        gamma,
+        beta,
+        mode="diagonal",
+    )
+    assert torch.allclose(mean.flatten(), want_mean, atol=1e-10)
+    assert torch.allclose(var.flatten(), torch.diagonal(want_cov), atol=1e-10)
+    assert torch.allclose(gram_diagonal(warp, x_k.view(SHAPE)).flatten(), torch.diagonal(gram))
+
+
+def test_adjoint_by_autograd():
+    g = torch.Generator().manual_seed(2)
+    flow = 2 * torch.randn(2, 2, 9, 11, generator=g, dtype=torch.float64)
+    x = torch.randn(2, 3, 9, 11, generator=g, dtype=torch.float64)
+    y = torch.randn(2, 3, 9, 11, generator=g, dtype=torch.float64)
+    warp = _warp(flow)
+    assert abs((warp(x) * y).sum() - (x * adjoint(warp, y)).sum()) < 1e-10
+
+
+def test_degenerate_steps():
+    x = torch.randn(SHAPE, dtype=torch.float64)
+    mu_prev = torch.randn(SHAPE, dtype=torch.float64)
+    for mode in ("exact", "diagonal"):
+        mean, var = posterior(x, mu_prev, x, lambda v: v, 0.5, 0.1, 0.0, mode=mode)
+        assert torch.equal(mean, mu_prev) and torch.all(var == 0)  # k = 1
+        mean, var = posterior(x, mu_prev, x, lambda v: v, 0.0, 0.0, 0.3, mode=mode)
+        assert torch.equal(mean, mu_prev) and torch.allclose(var, torch.full_like(x, 0.3))
+
+
+@pytest.mark.parametrize("l_prev,l_k", [(0.0, 0.25), (0.5, 0.75), (0.75, 1.0)])
+def test_zero_motion_is_the_brownian_bridge(l_prev, l_k):
+    """With S = I, rho and gamma make the prior marginals consistent:
+    beta_k = rho^2 beta_{k-1} + gamma."""
+    kappa = 2.0
+    rho, gamma = transition_coefficients(l_prev, l_k, kappa)
+    beta_prev, beta_k = bridge_variance(l_prev, kappa), bridge_variance(l_k, kappa)
+    assert abs(rho**2 * beta_prev + gamma - beta_k) < 1e-12

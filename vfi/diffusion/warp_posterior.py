@@ -1,0 +1,124 @@
+"""The warp-posterior bridge: a Brownian bridge in video time with flow-warped means.
+
+Time grid 0 = l_0 < ... < l_T = 1; x_0 = I0, x_T = I1. Prior marginals
+q(x_k | x_0, x_T) = N(mu_k, beta_k I) with beta_k = kappa^2 l_k (1 - l_k), and transitions
+x_k = mu_k + rho_k S_k[x_{k-1} - mu_{k-1}] + N(0, gamma_k I) with the one-step warp S_k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+LinearOp = Callable[[Tensor], Tensor]
+
+
+def bridge_variance(l: Tensor | float, kappa: float) -> Tensor:
+    """beta = kappa^2 l (1 - l): zero at both endpoints."""
+    l = torch.as_tensor(l, dtype=torch.float64)
+    return kappa**2 * l * (1 - l)
+
+
+def transition_coefficients(l_prev: float, l_k: float, kappa: float) -> tuple[float, float]:
+    """rho_k = (1 - l_k) / (1 - l_{k-1});
+    gamma_k = kappa^2 (l_k - l_{k-1}) (1 - l_k) / (1 - l_{k-1})."""
+    rho = (1 - l_k) / (1 - l_prev)
+    gamma = kappa**2 * (l_k - l_prev) * (1 - l_k) / (1 - l_prev)
+    return rho, gamma
+
+
+def adjoint(op: LinearOp, v: Tensor) -> Tensor:
+    """S^T v for a linear operator S, as the vector-Jacobian product of S at zero.
+
+    Differentiable in S's parameters (e.g. flows) when grad mode is on."""
+    u = torch.zeros_like(v, requires_grad=True)
+    with torch.enable_grad():
+        out = op(u)
+        (grad,) = torch.autograd.grad(out, u, v, create_graph=torch.is_grad_enabled())
+    return grad
+
+
+def gram_diagonal(op: LinearOp, like: Tensor) -> Tensor:
+    """Exact diag(S^T S), D_i = sum_j S_ji^2, by applying S to every basis vector.
+
+    Costs one application per element of ``like`` [B, ...]; meant for small inputs and checks."""
+    n = like[0].numel()
+    basis = torch.eye(n, dtype=like.dtype, device=like.device).view(n, *like.shape[1:])
+    col_norms = [
+        op(basis[i].expand_as(like).contiguous()).flatten(1).pow(2).sum(1) for i in range(n)
+    ]
+    return torch.stack(col_norms).T.reshape(like.shape)
+
+
+def conjugate_gradient(
+    apply_a: LinearOp, b: Tensor, tol: float = 1e-10, max_iter: int = 200
+) -> tuple[Tensor, int, float]:
+    """Solve A x = b for symmetric positive definite A (matrix-free), from x = 0.
+
+    Stops when ||r|| <= tol ||b||. Returns x, the iterations and the relative residual."""
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rr = (r * r).sum()
+    b_norm = b.norm().clamp_min(torch.finfo(b.dtype).tiny)
+    it = 0
+    while it < max_iter and rr.sqrt() > tol * b_norm:
+        ap = apply_a(p)
+        alpha = rr / (p * ap).sum()
+        x = x + alpha * p
+        r = r - alpha * ap
+        rr_new = (r * r).sum()
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+        it += 1
+    return x, it, float(rr.detach().sqrt() / b_norm.detach())
+
+
+def posterior(
+    x_k: Tensor,
+    mu_prev: Tensor,
+    mu_k: Tensor,
+    warp: LinearOp,
+    rho: float,
+    gamma: float,
+    beta_prev: float,
+    mode: str = "exact",
+    gram_diag: Tensor | None = None,
+    tol: float = 1e-10,
+    max_iter: int = 200,
+    stats: dict | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """q(x_{k-1} | x_k, x_0, x_T) = N(mean, var).
+
+    H = rho^2 S^T S / gamma + I / beta_{k-1}
+    mean = mu_{k-1} + H^{-1} rho S^T (x_k - mu_k) / gamma
+    mode="exact": solve with H by conjugate gradients (var is None; iterations and residual go
+    into ``stats``). mode="diagonal": S^T S is replaced by its diagonal D (``gram_diag``, or
+    computed exactly by probing), giving per pixel
+    var = beta gamma / (rho^2 D beta + gamma), mean = mu_{k-1} + rho beta S^T(x_k - mu_k) / (...).
+    Degenerate steps: beta_{k-1} = 0 gives (mu_{k-1}, 0); rho = gamma = 0 gives
+    (mu_{k-1}, beta_{k-1}).
+    """
+    if mode not in ("exact", "diagonal"):
+        raise ValueError(f"mode must be 'exact' or 'diagonal', got {mode!r}")
+    if beta_prev == 0:
+        return mu_prev, torch.zeros_like(mu_prev)
+    if gamma == 0:
+        if rho != 0:
+            raise ValueError("gamma = 0 with rho != 0 is not a bridge step")
+        return mu_prev, torch.full_like(mu_prev, beta_prev)
+    innovation = adjoint(warp, x_k - mu_k)
+    if mode == "diagonal":
+        d = gram_diagonal(warp, x_k) if gram_diag is None else gram_diag
+        denom = rho**2 * d * beta_prev + gamma
+        return mu_prev + rho * beta_prev * innovation / denom, beta_prev * gamma / denom
+
+    def apply_h(v: Tensor) -> Tensor:
+        return rho**2 * adjoint(warp, warp(v)) / gamma + v / beta_prev
+
+    delta, iters, residual = conjugate_gradient(apply_h, rho * innovation / gamma, tol, max_iter)
+    if stats is not None:
+        stats.update(iterations=iters, residual=residual)
+    return mu_prev + delta, None
