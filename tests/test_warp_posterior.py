@@ -130,3 +130,13 @@ def test_zero_motion_is_the_brownian_bridge(l_prev, l_k):
     rho, gamma = transition_coefficients(l_prev, l_k, kappa)
     beta_prev, beta_k = bridge_variance(l_prev, kappa), bridge_variance(l_k, kappa)
     assert abs(rho**2 * beta_prev + gamma - beta_k) < 1e-12
+
+
+def test_warp_gram_diagonal_matches_probing():
+    from vfi.ops import warp_gram_diagonal
+
+    g = torch.Generator().manual_seed(3)
+    flow = 2.5 * torch.randn(2, 2, 6, 7, generator=g, dtype=torch.float64)
+    like = torch.zeros(2, 1, 6, 7, dtype=torch.float64)
+    probed = gram_diagonal(lambda x: warp_backward(x, flow), like)
+    assert torch.allclose(warp_gram_diagonal(flow), probed, atol=1e-12)

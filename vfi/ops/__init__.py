@@ -6,6 +6,7 @@ from vfi.ops.warp import (
     softmax_splat,
     splat_sum,
     warp_backward,
+    warp_gram_diagonal,
 )
 
 __all__ = [
@@ -14,4 +15,5 @@ __all__ = [
     "softmax_splat",
     "splat_sum",
     "warp_backward",
+    "warp_gram_diagonal",
 ]

@@ -47,15 +47,10 @@ def warp_backward(x: Tensor, flow: Tensor, padding_mode: str = "border") -> Tens
     )
 
 
-def splat_sum(x: Tensor, flow: Tensor) -> Tensor:
-    """Bilinear forward (summation) splatting: every source pixel p adds ``x[p]`` to the four
-    pixels around ``p + flow[p]`` with bilinear weights that sum to one.
-
-    Mass landing outside the frame is dropped. x: [B, C, H, W]; flow: [B, 2, H, W].
-    """
-    _check(x, flow)
+def _splat_at(x: Tensor, pos: Tensor, power: int = 1) -> Tensor:
+    """Add every x[p] to the four pixels around the position pos[p] [B, 2, H, W], with
+    bilinear weights raised to ``power``; contributions outside the frame are dropped."""
     b, c, h, w = x.shape
-    pos = _base_grid(flow) + flow
     x0 = pos[:, 0].floor()
     y0 = pos[:, 1].floor()
     fx = pos[:, 0] - x0
@@ -71,9 +66,28 @@ def splat_sum(x: Tensor, flow: Tensor) -> Tensor:
         tx, ty = x0 + dx, y0 + dy
         inside = (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
         index = (ty.clamp(0, h - 1) * w + tx.clamp(0, w - 1)).long().reshape(b, 1, h * w)
-        weight = (wgt * inside).reshape(b, 1, h * w).to(x.dtype)
+        weight = (wgt**power * inside).reshape(b, 1, h * w).to(x.dtype)
         out = out.scatter_add(2, index.expand(b, c, h * w), src * weight)
     return out.view(b, c, h, w)
+
+
+def splat_sum(x: Tensor, flow: Tensor) -> Tensor:
+    """Bilinear forward (summation) splatting: every source pixel p adds ``x[p]`` to the four
+    pixels around ``p + flow[p]`` with bilinear weights that sum to one.
+
+    Mass landing outside the frame is dropped. x: [B, C, H, W]; flow: [B, 2, H, W].
+    """
+    _check(x, flow)
+    return _splat_at(x, _base_grid(flow) + flow)
+
+
+def warp_gram_diagonal(flow: Tensor) -> Tensor:
+    """diag(S^T S) [B, 1, H, W] of S = ``warp_backward(., flow)`` (border padding):
+    D_q = sum_p w_pq^2 over the bilinear weights w_pq of output pixel p on input pixel q."""
+    h, w = flow.shape[-2:]
+    pos = _base_grid(flow) + flow
+    pos = torch.stack([pos[:, 0].clamp(0, w - 1), pos[:, 1].clamp(0, h - 1)], dim=1)
+    return _splat_at(flow.new_ones(flow.shape[0], 1, h, w), pos, power=2)
 
 
 def softmax_splat(x: Tensor, flow: Tensor, metric: Tensor, eps: float = 1e-7) -> Tensor:
