@@ -140,3 +140,59 @@ def test_warp_gram_diagonal_matches_probing():
     like = torch.zeros(2, 1, 6, 7, dtype=torch.float64)
     probed = gram_diagonal(lambda x: warp_backward(x, flow), like)
     assert torch.allclose(warp_gram_diagonal(flow), probed, atol=1e-12)
+
+
+def _blend_bridge(i0, i1, times, kappa=1.0, noise=False, generator=None):
+    """Zero flow, v0 = v1 = 1: mu_k is the normalised blend and S_k = I."""
+    from vfi.diffusion.warp_posterior import reverse_bridge
+
+    def prior_mean(k):
+        l = float(times[k])
+        return ((1 - l) * i0 + l * i1) / ((1 - l) + l + 1e-6)
+
+    return reverse_bridge(
+        i0,
+        i1,
+        times,
+        prior_mean,
+        lambda k: lambda x: x,
+        kappa,
+        gram_diag=lambda k: torch.ones_like(i0),
+        noise=noise,
+        generator=generator,
+    )
+
+
+def test_time_grid_inserts_targets():
+    from vfi.diffusion.warp_posterior import time_grid
+
+    grid = time_grid(4, [0.3, 0.5])
+    assert torch.allclose(grid, torch.tensor([0, 0.25, 0.3, 0.5, 0.75, 1], dtype=torch.float64))
+
+
+def test_bridge_passes_through_endpoints_and_is_the_blend_without_noise():
+    from vfi.diffusion.warp_posterior import time_grid
+
+    g = torch.Generator().manual_seed(4)
+    i0 = torch.rand(2, 3, 5, 6, generator=g, dtype=torch.float64)
+    i1 = torch.rand(2, 3, 5, 6, generator=g, dtype=torch.float64)
+    times = time_grid(8, [0.3])
+    path = _blend_bridge(i0, i1, times, noise=True, generator=g)
+    assert torch.equal(path[0], i0) and torch.equal(path[-1], i1)
+    path = _blend_bridge(i0, i1, times, noise=False)
+    for x, l in zip(path, times, strict=True):
+        assert torch.allclose(x, (1 - l) * i0 + l * i1, atol=1e-5)
+
+
+def test_bridge_marginal_variance_monte_carlo():
+    from vfi.diffusion.warp_posterior import time_grid
+
+    g = torch.Generator().manual_seed(5)
+    i0 = torch.zeros(1, 1, 200, 200, dtype=torch.float64)
+    i1 = torch.ones_like(i0)
+    kappa, times = 1.3, time_grid(6)
+    path = _blend_bridge(i0, i1, times, kappa=kappa, noise=True, generator=g)
+    for k in range(1, 6):
+        beta = bridge_variance(float(times[k]), kappa).item()
+        assert abs(path[k].var().item() / beta - 1) < 0.05
+        assert abs(path[k].mean().item() - float(times[k])) < 5 * (beta / i0.numel()) ** 0.5

@@ -122,3 +122,58 @@ def posterior(
     if stats is not None:
         stats.update(iterations=iters, residual=residual)
     return mu_prev + delta, None
+
+
+def time_grid(num_steps: int, targets: list[float] | tuple[float, ...] = ()) -> Tensor:
+    """0 = l_0 < ... < l_T = 1: the uniform grid k / num_steps with the ``targets`` inserted."""
+    grid = torch.linspace(0, 1, num_steps + 1, dtype=torch.float64)
+    extra = torch.as_tensor(list(targets), dtype=torch.float64)
+    return torch.unique(torch.cat([grid, extra]).round(decimals=12))
+
+
+def reverse_bridge(
+    i0: Tensor,
+    i1: Tensor,
+    times: Tensor,
+    prior_mean: Callable[[int], Tensor],
+    one_step_warp: Callable[[int], LinearOp],
+    kappa: float,
+    mode: str = "diagonal",
+    gram_diag: Callable[[int], Tensor] | None = None,
+    refine: Callable[[Tensor, Tensor, int], Tensor] | None = None,
+    noise: bool = True,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """One reverse pass x_T = I1 -> x_0 = I0; returns [x_0, ..., x_T] on the grid ``times``.
+
+    prior_mean(k) is mu_k (k = 1..T-1), one_step_warp(k) is S_k (time l_{k-1} -> l_k),
+    gram_diag(k) its diag(S_k^T S_k) (None: probed exactly; small inputs only). ``refine``
+    adds a learned residual to the posterior mean: x^_{k-1} = mu~ + refine(mu~, x_k, k - 1).
+    x_{k-1} = x^_{k-1} + sqrt(var) z; in exact mode the mean comes from conjugate gradients
+    while the noise uses the diagonal-mode variance.
+    """
+    num = len(times) - 1
+
+    def mu(k: int) -> Tensor:
+        return i0 if k == 0 else i1 if k == num else prior_mean(k)
+
+    path = [i1]
+    for k in range(num, 0, -1):
+        l_prev, l_k = float(times[k - 1]), float(times[k])
+        rho, gamma = transition_coefficients(l_prev, l_k, kappa)
+        beta_prev = float(bridge_variance(l_prev, kappa))
+        x_k, warp = path[-1], one_step_warp(k)
+        d = None if gram_diag is None else gram_diag(k)
+        mean, var = posterior(x_k, mu(k - 1), mu(k), warp, rho, gamma, beta_prev, mode, d)
+        if var is None:
+            _, var = posterior(x_k, mu(k - 1), mu(k), warp, rho, gamma, beta_prev, "diagonal", d)
+        if k == 1:
+            path.append(i0)
+            continue
+        if refine is not None:
+            mean = mean + refine(mean, x_k, k - 1)
+        if noise:
+            z = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+            mean = mean + var.sqrt() * z
+        path.append(mean)
+    return path[::-1]
