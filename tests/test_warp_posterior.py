@@ -59,45 +59,32 @@ def _dense_posterior(s, mu_prev, mu_k, x_k, rho, gamma, beta):
     return mu_prev + gain @ (x_k - mu_k), beta * torch.eye(N, dtype=torch.float64) - gain @ cross.T
 
 
+def _posterior(case, x_k, mode, **kwargs):
+    warp, mu_prev, mu_k, rho, gamma, beta = case
+    views = (x_k.view(SHAPE), mu_prev.view(SHAPE), mu_k.view(SHAPE))
+    return posterior(*views, warp, rho, gamma, beta, mode=mode, **kwargs)
+
+
 def test_exact_mode_matches_dense_posterior():
     g = torch.Generator().manual_seed(0)
-    warp, mu_prev, mu_k, rho, gamma, beta = _setup(g)
+    case = warp, mu_prev, mu_k, rho, gamma, beta = _setup(g)
     x_k = torch.randn(N, generator=g, dtype=torch.float64)
     want_mean, want_cov = _dense_posterior(_dense(warp), mu_prev, mu_k, x_k, rho, gamma, beta)
     stats = {}
-    mean, var = posterior(
-        x_k.view(SHAPE),
-        mu_prev.view(SHAPE),
-        mu_k.view(SHAPE),
-        warp,
-        rho,
-        gamma,
-        beta,
-        mode="exact",
-        stats=stats,
-    )
+    mean, var = _posterior(case, x_k, "exact", stats=stats)
     assert var is None and stats["residual"] < 1e-10 and 0 < stats["iterations"] <= N
     assert torch.allclose(mean.flatten(), want_mean, atol=1e-5)
 
 
 def test_diagonal_mode_is_exact_for_integer_shifts():
     g = torch.Generator().manual_seed(1)
-    warp, mu_prev, mu_k, rho, gamma, beta = _setup(g, integer=True)
+    case = warp, mu_prev, mu_k, rho, gamma, beta = _setup(g, integer=True)
     s = _dense(warp)
     gram = s.T @ s
     assert torch.allclose(gram, torch.diag(torch.diagonal(gram)))  # S^T S is diagonal
     x_k = torch.randn(N, generator=g, dtype=torch.float64)
     want_mean, want_cov = _dense_posterior(s, mu_prev, mu_k, x_k, rho, gamma, beta)
-    mean, var = posterior(
-        x_k.view(SHAPE),
-        mu_prev.view(SHAPE),
-        mu_k.view(SHAPE),
-        warp,
-        rho,
-        gamma,
-        beta,
-        mode="diagonal",
-    )
+    mean, var = _posterior(case, x_k, "diagonal")
     assert torch.allclose(mean.flatten(), want_mean, atol=1e-10)
     assert torch.allclose(var.flatten(), torch.diagonal(want_cov), atol=1e-10)
     assert torch.allclose(gram_diagonal(warp, x_k.view(SHAPE)).flatten(), torch.diagonal(gram))
