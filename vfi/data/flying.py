@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from vfi.data.video import to_model_range
 from vfi.errors import VFIError
 
 SKIMAGE_PHOTOS = (
@@ -53,7 +54,7 @@ def load_photos(max_side: int = 384) -> tuple[Tensor, ...]:
         s = max_side / max(t.shape[-2:])
         if s < 1:
             t = F.interpolate(t, scale_factor=s, mode="bilinear", antialias=True)
-        photos.append(t[0] / 127.5 - 1)
+        photos.append(to_model_range(t[0]))
     return tuple(photos)
 
 

@@ -76,6 +76,15 @@ def conjugate_gradient(
     return x, it, float(rr.detach().sqrt() / b_norm.detach())
 
 
+def diagonal_variance(
+    gram_diag: Tensor, rho: float, gamma: float, beta_prev: float
+) -> tuple[Tensor, Tensor]:
+    """Diagonal-mode posterior variance beta gamma / (rho^2 D beta + gamma), and that
+    denominator (rho^2 D beta + gamma), per pixel."""
+    denom = rho**2 * gram_diag * beta_prev + gamma
+    return beta_prev * gamma / denom, denom
+
+
 def posterior(
     x_k: Tensor,
     mu_prev: Tensor,
@@ -112,8 +121,8 @@ def posterior(
     innovation = adjoint(warp, x_k - mu_k)
     if mode == "diagonal":
         d = gram_diagonal(warp, x_k) if gram_diag is None else gram_diag
-        denom = rho**2 * d * beta_prev + gamma
-        return mu_prev + rho * beta_prev * innovation / denom, beta_prev * gamma / denom
+        var, denom = diagonal_variance(d, rho, gamma, beta_prev)
+        return mu_prev + rho * beta_prev * innovation / denom, var
 
     def apply_h(v: Tensor) -> Tensor:
         return rho**2 * adjoint(warp, warp(v)) / gamma + v / beta_prev
@@ -158,22 +167,21 @@ def reverse_bridge(
         return i0 if k == 0 else i1 if k == num else prior_mean(k)
 
     path = [i1]
-    for k in range(num, 0, -1):
+    for k in range(num, 1, -1):
         l_prev, l_k = float(times[k - 1]), float(times[k])
         rho, gamma = transition_coefficients(l_prev, l_k, kappa)
         beta_prev = float(bridge_variance(l_prev, kappa))
         x_k, warp = path[-1], one_step_warp(k)
         d = None if gram_diag is None else gram_diag(k)
         mean, var = posterior(x_k, mu(k - 1), mu(k), warp, rho, gamma, beta_prev, mode, d)
-        if var is None:
-            _, var = posterior(x_k, mu(k - 1), mu(k), warp, rho, gamma, beta_prev, "diagonal", d)
-        if k == 1:
-            path.append(i0)
-            continue
         if refine is not None:
             mean = mean + refine(mean, x_k, k - 1)
         if noise:
+            if var is None:  # exact mode: the noise uses the diagonal variance
+                d = gram_diagonal(warp, x_k) if d is None else d
+                var, _ = diagonal_variance(d, rho, gamma, beta_prev)
             z = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
             mean = mean + var.sqrt() * z
         path.append(mean)
+    path.append(i0)  # k = 1: beta_0 = 0, so x_0 = mu_0 = I0 exactly
     return path[::-1]

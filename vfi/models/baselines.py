@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vfi.metrics import quantize
 from vfi.models.base import InterpolatorModule, check_tau
 from vfi.ops import intermediate_flows, warp_backward
 
@@ -39,7 +40,7 @@ class ClassicalInterpolator(InterpolatorModule):
 
     @staticmethod
     def _grey(x: Tensor) -> np.ndarray:
-        rgb = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        rgb = (quantize(x) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
         return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
 
     def _flow(self, a: Tensor, b: Tensor) -> Tensor:

@@ -65,8 +65,6 @@ def quiet_warnings() -> None:
     for pattern in (
         ".*does not have many workers.*",
         ".*WeightAveraging.*",
-        ".*LeafSpec.*",
-        ".*torch.tensor results are registered as constants.*",
         ".*Checkpoint directory .* exists and is not empty.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
@@ -99,12 +97,10 @@ def run_hydra(prog: str, config_name: str, task: Callable[[DictConfig], object])
 
 def report_test_metrics(trainer, out_dir: str | Path, label: str, data: str) -> dict[str, float]:
     """The ``test/*`` metrics of the last ``trainer.test``: written as metrics.json and
-    results.md and printed as a table (on global rank zero); returned on every rank."""
+    results.md and printed as a markdown table (on global rank zero); returned on every rank."""
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     if trainer.is_global_zero:
-        table = write_metrics(metrics, out_dir, label=label, data=data)
-        print_metrics(metrics, f"{label} on {data}")
-        print(table)
+        print(write_metrics(metrics, out_dir, label=label, data=data))
     return metrics
 
 
@@ -124,18 +120,6 @@ def write_metrics(metrics: dict[str, float], out_dir: str | Path, label: str, da
     )
     (out_dir / "results.md").write_text(table + "\n")
     return table
-
-
-def print_metrics(metrics: dict[str, float], title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name in sorted(metrics):
-        table.add_row(name, f"{metrics[name]:.4f}")
-    Console().print(table)
 
 
 def instantiate_loggers(cfg: DictConfig | None) -> list:
