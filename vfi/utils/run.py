@@ -65,6 +65,7 @@ def quiet_warnings() -> None:
     for pattern in (
         ".*does not have many workers.*",
         ".*WeightAveraging.*",
+        ".*LeafSpec.*",
         ".*Checkpoint directory .* exists and is not empty.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
