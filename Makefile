@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 LPIPS_BACKBONE ?= $(wildcard $(abspath ../shared/weights/alexnet_features_imagenet.pth))
 export VFI_LPIPS_BACKBONE ?= $(LPIPS_BACKBONE)
 
-.PHONY: install train test test-all lint format clean
+.PHONY: install train test bench lint format clean
 
 install: $(STAMP)
 
@@ -23,6 +23,9 @@ train: install
 
 test: install
 	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m vfi.bench $(ARGS)
 
 lint: install
 	$(PY) -m ruff check vfi tests

@@ -161,3 +161,45 @@ def test_killed_run_resumes_at_same_step(cli_env):
         env=cli_env,
     ).stdout
     assert f"training starts at global step {step}" in out
+
+
+def test_eval_factor_scores_every_inner_frame(cli_env):
+    """factor=4 on the clips: frames i..i+4, metrics at tau = 0.25 / 0.5 / 0.75, warping
+    errors, NFE per frame (0 for blending) and a per-time table."""
+    args = ("model=blend", "data=clips", "factor=4", "trainer.limit_test_batches=2")
+    run_cli("vfi.eval", *args, env=cli_env)
+    (ev,) = _runs(cli_env, "eval")
+    record = json.loads((ev / "metrics.json").read_text())
+    metrics = record["metrics"]
+    assert record["data"] == "clips x4" and metrics["test/nfe_per_frame"] == 0
+    for t in ("0.25", "0.5", "0.75"):
+        assert 20 < metrics[f"test/psnr_tau{t}"] < 60 and f"test/lpips_tau{t}" in metrics
+    mean = sum(metrics[f"test/psnr_tau{t}"] for t in ("0.25", "0.5", "0.75")) / 3
+    assert abs(metrics["test/psnr"] - mean) < 1e-4
+    # blending ghosts moving content: less consistent over time than the true frames
+    assert metrics["test/warp_error"] > metrics["test/warp_error_gt"] > 0
+    assert "| 0.75 |" in (ev / "results.md").read_text()
+
+
+def test_warp_posterior_trains_and_serves_factor_4_in_one_pass(cli_env):
+    run_cli("vfi.train", "model=warp_posterior", "trainer=debug", *TINY, env=cli_env)
+    (run,) = _runs(cli_env)
+    ckpt = next((run / "checkpoints").glob("best-*.ckpt"))
+    args = (f"ckpt_path={ckpt}", "data=clips", "factor=4", "trainer.limit_test_batches=1")
+    run_cli("vfi.eval", *args, env=cli_env)
+    (ev,) = _runs(cli_env, "eval")
+    metrics = json.loads((ev / "metrics.json").read_text())["metrics"]
+    assert metrics["test/nfe_per_frame"] == 2.0  # T = 8: six refiner calls for three frames
+    assert {"test/psnr_tau0.25", "test/warp_error"} <= set(metrics)
+
+
+def test_bench_prints_nfe_and_time_per_frame(cli_env, tmp_path):
+    out = tmp_path / "bench.md"
+    args = ("--size", "64", "--repeats", "1", "--models", "resshift", "warp_posterior")
+    proc = run_cli("vfi.bench", *args, "--out", str(out), env=cli_env)
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2:4]
+        for line in out.read_text().splitlines()[2:]
+    }
+    assert float(rows["resshift"][0]) == 15.0 and float(rows["warp_posterior"][0]) == 2.0
+    assert all(float(r[1]) > 0 for r in rows.values()) and "s / frame" in proc.stdout

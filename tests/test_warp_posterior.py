@@ -180,6 +180,41 @@ def test_bridge_marginal_variance_monte_carlo():
     kappa, times = 1.3, time_grid(6)
     path = _blend_bridge(i0, i1, times, kappa=kappa, noise=True, generator=g)
     for k in range(1, 6):
-        beta = bridge_variance(float(times[k]), kappa).item()
+        beta = bridge_variance(float(times[k]), kappa)
         assert abs(path[k].var().item() / beta - 1) < 0.05
         assert abs(path[k].mean().item() - float(times[k])) < 5 * (beta / i0.numel()) ** 0.5
+
+
+@pytest.mark.parametrize("mode", ["exact", "diagonal"])
+def test_per_item_coefficients_match_item_by_item(mode):
+    """Tensor coefficients [B, 1, 1, 1] (one step per item, degenerate ones included) give
+    what each item gives on its own with float coefficients."""
+    g = torch.Generator().manual_seed(5)
+    kappa = 0.7
+    steps = [(0.25, 0.5), (0.0, 0.125), (0.875, 1.0), (0.5, 0.625)]  # beta_0 = 0; rho = 0
+    b = len(steps)
+    flow = 2 * torch.randn(b, 2, 6, 7, generator=g, dtype=torch.float64)
+    x_k, mu_prev, mu_k = (torch.randn(b, 3, 6, 7, generator=g, dtype=torch.float64) for _ in "abc")
+    lp = torch.tensor([s[0] for s in steps], dtype=torch.float64).view(-1, 1, 1, 1)
+    lk = torch.tensor([s[1] for s in steps], dtype=torch.float64).view(-1, 1, 1, 1)
+    rho, gamma = transition_coefficients(lp, lk, kappa)
+    mean, var = posterior(
+        x_k, mu_prev, mu_k, _warp(flow), rho, gamma, bridge_variance(lp, kappa), mode, tol=1e-13
+    )
+    for i, (l_prev, l_k) in enumerate(steps):
+        r, gm = transition_coefficients(l_prev, l_k, kappa)
+        m_i, v_i = posterior(
+            x_k[i : i + 1],
+            mu_prev[i : i + 1],
+            mu_k[i : i + 1],
+            _warp(flow[i : i + 1]),
+            r,
+            gm,
+            bridge_variance(l_prev, kappa),
+            mode,
+            tol=1e-13,
+        )
+        torch.testing.assert_close(mean[i : i + 1], m_i, rtol=0, atol=1e-9)
+        if mode == "diagonal":
+            torch.testing.assert_close(var[i : i + 1], v_i, rtol=0, atol=1e-12)
+    assert torch.equal(mean[1], mu_prev[1]) and torch.equal(mean[2], mu_prev[2])

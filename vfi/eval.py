@@ -1,4 +1,5 @@
-"""python -m vfi.eval ckpt_path=... [data=...]: score a checkpoint (or a baseline model=...)."""
+"""python -m vfi.eval ckpt_path=... [data=...] [factor=N]: score a checkpoint (or a baseline
+model=...) on triplets, or with factor=N on the N - 1 frames between frames i and i + N."""
 
 from __future__ import annotations
 
@@ -12,6 +13,22 @@ from omegaconf import DictConfig, OmegaConf
 from vfi.errors import VFIError
 from vfi.utils.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from vfi.utils.run import entry_point, instantiate_loggers, report_test_metrics, run_hydra
+
+
+def sequence_test_data(data_cfg: DictConfig, factor: int) -> DictConfig:
+    """The data config with every test item turned into frames i, i+1, ..., i+factor (the
+    inner factor - 1 frames are scored): ``num_frames = factor + 1`` and ``step = 1``."""
+    if not isinstance(factor, int) or factor < 2:
+        raise VFIError(f"factor must be an integer of at least 2, got {factor!r}")
+    test = data_cfg.get("test")
+    target = str((test or {}).get("_target_", ""))
+    if not target.endswith(("ClipsDataset", "VideoFileDataset", "FlyingDataset")):
+        raise VFIError(f"factor={factor} needs video or flying test data, got {target or None}")
+    data_cfg = OmegaConf.create(OmegaConf.to_container(data_cfg, resolve=True))
+    data_cfg.test.num_frames = factor + 1
+    if not target.endswith("FlyingDataset"):
+        data_cfg.test.step = 1
+    return data_cfg
 
 
 @entry_point("vfi.eval")
@@ -35,6 +52,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         )
     if data_cfg is None:
         raise VFIError("no test data: give data=... (e.g. data=clips)")
+    if cfg.get("factor") is not None:
+        data_cfg = sequence_test_data(data_cfg, cfg.factor)
+        data_name = f"{data_name} x{cfg.factor}"
     datamodule = instantiate(data_cfg)
     datamodule.setup("test")
     trainer = instantiate(

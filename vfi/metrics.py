@@ -14,6 +14,7 @@ from torchmetrics.functional.image import (
 )
 
 from vfi.errors import VFIError
+from vfi.ops import warp_backward
 
 log = logging.getLogger(__name__)
 
@@ -91,3 +92,24 @@ def image_metrics(pred: Tensor, target: Tensor, lpips_net: nn.Module | None) -> 
         lpips_net.to(p.device)
         out["lpips"] = lpips_net(p * 2 - 1, t * 2 - 1).flatten()
     return out
+
+
+def warping_error(frames: Tensor, flows_fw: Tensor, flows_bw: Tensor) -> Tensor:
+    """Temporal consistency of a frame sequence (Lai et al., 2018, with L1): per item, the mean
+    over consecutive pairs j of the masked mean |Q(x_j) - W(Q(x_{j+1}), F_j->j+1)|, on the
+    8-bit grid in [0, 1], where W is the backward warp and the mask M keeps pixels passing the
+    forward-backward check |F_fw + F~_bw|^2 < 0.01 (|F_fw|^2 + |F~_bw|^2) + 0.5, F~_bw being
+    F_j+1->j warped by F_j->j+1 (Sundaram et al., 2010).
+
+    frames: [N, B, 3, H, W] in [-1, 1]; flows_fw, flows_bw: [N-1, B, 2, H, W] (F_j->j+1 and
+    F_j+1->j, backward-warping sense). Returns [B].
+    """
+    errors = []
+    for j in range(frames.shape[0] - 1):
+        fw = flows_fw[j]
+        bw = warp_backward(flows_bw[j], fw)
+        bound = 0.01 * (fw.pow(2).sum(1, keepdim=True) + bw.pow(2).sum(1, keepdim=True)) + 0.5
+        mask = ((fw + bw).pow(2).sum(1, keepdim=True) < bound).to(frames.dtype)
+        diff = (quantize(frames[j]) - warp_backward(quantize(frames[j + 1]), fw)).abs()
+        errors.append((diff * mask).sum((1, 2, 3)) / (3 * mask.sum((1, 2, 3))).clamp_min(1))
+    return torch.stack(errors).mean(0)

@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from vfi.utils.checkpoint import resolve_checkpoint
+from vfi.utils.checkpoint import load_checkpoint, resolve_checkpoint
 from vfi.utils.run import entry_point, instantiate_loggers, report_test_metrics, run_hydra
 
 
@@ -43,7 +43,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         ),
         None,
     )
-    trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=False)
+    if best:  # the EMA weights that validation scored (what vfi.eval loads too)
+        model.load_state_dict(load_checkpoint(best)["state_dict"])
+    trainer.test(model, datamodule=datamodule)
     label = f"{choices['model']} ({Path(best).name if best else 'final weights'})"
     return report_test_metrics(trainer, cfg.paths.output_dir, label, choices["data"])
 

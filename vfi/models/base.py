@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -9,7 +10,8 @@ import torch
 from torch import Tensor
 
 from vfi.errors import VFIError
-from vfi.metrics import image_metrics, try_load_lpips
+from vfi.metrics import image_metrics, try_load_lpips, warping_error
+from vfi.ops.dis import DISFlow
 from vfi.utils.panels import log_panel, panel_rows, save_png, stack_rows
 
 
@@ -20,6 +22,16 @@ def check_tau(tau: Tensor | float) -> Tensor:
         bad = tau[(tau <= 0) | (tau >= 1)].flatten()[0].item()
         raise VFIError(f"tau must lie in (0, 1), got {bad:g}")
     return tau
+
+
+def sample_statistics(x: Tensor, num_samples: int, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Mean and per-pixel std [B, C, h, w] over the K = num_samples samples stacked
+    sample-major in x [K * B, C, H, W], cropped to size (h, w) and clamped to [-1, 1]
+    (std is 0 for K = 1)."""
+    h, w = size
+    x = x[..., :h, :w].clamp(-1, 1).reshape(num_samples, -1, x.shape[1], h, w)
+    std = x.std(0, unbiased=False) if num_samples > 1 else torch.zeros_like(x[0])
+    return x.mean(0), std
 
 
 class InterpolatorModule(L.LightningModule):
@@ -43,8 +55,9 @@ class InterpolatorModule(L.LightningModule):
         self.panel_size = panel_items
         self._panel: list = []
         self.lpips_backbone = lpips_backbone
-        self._lpips_cache: dict = {}  # built lazily; a dict keeps it out of the state dict
+        self._cache: dict = {}  # LPIPS / DIS, built lazily, kept out of the state dict
         self.run_config: dict | None = None  # model/data config, saved into checkpoints
+        self.network_calls = 0  # denoiser / refiner evaluations so far (one per batched call)
 
     def interpolate(
         self, i0: Tensor, i1: Tensor, tau: Tensor | float, num_samples: int = 1
@@ -52,27 +65,84 @@ class InterpolatorModule(L.LightningModule):
         """Frames at time tau: mean [B, 3, H, W] in [-1, 1] and per-pixel std over samples."""
         raise NotImplementedError
 
+    def sampler_stats(self) -> dict[str, float]:
+        """Diagnostics of the sampling since the last call (e.g. solver iterations), logged
+        with the metrics."""
+        return {}
+
+    def interpolate_times(
+        self, i0: Tensor, i1: Tensor, times: list[float], num_samples: int = 1
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Frames at several times, (mean, std) per time; by default one :meth:`interpolate`
+        call per time (models that produce every time in one pass override this)."""
+        return [self.interpolate(i0, i1, t, num_samples) for t in times]
+
     @property
     def lpips_net(self):
-        if "net" not in self._lpips_cache:
-            self._lpips_cache["net"] = try_load_lpips(self.lpips_backbone)
-        return self._lpips_cache["net"]
+        if "net" not in self._cache:
+            self._cache["net"] = try_load_lpips(self.lpips_backbone)
+        return self._cache["net"]
 
-    def _evaluate(self, batch: dict[str, Tensor], batch_idx: int, stage: str) -> None:
-        mean, std = self.interpolate(batch["I0"], batch["I1"], batch["tau"], self.samples[stage])
-        scores = image_metrics(mean, batch["It"], self.lpips_net)
-        size = batch["I0"].shape[0]
+    def _log_scores(self, stage: str, scores: dict[str, Tensor], size: int) -> None:
         for name, values in scores.items():
             self.log(
                 f"{stage}/{name}",
-                values.mean(),
+                values.float().mean(),
                 batch_size=size,
                 sync_dist=True,
                 prog_bar=name == "psnr",
             )
+
+    def _evaluate(self, batch: dict[str, Tensor], batch_idx: int, stage: str) -> None:
+        if "frames" in batch:
+            mean, std = self._evaluate_sequence(batch, stage)
+        else:
+            mean, std = self.interpolate(
+                batch["I0"], batch["I1"], batch["tau"], self.samples[stage]
+            )
+            self._log_scores(stage, image_metrics(mean, batch["It"], self.lpips_net), len(mean))
+        stats = {k: torch.tensor(float(v)) for k, v in self.sampler_stats().items()}
+        self._log_scores(stage, stats, batch["I0"].shape[0])
         if self.trainer.is_global_zero and batch_idx in self._panel_batches(stage):
             rows = panel_rows(batch["I0"], mean, batch["It"], batch["I1"], std)
             self._panel += rows[: self.panel_size - len(self._panel)]
+
+    def _evaluate_sequence(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, Tensor]:
+        """Score every inner frame of ``frames`` [B, N, 3, H, W] at ``times`` [B, N] (the same
+        for the whole batch): metrics per time (``psnr_tau0.25``, ...) and their mean, the
+        warping error of the generated frames and of the true ones (``warp_error``,
+        ``warp_error_gt``; flows by DIS between consecutive true frames) and the network
+        evaluations per output frame (``nfe_per_frame``, per sample). Returns the (mean, std)
+        at the item's ``tau``, for the panel."""
+        frames, times = batch["frames"], [float(t) for t in batch["times"][0, 1:-1]]
+        calls = self.network_calls
+        outs = self.interpolate_times(frames[:, 0], frames[:, -1], times, self.samples[stage])
+        scores = {"nfe_per_frame": torch.tensor((self.network_calls - calls) / len(times))}
+        per_time = [
+            image_metrics(mean, frames[:, j + 1], self.lpips_net)
+            for j, (mean, _) in enumerate(outs)
+        ]
+        for t, s in zip(times, per_time, strict=True):
+            scores.update({f"{name}_tau{t:g}": v for name, v in s.items()})
+        for name in per_time[0]:
+            scores[name] = torch.stack([s[name] for s in per_time]).mean(0)
+        if len(times) > 1:
+            truth = frames[:, 1:-1].transpose(0, 1)
+            flow = self._dis_flow
+            fw = torch.stack([flow(truth[j], truth[j + 1]) for j in range(len(times) - 1)])
+            bw = torch.stack([flow(truth[j + 1], truth[j]) for j in range(len(times) - 1)])
+            generated = torch.stack([m for m, _ in outs])
+            scores["warp_error"] = warping_error(generated, fw, bw)
+            scores["warp_error_gt"] = warping_error(truth, fw, bw)
+        self._log_scores(stage, scores, frames.shape[0])
+        middle = min(range(len(times)), key=lambda j: abs(times[j] - float(batch["tau"][0])))
+        return outs[middle]
+
+    @property
+    def _dis_flow(self) -> DISFlow:
+        if "dis" not in self._cache:
+            self._cache["dis"] = DISFlow("medium")
+        return self._cache["dis"]
 
     def _panel_batches(self, stage: str) -> set[int]:
         """Batch indices spread evenly over the stage's first dataloader."""
@@ -104,3 +174,73 @@ class InterpolatorModule(L.LightningModule):
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "test")
+
+
+def charbonnier(x: Tensor, y: Tensor, eps: float = 1e-3) -> Tensor:
+    """mean sqrt((x - y)^2 + eps^2)."""
+    return torch.sqrt((x - y) ** 2 + eps**2).mean()
+
+
+class TrainableInterpolator(InterpolatorModule):
+    """An interpolator with an optimizer: learning rate, optimizer / scheduler partials (the
+    scheduler steps every training step) and an optional LPIPS loss term.
+
+    Args:
+        lr, optimizer, scheduler: learning rate and the Hydra partials of optimizer / scheduler.
+        lpips_weight: weight of the LPIPS(prediction, target) term of the training loss.
+        val_samples, test_samples, lpips_backbone, panel_items: as in :class:`InterpolatorModule`.
+    """
+
+    def __init__(
+        self,
+        lr: float = 2e-4,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        lpips_weight: float = 0.0,
+        val_samples: int = 2,
+        test_samples: int = 4,
+        **kwargs,
+    ):
+        super().__init__(val_samples=val_samples, test_samples=test_samples, **kwargs)
+        self.lr = lr
+        self.optimizer_factory = optimizer or torch.optim.AdamW
+        self.scheduler_factory = scheduler
+        self.lpips_weight = lpips_weight
+
+    def lpips_loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        """lpips_weight * mean LPIPS(pred, target) (0 when the weight is 0)."""
+        if self.lpips_weight <= 0:
+            return pred.new_zeros(())
+        if self.lpips_net is None:
+            raise VFIError(
+                "model.lpips_weight > 0 needs LPIPS weights: set paths.lpips_backbone "
+                "(or model.lpips_weight=0)"
+            )
+        net = self.lpips_net.to(pred.device)
+        return self.lpips_weight * net(pred.clamp(-1, 1), target).mean()
+
+    def supervised_loss(
+        self, pred: Tensor, prior: Tensor, target: Tensor, prior_weight: float
+    ) -> Tensor:
+        """Charbonnier(pred, target) + prior_weight Charbonnier(prior, target) + the LPIPS term,
+        logged as train/loss, train/loss_x and train/loss_prior."""
+        loss_x, loss_prior = charbonnier(pred, target), charbonnier(prior, target)
+        loss = loss_x + prior_weight * loss_prior + self.lpips_loss(pred, target)
+        b = pred.shape[0]
+        self.log("train/loss", loss, batch_size=b, prog_bar=True)
+        self.log("train/loss_x", loss_x, batch_size=b)
+        self.log("train/loss_prior", loss_prior, batch_size=b)
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters(), lr=self.lr)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def on_train_start(self) -> None:
+        self.print(f"training starts at global step {self.global_step}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import kornia
 import torch
@@ -11,16 +10,11 @@ from torch import Tensor, nn
 
 from vfi.diffusion import resshift as rs
 from vfi.errors import VFIError
-from vfi.models.base import InterpolatorModule, check_tau
+from vfi.models.base import TrainableInterpolator, check_tau, sample_statistics
 from vfi.ops import intermediate_flows, pad_to_multiple, softmax_splat, warp_backward
 
 
-def charbonnier(x: Tensor, y: Tensor, eps: float = 1e-3) -> Tensor:
-    """mean sqrt((x - y)^2 + eps^2)."""
-    return torch.sqrt((x - y) ** 2 + eps**2).mean()
-
-
-class ResShiftVFI(InterpolatorModule):
+class ResShiftVFI(TrainableInterpolator):
     """Args:
     flow_net: bidirectional flow estimator (I0, I1) -> (F_0->1, F_1->0).
     visibility_net: (W0, W1, F_t->0, F_t->1, tau) -> (v0, v1).
@@ -28,12 +22,13 @@ class ResShiftVFI(InterpolatorModule):
     schedule: keyword arguments of :func:`vfi.diffusion.resshift.eta_schedule`.
     warp: "backward" (grid_sample) or "softmax_splat" (forward warping).
     splat_alpha: softmax-splatting importance scale, Z = -alpha |I0 - warp(I1, F_0->1)|.
-    aux_weight, lpips_weight: loss weights of Charbonnier(y, I_tau) and LPIPS(x0_hat, I_tau).
+    aux_weight: loss weight of Charbonnier(y, I_tau).
     tau_mode: "fixed" (the dataset's tau) or "ifd" (re-estimated from flows during training).
     ifd_threshold, ifd_kernel, ifd_tau_range: the IFD estimate's grey-level threshold (images
         in [0, 1]), opening kernel size and the clamp applied to its result.
-    lr, optimizer, scheduler: learning rate and the optimizer / scheduler partials.
-    val_samples, test_samples: samples per item at validation / test (mean and std).
+    other keyword arguments (lr, optimizer, scheduler, lpips_weight on LPIPS(x0_hat, I_tau),
+        val_samples, test_samples, lpips_backbone) go to
+        :class:`vfi.models.base.TrainableInterpolator`.
     """
 
     def __init__(
@@ -45,21 +40,13 @@ class ResShiftVFI(InterpolatorModule):
         warp: str = "backward",
         splat_alpha: float = 20.0,
         aux_weight: float = 1.0,
-        lpips_weight: float = 0.0,
         tau_mode: str = "fixed",
         ifd_threshold: float = 0.04,
         ifd_kernel: int = 3,
         ifd_tau_range: tuple[float, float] = (0.05, 0.95),
-        lr: float = 2e-4,
-        optimizer: Callable | None = None,
-        scheduler: Callable | None = None,
-        val_samples: int = 2,
-        test_samples: int = 4,
-        lpips_backbone: str | None = None,
+        **kwargs,
     ):
-        super().__init__(
-            val_samples=val_samples, test_samples=test_samples, lpips_backbone=lpips_backbone
-        )
+        super().__init__(**kwargs)
         if warp not in ("backward", "softmax_splat"):
             raise VFIError(f"model.warp must be 'backward' or 'softmax_splat', got {warp!r}")
         if tau_mode not in ("fixed", "ifd"):
@@ -72,14 +59,10 @@ class ResShiftVFI(InterpolatorModule):
         self.warp = warp
         self.splat_alpha = splat_alpha
         self.aux_weight = aux_weight
-        self.lpips_weight = lpips_weight
         self.tau_mode = tau_mode
         self.ifd_threshold = ifd_threshold
         self.ifd_kernel = ifd_kernel
         self.ifd_tau_range = tuple(ifd_tau_range)
-        self.lr = lr
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
         self.multiple = math.lcm(getattr(flow_net, "multiple", 1), getattr(denoiser, "multiple", 1))
 
     # --- the prior -----------------------------------------------------------------------
@@ -117,6 +100,7 @@ class ResShiftVFI(InterpolatorModule):
             ],
             dim=1,
         )
+        self.network_calls += 1
         return cond["y"] + self.denoiser(inp, t, tau)
 
     # --- tau re-estimation ---------------------------------------------------------------
@@ -150,33 +134,7 @@ class ResShiftVFI(InterpolatorModule):
         t = torch.randint(1, len(self.etas) + 1, (i0.shape[0],), device=self.device)
         x_t = rs.q_sample(it, cond["y"].detach(), t, self.etas, self.kappa, torch.randn_like(it))
         x0_hat = self.predict_x0(x_t, t, cond, tau)
-        loss_x0 = charbonnier(x0_hat, it)
-        loss_aux = charbonnier(cond["y"], it)
-        loss = loss_x0 + self.aux_weight * loss_aux
-        if self.lpips_weight > 0:
-            if self.lpips_net is None:
-                raise VFIError(
-                    "model.lpips_weight > 0 needs LPIPS weights: set paths.lpips_backbone"
-                )
-            loss = loss + self.lpips_weight * self.lpips_net(x0_hat.clamp(-1, 1), it).mean()
-        b = i0.shape[0]
-        self.log("train/loss", loss, batch_size=b, prog_bar=True)
-        self.log("train/loss_x0", loss_x0, batch_size=b)
-        self.log("train/loss_prior", loss_aux, batch_size=b)
-        return loss
-
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters(), lr=self.lr)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
-
-    def on_train_start(self) -> None:
-        self.print(f"training starts at global step {self.global_step}")
+        return self.supervised_loss(x0_hat, cond["y"], it, self.aux_weight)
 
     # --- sampling ------------------------------------------------------------------------
     @torch.no_grad()
@@ -203,6 +161,4 @@ class ResShiftVFI(InterpolatorModule):
             self.kappa,
             generator,
         )
-        x0 = x0[..., :h, :w].clamp(-1, 1).reshape(num_samples, b, -1, h, w)
-        std = x0.std(0, unbiased=False) if num_samples > 1 else torch.zeros_like(x0[0])
-        return x0.mean(0), std
+        return sample_statistics(x0, num_samples, (h, w))

@@ -106,19 +106,31 @@ def report_test_metrics(trainer, out_dir: str | Path, label: str, data: str) -> 
 
 
 def write_metrics(metrics: dict[str, float], out_dir: str | Path, label: str, data: str) -> str:
-    """Write metrics.json and results.md (one table row) into ``out_dir``; return the table."""
+    """Write metrics.json and results.md into ``out_dir``; return the markdown.
+
+    One table row of the overall metrics; metrics per time (``test/psnr_tau0.25``, ...) get a
+    second table with a row per time."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {"model": label, "data": data, "metrics": metrics}
     (out_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    names = sorted(metrics)
-    table = "\n".join(
-        [
-            "| model | data | " + " | ".join(names) + " |",
-            "|---|---|" + "---|" * len(names),
-            f"| {label} | {data} | " + " | ".join(f"{metrics[n]:.4f}" for n in names) + " |",
-        ]
-    )
+    per_time = {n: n.rpartition("_tau") for n in metrics if "_tau" in n}
+    names = sorted(n for n in metrics if n not in per_time)
+    lines = [
+        "| model | data | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+        f"| {label} | {data} | " + " | ".join(f"{metrics[n]:.4f}" for n in names) + " |",
+    ]
+    if per_time:
+        columns = sorted({base for base, _, _ in per_time.values()})
+        times = sorted({t for _, _, t in per_time.values()}, key=float)
+        lines += ["", "| tau | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+        for t in times:
+            cells = [metrics.get(f"{c}_tau{t}") for c in columns]
+            lines.append(
+                f"| {t} | " + " | ".join("" if v is None else f"{v:.4f}" for v in cells) + " |"
+            )
+    table = "\n".join(lines)
     (out_dir / "results.md").write_text(table + "\n")
     return table
 

@@ -1,0 +1,135 @@
+"""model=warp_posterior: the bridge wired to the flow, visibility and refiner networks."""
+
+import pytest
+import torch
+from conftest import ALEXNET, REPO
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from torch.utils.data import default_collate
+
+from vfi.data.flying import FlyingDataset
+from vfi.diffusion.warp_posterior import time_grid
+
+
+def build(*overrides):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "paths.output_dir=/tmp/unused",
+                f"paths.lpips_backbone={ALEXNET}",
+                "model=warp_posterior",
+                *overrides,
+            ],
+        )
+    model = instantiate(cfg.model)
+    model.log = lambda *args, **kwargs: None
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build()
+
+
+def _pair(b=2, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.rand(b, 3, size, size, generator=g) * 2 - 1 for _ in range(2))
+
+
+def test_untrained_noise_free_path_is_the_linear_blend(model):
+    """Zero flows, v0 = v1 = 0.5 and a zero-initialised refiner: every x_k is (1-l) I0 + l I1."""
+    i0, i1 = _pair()
+    times = time_grid(8, [0.3])
+    path = model.sample_path(i0, i1, times, stop=0, noise=False)
+    assert len(path) == len(times) == 10
+    for x, l in zip(path, times.tolist(), strict=True):
+        torch.testing.assert_close(x, (1 - l) * i0 + l * i1, rtol=0, atol=1e-5)
+
+
+def test_one_pass_serves_every_time_and_counts_network_calls(model):
+    """Targets 0.25 / 0.5 / 0.75 on the T = 8 grid: the pass stops at 0.25, so the refiner runs
+    for l_{k-1} = 7/8 ... 2/8, six times, whatever the number of samples."""
+    i0, i1 = _pair(size=40)  # not a multiple of 16: padded and cropped back
+    before = model.network_calls
+    g = torch.Generator().manual_seed(0)
+    outs = model.interpolate_times(i0, i1, [0.25, 0.5, 0.75], num_samples=3, generator=g)
+    assert model.network_calls - before == 6
+    assert [m.shape for m, _ in outs] == [i0.shape] * 3
+    assert all(bool((s > 0).any()) for _, s in outs)  # kappa > 0: the samples differ
+    mean, std = model.interpolate(i0, i1, 0.5, num_samples=1)
+    assert model.network_calls - before == 6 + 4 and torch.equal(std, torch.zeros_like(std))
+
+
+def test_samples_pass_through_the_endpoints(model):
+    i0, i1 = _pair()
+    path = model.sample_path(i0, i1, time_grid(4), stop=0, num_samples=2)
+    assert torch.equal(path[0], i0.repeat(2, 1, 1, 1)) and torch.equal(
+        path[-1], i1.repeat(2, 1, 1, 1)
+    )
+
+
+def test_next_grid_time(model):
+    l = torch.tensor([0.125, 0.3, 0.5, 0.875], dtype=torch.float64)
+    torch.testing.assert_close(
+        model.next_grid_time(l), torch.tensor([0.25, 0.375, 0.625, 1.0], dtype=torch.float64)
+    )
+
+
+@pytest.mark.parametrize("num_frames", [3, 9])
+def test_training_step_trains_flows_through_the_posterior(num_frames):
+    """Sequences (ground truth on the grid) and triplets (a prior draw where there is none):
+    the loss is finite and reaches the flow head, which starts at zero, through mu~."""
+    torch.manual_seed(0)
+    model = build()
+    ds = FlyingDataset(length=4, size=(32, 32), num_frames=num_frames, tau_range=(0.2, 0.8))
+    batch = default_collate([ds[i] for i in range(4)])
+    loss = model.training_step(batch, 0)
+    assert torch.isfinite(loss)
+    loss.backward()
+    flow_grads = [p.grad for n, p in model.flow_net.named_parameters() if p.grad is not None]
+    assert flow_grads and any(bool(g.abs().sum() > 0) for g in flow_grads)
+    assert model.refiner.out[-1].weight.grad.abs().sum() > 0
+
+
+def test_exact_mode_samples_and_reports_cg(model):
+    exact = build("model.posterior=exact", "model.cg_tol=1e-6")
+    exact.load_state_dict(model.state_dict())
+    i0, i1 = _pair()
+    with torch.no_grad():
+        exact.flow_net.levels[-1].head.bias.fill_(0.7)  # some motion, so S_k is not identity
+        exact.interpolate_times(i0, i1, [0.5])
+    assert len(exact.cg_stats) == 3  # k = 7, 6, 5 (k = T = 8 is the prior: no solve)
+    stats = exact.sampler_stats()
+    assert stats["cg_iterations"] >= 1 and stats["cg_residual"] <= 1e-6 and not exact.cg_stats
+
+
+def test_rollout_training_takes_x_k_from_the_sampler(monkeypatch):
+    """rollout_prob=1 with grid-aligned sequences: x_k is the sampler's own state at l_k."""
+    torch.manual_seed(1)
+    model = build("model.rollout_prob=1.0")
+    ds = FlyingDataset(length=2, size=(32, 32), num_frames=9)
+    batch = default_collate([ds[i] for i in range(2)])
+    seen = []
+    original = model.sample_path
+
+    def spy(i0, i1, times, stop=1, **kwargs):
+        path = original(i0, i1, times, stop, **kwargs)
+        seen.append((stop, path[0]))
+        return path
+
+    monkeypatch.setattr(model, "sample_path", spy)
+    inputs = []
+    refine = model.refine
+
+    def record(mean, x_k, *args):
+        inputs.append(x_k)
+        return refine(mean, x_k, *args)
+
+    monkeypatch.setattr(model, "refine", record)
+    loss = model.training_step(batch, 0)
+    assert torch.isfinite(loss) and len(seen) == 1
+    stop, x_k = seen[0]
+    assert 2 <= stop <= 8 and len(inputs) == 8 - stop + 1  # the pass, then the trained step
+    assert torch.equal(inputs[-1], x_k)

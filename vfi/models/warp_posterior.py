@@ -1,0 +1,294 @@
+"""The warp-posterior bridge as a LightningModule: a Brownian bridge in video time between the
+two input frames with flow-warped means, sampled by closed-form posteriors plus a learned
+residual (see :mod:`vfi.diffusion.warp_posterior` for the maths)."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+
+from vfi.diffusion import warp_posterior as wp
+from vfi.errors import VFIError
+from vfi.models.base import TrainableInterpolator, check_tau, sample_statistics
+from vfi.ops import intermediate_flows, pad_to_multiple, warp_backward, warp_gram_diagonal
+
+
+class WarpPosteriorVFI(TrainableInterpolator):
+    """Args:
+    flow_net: bidirectional flow estimator (I0, I1) -> (F_0->1, F_1->0).
+    visibility_net: (P_k[I0], B_k[I1], F_l->0, F_l->1, l) -> (v0, v1).
+    refiner: U-Net R_theta (input [B, 14, H, W], step size, l) -> residual added to mu~.
+    num_steps: T of the uniform grid l_k = k / T (requested times are inserted).
+    kappa: bridge noise scale, beta_k = kappa^2 l_k (1 - l_k) (images in [-1, 1]).
+    posterior: "diagonal" (per-pixel closed form) or "exact" (conjugate gradients).
+    cg_tol, cg_max_iter: conjugate-gradient stopping rule of the exact mode.
+    prior_weight: weight of Charbonnier(mu~, GT) in the loss (trains the flows through mu~).
+    rollout_prob: probability that a training batch whose ground truth lies on the grid takes
+        x_k from the sampler itself (a reverse pass from I1, no gradient) instead of the
+        ground truth at l_k plus N(0, beta_k): the refiner then learns to correct the states
+        it meets when sampling.
+    eps: the normaliser's epsilon in mu_k = ((1-l) v0 P[I0] + l v1 B[I1]) / (... + eps).
+    other keyword arguments (lr, optimizer, scheduler, lpips_weight, val_samples,
+        test_samples, lpips_backbone) go to :class:`vfi.models.base.TrainableInterpolator`.
+    """
+
+    def __init__(
+        self,
+        flow_net: nn.Module,
+        visibility_net: nn.Module,
+        refiner: nn.Module,
+        num_steps: int = 8,
+        kappa: float = 0.1,
+        posterior: str = "diagonal",
+        cg_tol: float = 1e-4,
+        cg_max_iter: int = 50,
+        prior_weight: float = 1.0,
+        rollout_prob: float = 0.0,
+        eps: float = 1e-6,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if posterior not in ("exact", "diagonal"):
+            raise VFIError(f"model.posterior must be 'exact' or 'diagonal', got {posterior!r}")
+        if num_steps < 2:
+            raise VFIError(f"model.num_steps must be at least 2, got {num_steps}")
+        if kappa <= 0:
+            raise VFIError(f"model.kappa must be positive, got {kappa}")
+        self.flow_net = flow_net
+        self.visibility_net = visibility_net
+        self.refiner = refiner
+        self.num_steps = num_steps
+        self.kappa = kappa
+        self.posterior_mode = posterior
+        self.cg_tol = cg_tol
+        self.cg_max_iter = cg_max_iter
+        self.prior_weight = prior_weight
+        self.rollout_prob = rollout_prob
+        self.eps = eps
+        self.multiple = math.lcm(getattr(flow_net, "multiple", 1), getattr(refiner, "multiple", 1))
+        self.cg_stats: list[dict] = []  # exact mode: iterations and residual of every step
+
+    # --- the bridge's operators ----------------------------------------------------------
+    def bridge_terms(self, i0: Tensor, i1: Tensor, f01: Tensor, f10: Tensor, l: Tensor) -> dict:
+        """The prior at times l [B]: P[I0], B[I1] (``w0``, ``w1``), v0, v1, the normalised mean
+        mu = ((1-l) v0 P[I0] + l v1 B[I1]) / ((1-l) v0 + l v1 + eps) and the motion per unit
+        time at l, F_l->1 - F_l->0 (``velocity``), all [B, C, H, W]."""
+        f_l0, f_l1 = intermediate_flows(f01, f10, l)
+        w0, w1 = warp_backward(i0, f_l0), warp_backward(i1, f_l1)
+        v0, v1 = self.visibility_net(w0, w1, f_l0, f_l1, l)
+        t = l.to(i0).view(-1, 1, 1, 1)
+        a, b = (1 - t) * v0, t * v1
+        mu = (a * w0 + b * w1) / (a + b + self.eps)
+        return {"mu": mu, "w0": w0, "w1": w1, "v0": v0, "v1": v1, "velocity": f_l1 - f_l0}
+
+    @staticmethod
+    def step_flow(velocity_k: Tensor, dl: Tensor | float) -> Tensor:
+        """Backward flow of S_k (time l_{k-1} -> l_k): F_l_k->l_{k-1} = -(l_k - l_{k-1}) v."""
+        dl = torch.as_tensor(dl, dtype=velocity_k.dtype, device=velocity_k.device)
+        return -dl.view(-1, 1, 1, 1) * velocity_k
+
+    def refine(self, mean: Tensor, x_k: Tensor, terms: dict, l_prev: Tensor, dl: Tensor) -> Tensor:
+        """R_theta(mu~, x_k, P_{k-1}[I0], B_{k-1}[I1], v0, v1; l_{k-1}, l_k - l_{k-1})."""
+        inp = torch.cat([mean, x_k, terms["w0"], terms["w1"], terms["v0"], terms["v1"]], dim=1)
+        self.network_calls += 1
+        return self.refiner(inp, dl * 1000.0, l_prev)
+
+    def step_posterior(
+        self, x_k: Tensor, prev: dict, cur: dict, l_prev: Tensor, l_k: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """mu~ and the diagonal-mode variance of q(x_{k-1} | x_k, I0, I1), per item l [B]."""
+        lp, lk = l_prev.to(x_k).view(-1, 1, 1, 1), l_k.to(x_k).view(-1, 1, 1, 1)
+        rho, gamma = wp.transition_coefficients(lp, lk, self.kappa)
+        beta_prev = wp.bridge_variance(lp, self.kappa)
+        flow = self.step_flow(cur["velocity"], l_k - l_prev)
+        warp = partial(warp_backward, flow=flow)
+        gram = warp_gram_diagonal(flow)
+        mean, var = wp.posterior(
+            x_k,
+            prev["mu"],
+            cur["mu"],
+            warp,
+            rho,
+            gamma,
+            beta_prev,
+            self.posterior_mode,
+            gram,
+            self.cg_tol,
+            self.cg_max_iter,
+        )
+        if var is None:  # exact mode: the noise uses the diagonal variance
+            var, _ = wp.diagonal_variance(gram, rho, gamma, beta_prev)
+        return mean, var
+
+    # --- training ------------------------------------------------------------------------
+    @staticmethod
+    def ground_truth(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Times [B, N] and frames [B, N, 3, H, W] with ground truth: ``times``/``frames`` of
+        sequence items, else (0, tau, 1) with (I0, It, I1)."""
+        if "frames" in batch:
+            return batch["times"].double(), batch["frames"]
+        tau = batch["tau"].double()
+        times = torch.stack([torch.zeros_like(tau), tau, torch.ones_like(tau)], dim=1)
+        return times, torch.stack([batch["I0"], batch["It"], batch["I1"]], dim=1)
+
+    def _shared_grid_times(self, times: Tensor) -> bool:
+        """Whether every item has the same ground-truth times, all on the grid k / T."""
+        on_grid = (times * self.num_steps - (times * self.num_steps).round()).abs() < 1e-6
+        return bool((times == times[:1]).all() and on_grid.all())
+
+    def next_grid_time(self, l_prev: Tensor) -> Tensor:
+        """l_k: the first point of the uniform grid k / T after l_{k-1} [B]."""
+        return (torch.floor(l_prev * self.num_steps + 1e-9) + 1) / self.num_steps
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        times, frames = self.ground_truth(batch)
+        b, n = times.shape
+        frames = pad_to_multiple(frames.flatten(0, 1), self.multiple)[0]
+        frames = frames.view(b, n, *frames.shape[1:])
+        inner = (times > 0) & (times < 1)
+        rollout = self.rollout_prob > 0 and self._shared_grid_times(times)
+        rollout = rollout and bool(torch.rand(()) < self.rollout_prob)
+        if rollout:  # one inner time for the whole batch
+            pick = torch.multinomial(inner[0].float(), 1).expand(b)
+        else:  # a random inner GT time per item
+            pick = torch.multinomial(inner.float(), 1).squeeze(1)
+        rows = torch.arange(b, device=times.device)
+        l_prev = times[rows, pick]
+        l_k = self.next_grid_time(l_prev)
+        gt_prev = frames[rows, pick]
+        match = (times - l_k[:, None]).abs() < 1e-6
+        has_gt = match.any(1)
+        gt_k = frames[rows, match.float().argmax(1)]
+
+        i0, i1 = frames[:, 0], frames[:, -1]
+        f01, f10 = self.flow_net(i0, i1)
+        both = self.bridge_terms(
+            torch.cat([i0, i0]),
+            torch.cat([i1, i1]),
+            torch.cat([f01, f01]),
+            torch.cat([f10, f10]),
+            torch.cat([l_prev, l_k]),
+        )
+        prev = {k: v[:b] for k, v in both.items()}
+        cur = {k: v[b:] for k, v in both.items()}
+        if rollout:  # the sampler's own x_k: run the reverse pass from x_T = I1 down to l_k
+            k = round(float(l_k[0]) * self.num_steps)
+            x_k = self.sample_path(i0, i1, wp.time_grid(self.num_steps), stop=k)[0]
+        else:
+            beta_k = wp.bridge_variance(l_k, self.kappa).to(i0).view(-1, 1, 1, 1)
+            clean = torch.where(has_gt.view(-1, 1, 1, 1), gt_k, cur["mu"].detach())
+            x_k = clean + beta_k.sqrt() * torch.randn_like(clean)
+
+        mean, _ = self.step_posterior(x_k, prev, cur, l_prev, l_k)
+        x_hat = mean + self.refine(mean, x_k, prev, l_prev.to(i0), (l_k - l_prev).to(i0))
+        return self.supervised_loss(x_hat, mean, gt_prev, self.prior_weight)
+
+    # --- sampling ------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_path(
+        self,
+        i0: Tensor,
+        i1: Tensor,
+        times: Tensor,
+        stop: int = 1,
+        num_samples: int = 1,
+        noise: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> list[Tensor]:
+        """One reverse pass per sample on the grid ``times`` [T'+1] (float64, 0 ... 1), from
+        x_T = I1 down to x_stop. i0, i1: [B, 3, H, W] with H, W divisible by ``multiple``.
+        Returns [x_stop, ..., x_T], each [num_samples * B, 3, H, W] (sample-major)."""
+        i0, i1 = i0.repeat(num_samples, 1, 1, 1), i1.repeat(num_samples, 1, 1, 1)
+        f01, f10 = self.flow_net(i0[: len(i0) // num_samples], i1[: len(i1) // num_samples])
+        f01, f10 = f01.repeat(num_samples, 1, 1, 1), f10.repeat(num_samples, 1, 1, 1)
+        cache: dict[int, dict] = {}
+
+        def terms(k: int) -> dict:
+            if k not in cache:
+                l = torch.full((len(i0),), float(times[k]), device=i0.device)
+                cache[k] = self.bridge_terms(i0, i1, f01, f10, l)
+            return cache[k]
+
+        def one_step_warp(k: int):
+            return partial(warp_backward, flow=self._step_flow_at(terms(k), times, k))
+
+        def gram(k: int) -> Tensor:
+            return warp_gram_diagonal(self._step_flow_at(terms(k), times, k))
+
+        def refine(mean: Tensor, x_k: Tensor, j: int) -> Tensor:
+            l_prev = torch.full((len(i0),), float(times[j]), device=i0.device)
+            dl = torch.full_like(l_prev, float(times[j + 1] - times[j]))
+            return self.refine(mean, x_k, terms(j), l_prev, dl)
+
+        return wp.reverse_bridge(
+            i0,
+            i1,
+            times,
+            prior_mean=lambda k: terms(k)["mu"],
+            one_step_warp=one_step_warp,
+            kappa=self.kappa,
+            mode=self.posterior_mode,
+            gram_diag=gram,
+            refine=refine,
+            noise=noise,
+            generator=generator,
+            stop=stop,
+            tol=self.cg_tol,
+            max_iter=self.cg_max_iter,
+            stats=self.cg_stats,
+        )
+
+    def sampler_stats(self) -> dict[str, float]:
+        """Exact mode: mean conjugate-gradient iterations per step and the largest relative
+        residual since the last call (then cleared)."""
+        if not self.cg_stats:
+            return {}
+        iters = sum(s["iterations"] for s in self.cg_stats) / len(self.cg_stats)
+        out = {"cg_iterations": iters, "cg_residual": max(s["residual"] for s in self.cg_stats)}
+        self.cg_stats.clear()
+        return out
+
+    def _step_flow_at(self, terms_k: dict, times: Tensor, k: int) -> Tensor:
+        return self.step_flow(terms_k["velocity"], float(times[k] - times[k - 1]))
+
+    @torch.no_grad()
+    def interpolate_times(
+        self,
+        i0: Tensor,
+        i1: Tensor,
+        times: list[float],
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Every requested time from one reverse pass per sample: (mean, std) [B, 3, H, W] over
+        the K = num_samples chains, per time. The requested times are inserted into the grid
+        and the pass stops at the earliest one. Any H, W: padded and cropped back."""
+        targets = [float(t) for t in check_tau(torch.tensor(times)).flatten()]
+        grid = wp.time_grid(self.num_steps, targets)
+        index = [int(torch.argmin((grid - t).abs())) for t in targets]
+        pair, (h, w) = pad_to_multiple(torch.cat([i0, i1]), self.multiple)
+        i0p, i1p = pair.chunk(2)
+        stop = min(index)
+        path = self.sample_path(i0p, i1p, grid, stop, num_samples, generator=generator)
+        return [sample_statistics(path[k - stop], num_samples, (h, w)) for k in index]
+
+    @torch.no_grad()
+    def interpolate(
+        self,
+        i0: Tensor,
+        i1: Tensor,
+        tau: Tensor | float,
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Frames at time tau (a float, or [B]; items with different tau run separately)."""
+        tau = check_tau(tau).to(i0.device).expand(i0.shape[0])
+        mean, std = torch.empty_like(i0), torch.empty_like(i0)
+        for t in tau.unique():
+            sel = tau == t
+            out = self.interpolate_times(i0[sel], i1[sel], [float(t)], num_samples, generator)
+            mean[sel], std[sel] = out[0]
+        return mean, std
