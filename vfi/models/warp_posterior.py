@@ -98,30 +98,26 @@ class WarpPosteriorVFI(TrainableInterpolator):
 
     def step_posterior(
         self, x_k: Tensor, prev: dict, cur: dict, l_prev: Tensor, l_k: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """mu~ and the diagonal-mode variance of q(x_{k-1} | x_k, I0, I1), per item l [B]."""
+    ) -> Tensor:
+        """mu~ of q(x_{k-1} | x_k, I0, I1), per item l [B]."""
         lp, lk = l_prev.to(x_k).view(-1, 1, 1, 1), l_k.to(x_k).view(-1, 1, 1, 1)
         rho, gamma = wp.transition_coefficients(lp, lk, self.kappa)
         beta_prev = wp.bridge_variance(lp, self.kappa)
         flow = self.step_flow(cur["velocity"], l_k - l_prev)
-        warp = partial(warp_backward, flow=flow)
-        gram = warp_gram_diagonal(flow)
-        mean, var = wp.posterior(
+        mean, _ = wp.posterior(
             x_k,
             prev["mu"],
             cur["mu"],
-            warp,
+            partial(warp_backward, flow=flow),
             rho,
             gamma,
             beta_prev,
             self.posterior_mode,
-            gram,
+            warp_gram_diagonal(flow),
             self.cg_tol,
             self.cg_max_iter,
         )
-        if var is None:  # exact mode: the noise uses the diagonal variance
-            var, _ = wp.diagonal_variance(gram, rho, gamma, beta_prev)
-        return mean, var
+        return mean
 
     # --- training ------------------------------------------------------------------------
     @staticmethod
@@ -182,7 +178,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
             clean = torch.where(has_gt.view(-1, 1, 1, 1), gt_k, cur["mu"].detach())
             x_k = clean + beta_k.sqrt() * torch.randn_like(clean)
 
-        mean, _ = self.step_posterior(x_k, prev, cur, l_prev, l_k)
+        mean = self.step_posterior(x_k, prev, cur, l_prev, l_k)
         x_hat = mean + self.refine(mean, x_k, prev, l_prev.to(i0), (l_k - l_prev).to(i0))
         return self.supervised_loss(x_hat, mean, gt_prev, self.prior_weight)
 
@@ -201,37 +197,38 @@ class WarpPosteriorVFI(TrainableInterpolator):
         """One reverse pass per sample on the grid ``times`` [T'+1] (float64, 0 ... 1), from
         x_T = I1 down to x_stop. i0, i1: [B, 3, H, W] with H, W divisible by ``multiple``.
         Returns [x_stop, ..., x_T], each [num_samples * B, 3, H, W] (sample-major)."""
-        i0, i1 = i0.repeat(num_samples, 1, 1, 1), i1.repeat(num_samples, 1, 1, 1)
-        f01, f10 = self.flow_net(i0[: len(i0) // num_samples], i1[: len(i1) // num_samples])
-        f01, f10 = f01.repeat(num_samples, 1, 1, 1), f10.repeat(num_samples, 1, 1, 1)
+        f01, f10 = self.flow_net(i0, i1)
         cache: dict[int, dict] = {}
 
         def terms(k: int) -> dict:
+            """Bridge terms at l_k for the B items, repeated for the K samples, with S_k's flow
+            and diag(S_k^T S_k) (k >= 1)."""
             if k not in cache:
                 l = torch.full((len(i0),), float(times[k]), device=i0.device)
-                cache[k] = self.bridge_terms(i0, i1, f01, f10, l)
+                found = self.bridge_terms(i0, i1, f01, f10, l)
+                found = {name: v.repeat(num_samples, 1, 1, 1) for name, v in found.items()}
+                if k > 0:
+                    found["step"] = self.step_flow(
+                        found["velocity"], float(times[k] - times[k - 1])
+                    )
+                    found["gram"] = warp_gram_diagonal(found["step"])
+                cache[k] = found
             return cache[k]
 
-        def one_step_warp(k: int):
-            return partial(warp_backward, flow=self._step_flow_at(terms(k), times, k))
-
-        def gram(k: int) -> Tensor:
-            return warp_gram_diagonal(self._step_flow_at(terms(k), times, k))
-
         def refine(mean: Tensor, x_k: Tensor, j: int) -> Tensor:
-            l_prev = torch.full((len(i0),), float(times[j]), device=i0.device)
+            l_prev = torch.full((len(mean),), float(times[j]), device=mean.device)
             dl = torch.full_like(l_prev, float(times[j + 1] - times[j]))
             return self.refine(mean, x_k, terms(j), l_prev, dl)
 
         return wp.reverse_bridge(
-            i0,
-            i1,
+            i0.repeat(num_samples, 1, 1, 1),
+            i1.repeat(num_samples, 1, 1, 1),
             times,
             prior_mean=lambda k: terms(k)["mu"],
-            one_step_warp=one_step_warp,
+            one_step_warp=lambda k: partial(warp_backward, flow=terms(k)["step"]),
             kappa=self.kappa,
             mode=self.posterior_mode,
-            gram_diag=gram,
+            gram_diag=lambda k: terms(k)["gram"],
             refine=refine,
             noise=noise,
             generator=generator,
@@ -250,9 +247,6 @@ class WarpPosteriorVFI(TrainableInterpolator):
         out = {"cg_iterations": iters, "cg_residual": max(s["residual"] for s in self.cg_stats)}
         self.cg_stats.clear()
         return out
-
-    def _step_flow_at(self, terms_k: dict, times: Tensor, k: int) -> Tensor:
-        return self.step_flow(terms_k["velocity"], float(times[k] - times[k - 1]))
 
     @torch.no_grad()
     def interpolate_times(
