@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import fabricate
 import pytest
 import torch
 from conftest import REPO, run_cli
@@ -72,9 +73,50 @@ def test_undecodable_video_cli(cli_env, tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video at all" * 50)
     proc = run_cli(
-        "vfi.eval", "model=blend", "data=video", f"data.test.path={bad}", env=cli_env, check=False
+        "vfi.eval", "model=blend", "data=video", f"data.root={bad}", env=cli_env, check=False
     )
     _one_line_error(proc, "cannot decode video file", str(bad))
+
+
+CROP = "data.train.augment.crop=[16,16]"
+LAYOUTS = {
+    "vimeo90k": (fabricate.vimeo90k, [CROP]),
+    "atd12k": (fabricate.atd12k, [CROP, "data.val_size=2"]),
+    "snufilm": (fabricate.snufilm, ["data.difficulty=easy"]),
+    "ucf101": (fabricate.ucf101, []),
+    "middlebury": (fabricate.middlebury, []),
+    "frames": (fabricate.frames, [CROP]),
+    "video": (lambda root: fabricate.video(root / "clip.mkv"), [CROP]),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_fast_dev_run_on_each_layout(cli_env, tmp_path, name):
+    """model=resshift trains a step, validates and tests on every fabricated benchmark tree
+    (37x50 frames: the model pads odd sizes)."""
+    make, overrides = LAYOUTS[name]
+    root = make(tmp_path / name)
+    proc = run_cli(
+        "vfi.train", "model=resshift", f"data={name}", f"data.root={root}",
+        "trainer.fast_dev_run=true", "data.batch_size=2", "data.num_workers=0", *overrides,
+        env=cli_env,
+    )  # fmt: skip
+    assert "test/psnr" in proc.stdout
+
+
+def test_data_bench_prints_items_per_second(cli_env, tmp_path):
+    root = fabricate.frames(tmp_path, counts=(12,))
+    proc = run_cli(
+        "vfi.data.bench", "data=frames", f"data.root={root}", CROP, "data.batch_size=2",
+        "workers=[1,2]", "num_items=6", env=cli_env,
+    )  # fmt: skip
+    rows = [line for line in proc.stdout.splitlines() if "│" in line]
+    assert "items/s" in proc.stdout and any(line.split("│")[1].strip() == "2" for line in rows)
+
+
+def test_missing_data_root_is_one_line(cli_env):
+    proc = run_cli("vfi.eval", "model=blend", "data=atd12k", env=cli_env, check=False)
+    _one_line_error(proc, "missing value for data.root: give data.root=...")
 
 
 def test_debug_run_then_eval(cli_env):

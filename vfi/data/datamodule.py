@@ -5,15 +5,32 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import lightning as L
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, IterableDataset
+from torch.utils.data._utils.collate import default_collate
+
+from vfi.errors import VFIError
+
+
+def collate_items(items: list[dict | None]) -> dict:
+    """Batch the items, dropping the ``None`` of skipped (corrupt) ones; ``skipped`` counts
+    them. A batch whose items were all skipped holds only ``skipped``."""
+    kept = [item for item in items if item is not None]
+    batch = default_collate(kept) if kept else {}
+    batch["skipped"] = len(items) - len(kept)
+    return batch
 
 
 class VFIDataModule(L.LightningDataModule):
     """Args:
     train, val, test: dataset factories (Hydra partials) or None; built in ``setup``. A list of
         factories is served as the concatenation of their datasets.
-    batch_size: training batch size; eval_batch_size: validation and test batch size.
+    batch_size: global training batch size; each of the W DDP processes loads
+        batch_size / W items per step (it must divide).
+    eval_batch_size: validation and test batch size per process.
     num_workers: DataLoader worker processes.
+    options: settings the split configs share by interpolation (``root``, ``gap``,
+        ``difficulty``, ``on_corrupt``, ...), kept in :attr:`options`.
     """
 
     def __init__(
@@ -25,14 +42,28 @@ class VFIDataModule(L.LightningDataModule):
         eval_batch_size: int = 1,
         num_workers: int = 0,
         pin_memory: bool = False,
+        **options,
     ):
         super().__init__()
+        self.options = options
         self.factories = {"train": train, "val": val, "test": test}
         self.datasets: dict[str, Dataset] = {}
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.skipped = 0
+
+    @property
+    def device_batch_size(self) -> int:
+        """The per-process training batch: batch_size / world size."""
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if self.batch_size % world:
+            raise VFIError(
+                f"data.batch_size={self.batch_size} is the global batch: it must be divisible "
+                f"by the number of processes ({world})"
+            )
+        return self.batch_size // world
 
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
@@ -46,21 +77,35 @@ class VFIDataModule(L.LightningDataModule):
                 self.datasets[split] = factory()
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and not isinstance(dataset, IterableDataset),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             drop_last=shuffle,
+            collate_fn=collate_items,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        return self._loader("train", self.device_batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        self.skipped += int(batch.pop("skipped", 0))
+        return batch
+
+    def teardown(self, stage: str) -> None:
+        if self.skipped:
+            rank_zero_warn(
+                f"skipped {self.skipped} items with corrupt or truncated images "
+                "(on_corrupt=skip; the warnings above name them)"
+            )
+            self.skipped = 0

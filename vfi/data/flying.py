@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from vfi.data.video import to_model_range
+from vfi.data.items import make_item, to_model_range
 from vfi.errors import VFIError
 
 SKIMAGE_PHOTOS = (
@@ -120,7 +120,8 @@ class _Layer:
 
 
 class FlyingDataset(Dataset):
-    """Synthetic interpolation items: ``I0``, ``I1``, ``It`` [3, H, W] in [-1, 1] and ``tau``.
+    """Synthetic interpolation items (:mod:`vfi.data.items`): one ground truth at a random tau,
+    or with ``num_frames`` N > 3 the N - 2 frames at times j / (N - 1).
 
     Args:
         length: number of items (each is generated on the fly from (seed, index)).
@@ -128,10 +129,12 @@ class FlyingDataset(Dataset):
         num_layers: [min, max] foreground layers.
         max_shift: largest foreground displacement between frame 0 and frame 1, in pixels.
         max_background_shift: the same for the background.
+        static_background: probability that the background does not move at all, as behind
+            most real shots from a still camera.
         max_rotation: degrees; max_zoom: relative scale change from frame 0 to frame 1.
         tau_range: tau is drawn uniformly from this range (both ends inside (0, 1)).
-        num_frames: when above 3, also return ``frames`` [N, 3, H, W] at ``times`` [N]
-            evenly spaced over [0, 1].
+        num_frames: 3 for one ground truth at a random tau; N > 3 for the inner N - 2 of N
+            frames evenly spaced over [0, 1].
         seed: base seed.
     """
 
@@ -144,6 +147,7 @@ class FlyingDataset(Dataset):
         max_background_shift: float = 6.0,
         max_rotation: float = 10.0,
         max_zoom: float = 0.1,
+        static_background: float = 0.0,
         tau_range: tuple[float, float] = (0.5, 0.5),
         num_frames: int = 3,
         seed: int = 0,
@@ -160,6 +164,7 @@ class FlyingDataset(Dataset):
         self.max_background_shift = max_background_shift
         self.max_rotation = max_rotation
         self.max_zoom = max_zoom
+        self.static_background = static_background
         self.tau_range = (lo, hi)
         self.num_frames = num_frames
         self.seed = seed
@@ -191,14 +196,12 @@ class FlyingDataset(Dataset):
             for _ in range(n)
         ]
         tau = _rand(g, *self.tau_range)
-        item = {
-            "I0": self.render(layers, 0.0),
-            "It": self.render(layers, tau),
-            "I1": self.render(layers, 1.0),
-            "tau": torch.tensor(tau, dtype=torch.float32),
-        }
+        if torch.rand((), generator=g).item() < self.static_background:
+            layers[0].vel.zero_()
+            layers[0].rot = layers[0].zoom = 0.0
         if self.num_frames > 3:
             times = torch.linspace(0, 1, self.num_frames)
-            item["times"] = times
-            item["frames"] = torch.stack([self.render(layers, float(t)) for t in times])
-        return item
+        else:
+            times = torch.tensor([0.0, tau, 1.0])
+        frames = torch.stack([self.render(layers, float(t)) for t in times])
+        return make_item(frames, times[1:-1], f"flying/{self.seed}/{index}")

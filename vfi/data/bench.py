@@ -1,0 +1,59 @@
+"""python -m vfi.data.bench data=<name> [data.root=...]: items per second of one split's
+DataLoader for 1, 2 and 4 workers, as a table (``split``, ``workers``, ``num_items`` in
+conf/data_bench.yaml)."""
+
+from __future__ import annotations
+
+import time
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from vfi.errors import VFIError
+from vfi.utils.run import entry_point, run_hydra
+
+
+def items_per_second(datamodule, split: str, workers: int, num_items: int) -> float:
+    """Items per second over ``num_items`` items of ``split``, after its first batch."""
+    datamodule.num_workers = workers
+    loader = getattr(datamodule, f"{split}_dataloader")()
+    batches, seen, start = iter(loader), 0, None
+    for batch in track(batches, description=f"{workers} worker(s)", transient=True):
+        if start is None:  # the first batch pays for starting the workers
+            start = time.perf_counter()
+            continue
+        seen += len(batch.get("id", ()))
+        if seen >= num_items:
+            break
+    if not seen:
+        raise VFIError(f"data.{split} has too few items to time: give more than one batch")
+    return seen / (time.perf_counter() - start)
+
+
+@entry_point("vfi.data.bench")
+def bench(cfg: DictConfig) -> list[tuple[int, float]]:
+    if cfg.split not in ("train", "val", "test"):
+        raise VFIError(f"split must be train, val or test, got {cfg.split!r}")
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit" if cfg.split != "test" else "test")
+    if cfg.split not in datamodule.datasets:
+        raise VFIError(f"the data config has no {cfg.split} split")
+    rows = [(w, items_per_second(datamodule, cfg.split, w, cfg.num_items)) for w in cfg.workers]
+    table = Table(title=f"data loading, {cfg.split} split")
+    for column in ("workers", "items/s", "ms/item"):
+        table.add_column(column, justify="right")
+    for workers, rate in rows:
+        table.add_row(str(workers), f"{rate:.1f}", f"{1000 / rate:.2f}")
+    Console().print(table)
+    return rows
+
+
+def main() -> None:
+    run_hydra("vfi.data.bench", "data_bench", bench)
+
+
+if __name__ == "__main__":
+    main()

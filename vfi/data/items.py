@@ -1,0 +1,214 @@
+"""The item every dataset yields, reading images into it, and the training augmentations.
+
+An item is a dict with ``I0`` and ``I1`` [3, H, W], the ground-truth frames ``gt`` [N, 3, H, W]
+that lie between them at times ``taus`` [N] (in (0, 1), increasing) and an ``id`` string for
+reports; images are float32 in [-1, 1]. Annotated benchmarks add ``level`` (ATD-12K: 0 easy,
+1 medium, 2 hard, -1 unknown) and ``roi`` [4] (x, y, width, height of the motion region; all
+zero when unknown).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from vfi.errors import VFIError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp")
+
+
+def to_model_range(frames: Tensor) -> Tensor:
+    """uint8 [..., H, W] in 0..255 to float32 in [-1, 1]."""
+    return frames.float().div(127.5).sub(1.0)
+
+
+def window_taus(gap: int) -> Tensor:
+    """Times [gap - 1] of the frames strictly between frame 0 and frame ``gap``: j / gap."""
+    if not isinstance(gap, int) or gap < 2:
+        raise VFIError(f"gap must be an integer of at least 2, got {gap!r}")
+    return torch.arange(1, gap, dtype=torch.float32) / gap
+
+
+def make_item(frames: Tensor, taus: Tensor | Sequence[float], item_id: str, **extra) -> dict:
+    """The item of ``frames`` [N + 2, 3, H, W] (I0, the N ground truths, I1) at ``taus`` [N]."""
+    item = {
+        "I0": frames[0],
+        "I1": frames[-1],
+        "gt": frames[1:-1],
+        "taus": torch.as_tensor(taus, dtype=torch.float32),
+        "id": item_id,
+    }
+    item.update(extra)
+    return item
+
+
+def read_image(path: str | Path) -> Tensor:
+    """An image file as uint8 RGB [3, H, W] (grey and RGBA are converted)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VFIError(f"image not found: {path}")
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError):
+        raise VFIError(f"corrupt or truncated image: {path}") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def resize_frames(frames: Tensor, size: Sequence[int] | None = None, scale: float = 1.0) -> Tensor:
+    """Antialiased bilinear resize of uint8 frames [N, 3, H, W] to ``size`` [H, W] (or by
+    ``scale``), rounded back to uint8."""
+    if size is None and scale == 1.0:
+        return frames
+    out = F.interpolate(
+        frames.float(),
+        size=None if size is None else tuple(size),
+        scale_factor=None if size is not None else scale,
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
+    )
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def centre_crop(frames: Tensor, size: Sequence[int] | None, name: str) -> Tensor:
+    """The centred ``size`` [H, W] crop of frames [..., H, W]; ``name`` is used in the error."""
+    if size is None:
+        return frames
+    (h, w), (ch, cw) = frames.shape[-2:], size
+    if ch > h or cw > w:
+        raise VFIError(f"{name}: crop {list(size)} is larger than the frames ({h}x{w})")
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return frames[..., top : top + ch, left : left + cw]
+
+
+@dataclass
+class Augment:
+    """Random training transforms, applied identically to every frame of an item.
+
+    Args:
+        crop: [H, W] random crop (None: whole frames).
+        hflip, vflip: flip left-right / up-down with probability 1/2.
+        rot90: rotate by a random multiple of 90 degrees (only by 0 or 180 for non-square
+            frames, so that a batch keeps one shape).
+        reverse: with probability 1/2 play the item backwards: I0 and I1 swap, the ground
+            truths reverse and every tau becomes 1 - tau.
+        channels: permute the RGB channels at random.
+    """
+
+    crop: list[int] | None = None
+    hflip: bool = False
+    vflip: bool = False
+    rot90: bool = False
+    reverse: bool = False
+    channels: bool = False
+
+    def __call__(self, frames: Tensor, taus: Tensor, name: str = "item") -> tuple[Tensor, Tensor]:
+        """frames [N + 2, C, H, W] (I0, ground truths, I1) and taus [N], transformed."""
+        if self.crop is not None:
+            (h, w), (ch, cw) = frames.shape[-2:], self.crop
+            if ch > h or cw > w:
+                raise VFIError(
+                    f"{name}: crop {list(self.crop)} is larger than the frames ({h}x{w})"
+                )
+            top, left = int(torch.randint(h - ch + 1, ())), int(torch.randint(w - cw + 1, ()))
+            frames = frames[..., top : top + ch, left : left + cw]
+        if self.hflip and bool(torch.rand(()) < 0.5):
+            frames = frames.flip(-1)
+        if self.vflip and bool(torch.rand(()) < 0.5):
+            frames = frames.flip(-2)
+        if self.rot90:
+            square = frames.shape[-1] == frames.shape[-2]
+            k = int(torch.randint(4, ())) if square else 2 * int(torch.randint(2, ()))
+            frames = torch.rot90(frames, k, dims=(-2, -1))
+        if self.reverse and bool(torch.rand(()) < 0.5):
+            frames, taus = frames.flip(0), 1 - taus.flip(0)
+        if self.channels:
+            frames = frames[:, torch.randperm(frames.shape[1])]
+        return frames.contiguous(), taus
+
+
+@dataclass
+class Record:
+    """One item on disk: ``paths`` of I0, the ground truths and I1, the ground truths' ``taus``,
+    an ``id`` and extra tensors (``level``, ``roi``) copied into the item."""
+
+    id: str
+    paths: list[Path]
+    taus: list[float]
+    extra: dict = field(default_factory=dict)
+
+
+class ImageItemDataset(Dataset):
+    """Items read from image files, one :class:`Record` each.
+
+    Args:
+        records: the items (non-empty).
+        name: the dataset, for messages.
+        augment: training transforms (None for evaluation).
+        resize: [H, W] every frame is resized to (after reading, before cropping).
+        crop: [H, W] centred crop (evaluation protocols such as Xiph-4K).
+        on_corrupt: ``fail`` raises on a corrupt or truncated image; ``skip`` warns, drops the
+            item (the DataModule's collate removes it and reports the count at the end).
+        num_items: keep this many items spread evenly over the records (None: all).
+    """
+
+    def __init__(
+        self,
+        records: list[Record],
+        name: str,
+        augment: Augment | None = None,
+        resize: Sequence[int] | None = None,
+        crop: Sequence[int] | None = None,
+        on_corrupt: str = "fail",
+        num_items: int | None = None,
+    ):
+        if on_corrupt not in ("fail", "skip"):
+            raise VFIError(f"on_corrupt must be 'fail' or 'skip', got {on_corrupt!r}")
+        if not records:
+            raise VFIError(f"{name}: the dataset is empty (no items found)")
+        if num_items is not None and num_items < len(records):
+            keep = torch.linspace(0, len(records) - 1, num_items).round().long().tolist()
+            records = [records[i] for i in keep]
+        self.records, self.name = records, name
+        self.augment, self.resize, self.crop = augment, resize, crop
+        self.on_corrupt = on_corrupt
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def read_frames(self, record: Record) -> Tensor:
+        """uint8 frames [N + 2, 3, H, W] of a record, after checking they share one size."""
+        frames = [read_image(p) for p in record.paths]
+        sizes = {tuple(f.shape[-2:]) for f in frames}
+        if len(sizes) > 1:
+            listed = ", ".join(
+                f"{p.name} {f.shape[-2]}x{f.shape[-1]}"
+                for p, f in zip(record.paths, frames, strict=True)
+            )
+            raise VFIError(f"frames of {record.paths[0].parent} differ in size: {listed}")
+        return torch.stack(frames)
+
+    def __getitem__(self, index: int) -> dict | None:
+        record = self.records[index]
+        try:
+            frames = self.read_frames(record)
+        except VFIError as exc:
+            if self.on_corrupt == "fail" or not str(exc).startswith("corrupt"):
+                raise
+            warnings.warn(f"skipping item {record.id}: {exc}", stacklevel=1)
+            return None
+        frames = centre_crop(resize_frames(frames, self.resize), self.crop, record.id)
+        frames, taus = to_model_range(frames), torch.tensor(record.taus, dtype=torch.float32)
+        if self.augment is not None:
+            frames, taus = self.augment(frames, taus, record.id)
+        return make_item(frames, taus, record.id, **record.extra)
