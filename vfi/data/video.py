@@ -183,7 +183,9 @@ class VideoStreamDataset(IterableDataset):
 
     Args:
         path: video file, glob or list of them.
-        step, gap, scale, crop, augment: as in :class:`VideoFileDataset`.
+        scale: resize factor of every frame, or a list with one per entry of ``path``.
+        frame_range: the fraction [start, stop) of each file to draw items from.
+        step, gap, crop, augment: as in :class:`VideoFileDataset`.
         shuffle_buffer: items held for shuffling (1: stream order).
         seed: base seed of the shuffle (varied by epoch, rank and worker).
         rank, world_size: override the DDP rank and world size (default: torch.distributed's).
@@ -194,7 +196,8 @@ class VideoStreamDataset(IterableDataset):
         path: str | list[str],
         step: int = 1,
         gap: int = 2,
-        scale: float = 1.0,
+        scale: float | list[float] = 1.0,
+        frame_range: tuple[float, float] = (0.0, 1.0),
         crop: tuple[int, int] | None = None,
         augment: Augment | None = None,
         shuffle_buffer: int = 64,
@@ -205,18 +208,31 @@ class VideoStreamDataset(IterableDataset):
         if not isinstance(step, int) or step < 1:
             raise VFIError(f"step must be a positive integer, got {step!r}")
         self.taus = window_taus(gap)
-        self.files = expand_paths(path)
+        start, stop = frame_range = tuple(frame_range)
+        if not 0.0 <= start < stop <= 1.0:
+            raise VFIError(f"frame_range must satisfy 0 <= start < stop <= 1, got {frame_range}")
+        patterns = [path] if isinstance(path, str) else list(path)
+        scales = [scale] * len(patterns) if isinstance(scale, int | float) else list(scale)
+        if len(scales) != len(patterns):
+            raise VFIError(
+                f"scale: give one factor or one per path ({len(patterns)}), got {len(scales)}"
+            )
+        self.files, self.scales = [], []
+        for pattern, factor in zip(patterns, scales, strict=True):
+            matched = expand_paths(pattern)
+            self.files += matched
+            self.scales += [factor] * len(matched)
         self.span = gap * step
-        self.windows = [
-            (f, i)
-            for f, path in enumerate(self.files)
-            for i in range(video_frame_count(path) - self.span)
-        ]
+        self.windows = []
+        for f, file in enumerate(self.files):
+            n = video_frame_count(file)
+            self.windows += [(f, i) for i in range(int(start * n), int(stop * n) - self.span)]
         if not self.windows:
             raise VFIError(
-                f"video: the dataset is empty (no file of {path} has more than {self.span} frames)"
+                f"video: the dataset is empty (no file of {path} has more than {self.span} "
+                f"frames in range {frame_range})"
             )
-        self.step, self.scale, self.crop, self.augment = step, scale, crop, augment
+        self.step, self.crop, self.augment = step, crop, augment
         self.shuffle_buffer, self.seed = max(1, shuffle_buffer), seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
@@ -258,7 +274,7 @@ class VideoStreamDataset(IterableDataset):
                         if index < first_needed:
                             continue
                         image = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
-                        recent.append(resize_frames(image[None], scale=self.scale)[0])
+                        recent.append(resize_frames(image[None], scale=self.scales[f])[0])
                         first = index - self.span
                         if first in starts:
                             yield self._item(path, first, torch.stack(list(recent)[:: self.step]))

