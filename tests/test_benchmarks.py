@@ -55,21 +55,19 @@ def test_atd12k_levels_and_roi_are_scored_separately():
     from vfi.models.baselines import BlendInterpolator
 
     model = BlendInterpolator()
-    logged = {}
-    model.log = lambda name, value, batch_size=None, **k: logged.__setitem__(name, batch_size)
     gt = torch.zeros(3, 3, 24, 32)
     batch = {
         "gt": gt[:, None],
-        "level": torch.tensor([0, 2, 2]),
+        "level": torch.tensor([0, 2, -1]),
         "roi": torch.tensor([[0, 0, 16, 12], [0, 0, 0, 0], [4, 4, 8, 8]]),
     }
     scores = {"psnr": torch.tensor([10.0, 20.0, 30.0])}
-    model._log_subsets("test", batch, scores, torch.zeros_like(gt))
-    assert logged["test/psnr_easy"] == 1 and logged["test/psnr_hard"] == 2
-    assert "test/psnr_medium" not in logged
-    # one RoI large enough for SSIM (not for LPIPS), one below the SSIM window
-    assert logged["test/psnr_roi"] == 1 and "test/ssim_roi" in logged
-    assert "test/lpips_roi" not in logged
+    rows = model._subset_scores(batch, scores, torch.zeros_like(gt))
+    assert rows[0]["psnr_easy"] == 10 and rows[1]["psnr_hard"] == 20
+    assert not any(k.endswith(("_easy", "_medium", "_hard")) for k in rows[2])
+    # one RoI large enough for SSIM (not for LPIPS), one below the SSIM window, one empty
+    assert {"psnr_roi", "ssim_roi"} <= set(rows[0]) and "lpips_roi" not in rows[0]
+    assert not any(k.endswith("_roi") for k in rows[1] | rows[2])
 
 
 @pytest.mark.parametrize("septuplet", [False, True])

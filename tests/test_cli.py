@@ -126,12 +126,12 @@ def test_debug_run_then_eval(cli_env):
     assert list((run / "checkpoints").glob("best-*.ckpt"))
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert list((run / "panels").glob("test_*.png")) and list((run / "panels").glob("val_*.png"))
-    metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    metrics = json.loads((run / "metrics.json").read_text())["results"][0]["metrics"]
     assert {"test/psnr", "test/ssim", "test/lpips"} <= set(metrics)
     ckpt = next((run / "checkpoints").glob("best-*.ckpt"))
     proc = run_cli("vfi.eval", f"ckpt_path={ckpt}", "trainer.limit_test_batches=2", env=cli_env)
     (ev,) = _runs(cli_env, "eval")
-    scored = json.loads((ev / "metrics.json").read_text())
+    scored = json.loads((ev / "metrics.json").read_text())["results"][0]
     assert scored["data"] == "flying" and scored["metrics"]["test/psnr"] > 15
     assert "| resshift" in (ev / "results.md").read_text() and "test/psnr" in proc.stdout
 
@@ -211,7 +211,7 @@ def test_eval_factor_scores_every_inner_frame(cli_env):
     args = ("model=blend", "data=clips", "factor=4", "trainer.limit_test_batches=2")
     run_cli("vfi.eval", *args, env=cli_env)
     (ev,) = _runs(cli_env, "eval")
-    record = json.loads((ev / "metrics.json").read_text())
+    record = json.loads((ev / "metrics.json").read_text())["results"][0]
     metrics = record["metrics"]
     assert record["data"] == "clips x4" and metrics["test/nfe_per_frame"] == 0
     for t in ("0.25", "0.5", "0.75"):
@@ -223,16 +223,46 @@ def test_eval_factor_scores_every_inner_frame(cli_env):
     assert "| 0.75 |" in (ev / "results.md").read_text()
 
 
+def test_eval_baselines_in_one_table_and_resume(cli_env):
+    """model=blend with baselines=[ffmpeg]: one table, report.png and per-item rows; a second
+    call with resume= continues in that folder and scores only the items not yet there."""
+    args = ("model=blend", "baselines=[ffmpeg]", "data=clips")
+    run_cli("vfi.eval", *args, "trainer.limit_test_batches=3", env=cli_env)
+    (ev,) = _runs(cli_env, "eval")
+    results = json.loads((ev / "metrics.json").read_text())["results"]
+    assert [r["model"] for r in results] == ["blend", "ffmpeg"]
+    assert all(r["metrics"]["test/psnr"] > 20 for r in results)
+    table = (ev / "results.md").read_text()
+    assert "| blend | clips |" in table and "| ffmpeg | clips |" in table
+    assert (ev / "report.png").stat().st_size > 10_000
+    logs = sorted((ev / "items").glob("*.jsonl"))
+    first = [log.read_text().splitlines() for log in logs]
+    assert [len(lines) for lines in first] == [3, 3]
+    run_cli("vfi.eval", *args, f"resume={ev}", "trainer.limit_test_batches=2", env=cli_env)
+    for log, before in zip(logs, first, strict=True):
+        lines = log.read_text().splitlines()
+        assert lines[:3] == before  # finished items are kept, not recomputed
+        assert [json.loads(line)["index"] for line in lines] == [0, 1, 2, 3, 4]
+    results = json.loads((ev / "metrics.json").read_text())["results"]
+    rows = [json.loads(line) for line in logs[0].read_text().splitlines()]
+    mean = sum(r["psnr"] for r in rows) / 5
+    assert results[0]["metrics"]["test/psnr"] == pytest.approx(mean)
+
+
 def test_warp_posterior_trains_and_serves_factor_4_in_one_pass(cli_env):
     run_cli("vfi.train", "model=warp_posterior", "trainer=debug", *TINY, env=cli_env)
     (run,) = _runs(cli_env)
     ckpt = next((run / "checkpoints").glob("best-*.ckpt"))
     args = (f"ckpt_path={ckpt}", "data=clips", "factor=4", "trainer.limit_test_batches=1")
-    run_cli("vfi.eval", *args, env=cli_env)
+    run_cli("vfi.eval", *args, "num_samples=2", env=cli_env)
     (ev,) = _runs(cli_env, "eval")
-    metrics = json.loads((ev / "metrics.json").read_text())["metrics"]
+    metrics = json.loads((ev / "metrics.json").read_text())["results"][0]["metrics"]
     assert metrics["test/nfe_per_frame"] == 2.0  # T = 8: six refiner calls for three frames
     assert {"test/psnr_tau0.25", "test/warp_error"} <= set(metrics)
+    # two samples: the calibration of the std against the error
+    assert -1 <= metrics["test/spearman"] <= 1 and metrics["test/ause"] >= 0
+    assert 0 <= metrics["test/coverage2"] <= 1
+    assert (ev / "report.png").stat().st_size > 10_000
 
 
 def test_bench_prints_nfe_and_time_per_frame(cli_env, tmp_path):

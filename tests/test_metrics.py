@@ -78,3 +78,59 @@ def test_lpips_on_frames_too_small_for_alexnet_is_a_clear_error():
     ):
         image_metrics(x, x, torch.nn.Identity())
     assert set(image_metrics(x, x, None)) == {"psnr", "ssim"}
+
+
+def test_ssim_matches_scikit_image():
+    """torchmetrics' Gaussian SSIM on the 8-bit grid against scikit-image's reference
+    (gaussian_weights, sigma 1.5, population covariance), per image and channel-averaged."""
+    from skimage.metrics import structural_similarity
+
+    g = torch.Generator().manual_seed(3)
+    target = torch.rand(2, 3, 48, 40, generator=g) * 2 - 1
+    pred = (target + 0.15 * torch.randn(2, 3, 48, 40, generator=g)).clamp(-1, 1)
+    ours = image_metrics(pred, target, None)["ssim"]
+    for i in range(2):
+        a, b = (quantize(x[i]).permute(1, 2, 0).double().numpy() for x in (pred, target))
+        want = structural_similarity(
+            a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+            data_range=1.0, channel_axis=2,
+        )  # fmt: skip
+        assert abs(ours[i].item() - want) < 1e-3
+
+
+def test_ause_hand_worked_example_and_zero():
+    """Errors 1, 2, 3, 4 with uncertainties 4, 3, 1, 2, fractions 0, 1/4, 1/2, 3/4: removing
+    by uncertainty leaves means 2.5, 3, 3.5, 3; the oracle 2.5, 2, 1.5, 1; the trapezoid area
+    of the gaps 0, 1, 2, 2 at spacing 1/4 is 1/4 (1/2 + 3/2 + 2) = 1."""
+    from vfi.metrics import ause
+
+    error = torch.tensor([1.0, 2, 3, 4])
+    fractions = torch.tensor([0, 0.25, 0.5, 0.75])
+    area, curve, oracle = ause(error, torch.tensor([4.0, 3, 1, 2]), fractions)
+    assert curve.tolist() == [2.5, 3, 3.5, 3] and oracle.tolist() == [2.5, 2, 1.5, 1]
+    assert area.item() == pytest.approx(1.0)
+    assert ause(error, error, fractions)[0].item() == 0
+    assert ause(error, 10 * error + 1, fractions)[0].item() == 0  # any increasing map
+    g = torch.Generator().manual_seed(0)
+    e = torch.rand(1000, generator=g)
+    assert ause(e, torch.rand(1000, generator=g))[0] > 0.05  # random ranking: well above 0
+
+
+def test_uncertainty_metrics_against_scipy_and_the_gaussian_band():
+    from scipy.stats import spearmanr
+
+    from vfi.metrics import uncertainty_metrics
+
+    g = torch.Generator().manual_seed(1)
+    target = torch.rand(2, 3, 40, 40, generator=g) * 2 - 1
+    std = 0.02 + torch.rand(2, 3, 40, 40, generator=g) * 0.2
+    mean = target + std * torch.randn(2, 3, 40, 40, generator=g)
+    scores, curves, oracles = uncertainty_metrics(mean, std, target)
+    assert curves.shape == oracles.shape == (2, 100)
+    for i in range(2):
+        err = (mean[i] - target[i]).abs().mean(0).flatten().numpy()
+        unc = std[i].mean(0).flatten().numpy()
+        assert scores["spearman"][i].item() == pytest.approx(spearmanr(unc, err)[0], abs=1e-5)
+    # Gaussian errors: P(|z| <= 2) = erf(2 / sqrt(2)) = 0.9545 (4800 values per item)
+    assert torch.allclose(scores["coverage2"], torch.tensor(math.erf(2 / math.sqrt(2))), atol=0.01)
+    assert bool((scores["ause"] >= 0).all())

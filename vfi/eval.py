@@ -1,18 +1,32 @@
-"""python -m vfi.eval ckpt_path=... [data=...] [factor=N]: score a checkpoint (or a baseline
-model=...) on triplets, or with factor=N on the N - 1 frames between frames i and i + N."""
+"""python -m vfi.eval ckpt_path=... [data=...] [baselines=[blend,classical,ffmpeg]]: score a
+checkpoint (or a baseline model=...) and any baselines on one test set, in one table.
+
+Every scored item is appended to ``items/<model>__<data>.jsonl`` as soon as its batch ends;
+``resume=<earlier eval folder>`` continues in that folder and scores only the items missing
+there. The run writes metrics.json, results.md and report.png (metrics per model and the
+sparsification curves of models scored with several samples).
+"""
 
 from __future__ import annotations
 
+import json
+import re
+import resource
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset, IterableDataset, Subset
 
 from vfi.errors import VFIError
 from vfi.utils.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
-from vfi.utils.run import entry_point, instantiate_loggers, report_test_metrics, run_hydra
+from vfi.utils.report import plot_report
+from vfi.utils.run import CONF_DIR, entry_point, instantiate_loggers, run_hydra, write_metrics
+
+CURVES = ("sparsification", "oracle")
 
 
 def sequence_test_data(data_cfg: DictConfig, factor: int) -> DictConfig:
@@ -38,24 +52,90 @@ def sequence_test_data(data_cfg: DictConfig, factor: int) -> DictConfig:
     return data_cfg
 
 
+class IndexedDataset(Dataset):
+    """A dataset whose items carry their ``index`` (the key that resuming skips by)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict | None:
+        item = self.dataset[index]
+        if item is not None:
+            item["index"] = index
+        return item
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The complete rows of a JSONL file (a line cut short by a crash is ignored)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def aggregate(rows: list[dict]) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Means over the items that have each score (``test/<name>``) and the mean curves."""
+    metrics, curves = {}, {}
+    for key in sorted({k for row in rows for k in row} - {"index", "id"}):
+        values = [row[key] for row in rows if key in row]
+        if key in CURVES:
+            curves[key] = torch.tensor(values).mean(0).tolist()
+        else:
+            metrics[f"test/{key}"] = float(sum(values) / len(values))
+    return metrics, curves
+
+
+def peak_memory_mb() -> float:
+    """Peak CUDA memory allocated (after a reset per model) or the process's peak RSS."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def baseline(name: str, paths: DictConfig):
+    """A baseline model from its config (``conf/model/<name>.yaml``)."""
+    path = CONF_DIR / "model" / f"{name}.yaml"
+    if not path.is_file() or name in ("resshift", "warp_posterior"):
+        raise VFIError(f"unknown baseline {name!r} (expected blend, classical or ffmpeg)")
+    cfg = OmegaConf.merge({"paths": paths}, {"model": OmegaConf.load(path)})
+    return instantiate(cfg.model)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_")
+
+
 @entry_point("vfi.eval")
-def evaluate(cfg: DictConfig) -> dict[str, float]:
+def evaluate(cfg: DictConfig) -> list[dict]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     choices = dict(HydraConfig.get().runtime.choices)
+    out_dir = Path(cfg.resume) if cfg.get("resume") else Path(cfg.paths.output_dir)
+    if cfg.get("resume") and not out_dir.is_dir():
+        raise VFIError(f"resume folder not found: {out_dir}")
     ckpt_path = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / "train")
     data_cfg, data_name = cfg.get("data"), choices.get("data")
+    jobs = []
     if ckpt_path:
         ckpt = load_checkpoint(ckpt_path)
         saved = ckpt["vfi_config"]
         model = model_from_checkpoint(ckpt, cfg.paths.lpips_backbone)
-        label = f"{saved['choices'].get('model')} ({Path(ckpt_path).name})"
+        jobs.append((f"{saved['choices'].get('model')} ({Path(ckpt_path).name})", model))
         if data_cfg is None:
             data_cfg, data_name = OmegaConf.create(saved["data"]), saved["choices"].get("data")
     elif cfg.get("model") is not None:
-        model, label = instantiate(cfg.model), choices["model"]
-    else:
+        jobs.append((choices["model"], instantiate(cfg.model)))
+    jobs += [(name, baseline(name, cfg.paths)) for name in cfg.get("baselines") or []]
+    if not jobs:
         raise VFIError(
-            "nothing to evaluate: give ckpt_path=... or a baseline model=blend|classical"
+            "nothing to evaluate: give ckpt_path=... or a baseline model=blend|classical|ffmpeg"
         )
     if data_cfg is None:
         raise VFIError("no test data: give data=... (e.g. data=clips)")
@@ -64,13 +144,46 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         data_name = f"{data_name} x{cfg.factor}"
     datamodule = instantiate(data_cfg)
     datamodule.setup("test")
-    trainer = instantiate(
-        cfg.trainer,
-        logger=instantiate_loggers(cfg.logger) or False,
-        callbacks=[L.pytorch.callbacks.RichProgressBar()],
-    )
-    trainer.test(model, datamodule=datamodule)
-    return report_test_metrics(trainer, cfg.paths.output_dir, label, str(data_name))
+    dataset = datamodule.datasets["test"]
+    records, curves = [], {}
+    for label, model in jobs:
+        if cfg.get("num_samples"):
+            model.samples["test"] = int(cfg.num_samples)
+        log = out_dir / "items" / f"{slug(label)}__{slug(str(data_name))}.jsonl"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        rows = read_rows(log)
+        if isinstance(dataset, IterableDataset):
+            todo = dataset
+        else:
+            done = {row["index"] for row in rows}
+            remaining = [i for i in range(len(dataset)) if i not in done]
+            todo = Subset(IndexedDataset(dataset), remaining) if remaining else None
+        if todo is not None:
+            with log.open("a") as sink:
+
+                def write(batch_rows, sink=sink):
+                    sink.write("".join(json.dumps(r) + "\n" for r in batch_rows))
+                    sink.flush()
+
+                model.item_sink = write
+                datamodule.datasets["test"] = todo
+                if torch.cuda.is_available():
+                    torch.cuda.reset_peak_memory_stats()
+                trainer = instantiate(
+                    cfg.trainer,
+                    logger=instantiate_loggers(cfg.logger) or False,
+                    callbacks=[L.pytorch.callbacks.RichProgressBar()],
+                )
+                trainer.test(model, datamodule=datamodule)
+            model.item_sink = None
+        metrics, curves[label] = aggregate(read_rows(log))
+        if not metrics:
+            raise VFIError(f"no item of {data_name} was scored (is the test set empty?)")
+        metrics["test/peak_memory_mb"] = peak_memory_mb()
+        records.append({"model": label, "data": str(data_name), "metrics": metrics})
+    print(write_metrics(records, out_dir))
+    plot_report(records, curves, out_dir / "report.png")
+    return records
 
 
 def main() -> None:

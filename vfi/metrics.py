@@ -128,3 +128,55 @@ def warping_error(frames: Tensor, flows_fw: Tensor, flows_bw: Tensor) -> Tensor:
         diff = (quantize(frames[j]) - warp_backward(quantize(frames[j + 1]), fw)).abs()
         errors.append((diff * mask).sum((1, 2, 3)) / (3 * mask.sum((1, 2, 3))).clamp_min(1))
     return torch.stack(errors).mean(0)
+
+
+SPARSIFICATION_FRACTIONS = torch.linspace(0, 0.99, 100)
+
+
+def sparsification_curve(error: Tensor, order_by: Tensor, fractions: Tensor) -> Tensor:
+    """Mean ``error`` [N] of the pixels left after removing the floor(f N) pixels with the
+    largest ``order_by`` [N], for each fraction f of ``fractions`` [F]. Returns [F]."""
+    ranked = error[torch.argsort(order_by, descending=True, stable=True)]
+    n = ranked.numel()
+    tail_sums = ranked.flip(0).cumsum(0).flip(0)  # tail_sums[r] = sum of ranked[r:]
+    removed = (fractions * n).floor().long().clamp(max=n - 1)
+    return tail_sums[removed] / (n - removed).to(error.dtype)
+
+
+def ause(error: Tensor, uncertainty: Tensor, fractions: Tensor = SPARSIFICATION_FRACTIONS):
+    """Area Under the Sparsification Error (Ilg et al., 2018): the trapezoid area over
+    ``fractions`` between the sparsification curve ordered by ``uncertainty`` and the oracle
+    ordered by the true ``error`` (both [N]). 0 when the uncertainty ranks pixels as the error
+    does. Returns (AUSE, curve [F], oracle [F])."""
+    curve = sparsification_curve(error, uncertainty, fractions)
+    oracle = sparsification_curve(error, error, fractions)
+    return torch.trapezoid(curve - oracle, fractions.to(error)), curve, oracle
+
+
+def uncertainty_metrics(
+    mean: Tensor, std: Tensor, target: Tensor, fractions: Tensor = SPARSIFICATION_FRACTIONS
+) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """Calibration of a per-pixel standard deviation against the error of the mean.
+
+    mean, std, target: [B, 3, H, W] on the [-1, 1] scale. Per pixel the error is the
+    channel-mean |mean - target| and the uncertainty the channel-mean std, both halved to the
+    [0, 1] image scale. Returns per-item tensors [B] keyed ``spearman`` (rank correlation of
+    uncertainty and error), ``ause`` and ``coverage2`` (share of pixel values within
+    +-2 std of the target), and the sparsification curves and oracles [B, F].
+    """
+    from torchmetrics.functional import spearman_corrcoef
+
+    error = ((mean - target).abs().mean(1) / 2).flatten(1).double()
+    spread = (std.mean(1) / 2).flatten(1).double()
+    scores = {"spearman": [], "ause": []}
+    curves, oracles = [], []
+    for e, u in zip(error, spread, strict=True):
+        scores["spearman"].append(spearman_corrcoef(u, e))
+        area, curve, oracle = ause(e, u, fractions.double())
+        scores["ause"].append(area)
+        curves.append(curve)
+        oracles.append(oracle)
+    inside = ((mean - target).abs() <= 2 * std).float().flatten(1).mean(1)
+    out = {k: torch.stack(v).float() for k, v in scores.items()}
+    out["coverage2"] = inside
+    return out, torch.stack(curves).float(), torch.stack(oracles).float()

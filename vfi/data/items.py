@@ -31,6 +31,11 @@ def to_model_range(frames: Tensor) -> Tensor:
     return frames.float().div(127.5).sub(1.0)
 
 
+def to_uint8(images: Tensor) -> Tensor:
+    """float images in [-1, 1] to uint8 0..255 (rounded; the inverse of to_model_range)."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def window_taus(gap: int) -> Tensor:
     """Times [gap - 1] of the frames strictly between frame 0 and frame ``gap``: j / gap."""
     if not isinstance(gap, int) or gap < 2:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +12,14 @@ from torch import Tensor
 
 from vfi.data.benchmarks import ATD_LEVELS
 from vfi.errors import VFIError
-from vfi.metrics import LPIPS_MIN_SIZE, SSIM_WINDOW, image_metrics, try_load_lpips, warping_error
+from vfi.metrics import (
+    LPIPS_MIN_SIZE,
+    SSIM_WINDOW,
+    image_metrics,
+    try_load_lpips,
+    uncertainty_metrics,
+    warping_error,
+)
 from vfi.ops.dis import DISFlow
 from vfi.utils.panels import log_panel, panel_rows, save_png, stack_rows
 
@@ -33,6 +41,30 @@ def sample_statistics(x: Tensor, num_samples: int, size: tuple[int, int]) -> tup
     x = x[..., :h, :w].clamp(-1, 1).reshape(num_samples, -1, x.shape[1], h, w)
     std = x.std(0, unbiased=False) if num_samples > 1 else torch.zeros_like(x[0])
     return x.mean(0), std
+
+
+def item_rows(
+    batch: dict,
+    scores: dict[str, Tensor],
+    subsets: list[dict[str, Tensor]],
+    curves: dict[str, Tensor] | None,
+) -> list[dict]:
+    """One JSON-ready row per item: its ``index`` and ``id`` (when the batch has them), its
+    scores, subset scores and sparsification curves."""
+    rows = []
+    for b in range(len(next(iter(scores.values())))):
+        row: dict = {}
+        if "index" in batch:
+            row["index"] = int(batch["index"][b])
+        if "id" in batch:
+            row["id"] = str(batch["id"][b])
+        row.update({k: float(v[b]) for k, v in scores.items()})
+        if subsets:
+            row.update({k: float(v) for k, v in subsets[b].items()})
+        if curves is not None:
+            row.update({k: v[b].tolist() for k, v in curves.items()})
+        rows.append(row)
+    return rows
 
 
 class InterpolatorModule(L.LightningModule):
@@ -59,6 +91,7 @@ class InterpolatorModule(L.LightningModule):
         self._cache: dict = {}  # LPIPS / DIS, built lazily, kept out of the state dict
         self.run_config: dict | None = None  # model/data config, saved into checkpoints
         self.network_calls = 0  # denoiser / refiner evaluations so far (one per batched call)
+        self.item_sink: Callable[[list[dict]], None] | None = None  # per-item score rows
 
     def interpolate(
         self, i0: Tensor, i1: Tensor, tau: Tensor | float, num_samples: int = 1
@@ -95,36 +128,91 @@ class InterpolatorModule(L.LightningModule):
             )
 
     def _evaluate(self, batch: dict, batch_idx: int, stage: str) -> None:
+        """Interpolate every ground truth of the batch, score it per item and log the means;
+        hand the per-item rows to :attr:`item_sink` when one is set (``vfi.eval``)."""
         if "I0" not in batch:  # every item of the batch was skipped as corrupt
             return
-        if batch["gt"].shape[1] > 1:
-            mean, std, shown = self._evaluate_sequence(batch, stage)
+        size, samples = batch["I0"].shape[0], self.samples[stage]
+        start, calls = time.perf_counter(), self.network_calls
+        if batch["gt"].shape[1] > 1:  # one time grid for the whole batch
+            times = [float(t) for t in batch["taus"][0]]
+            outs = self.interpolate_times(batch["I0"], batch["I1"], times, samples)
         else:
-            mean, std = self.interpolate(
-                batch["I0"], batch["I1"], batch["taus"][:, 0], self.samples[stage]
-            )
-            shown = 0
-            scores = image_metrics(mean, batch["gt"][:, 0], self.lpips_net)
-            self._log_scores(stage, scores, len(mean))
-            self._log_subsets(stage, batch, scores, mean)
-        stats = {k: torch.tensor(float(v)) for k, v in self.sampler_stats().items()}
-        self._log_scores(stage, stats, batch["I0"].shape[0])
+            outs = [self.interpolate(batch["I0"], batch["I1"], batch["taus"][:, 0], samples)]
+            times = [0.5]
+        seconds = time.perf_counter() - start
+        scores, curves = self._score(batch, outs, times, samples)
+        scores["nfe_per_frame"] = torch.full((size,), (self.network_calls - calls) / len(outs))
+        scores["seconds_per_frame"] = torch.full((size,), seconds / (size * len(outs)))
+        scores.update({k: torch.full((size,), float(v)) for k, v in self.sampler_stats().items()})
+        self._log_scores(stage, scores, size)
+        subsets = self._subset_scores(batch, scores, outs[0][0]) if len(outs) == 1 else []
+        for key in sorted({k for row in subsets for k in row}):
+            values = torch.stack([row[key] for row in subsets if key in row])
+            self._log_scores(stage, {key: values}, len(values))
+        if self.item_sink is not None:
+            self.item_sink(item_rows(batch, scores, subsets, curves))
+        shown = min(range(len(times)), key=lambda j: abs(times[j] - 0.5))
         if self.trainer.is_global_zero and batch_idx in self._panel_batches(stage):
+            mean, std = outs[shown]
             rows = panel_rows(batch["I0"], mean, batch["gt"][:, shown], batch["I1"], std)
             self._panel += rows[: self.panel_size - len(self._panel)]
 
-    def _log_subsets(
-        self, stage: str, batch: dict, scores: dict[str, Tensor], mean: Tensor
-    ) -> None:
-        """Scores per ATD level (``psnr_easy``, ...) for items with a ``level``, and inside the
-        motion region (``psnr_roi``, ...) for items with a ``roi`` (x, y, w, h) of at least
-        11 pixels a side (the SSIM window; LPIPS from 31 pixels, AlexNet's minimum)."""
+    def _score(
+        self, batch: dict, outs: list[tuple[Tensor, Tensor]], times: list[float], samples: int
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+        """Per-item scores [B]: PSNR / SSIM / LPIPS (per time ``psnr_tau0.25``, ... and their
+        mean when there are several times), the warping error of the generated frames and of
+        the true ones (``warp_error``, ``warp_error_gt``; DIS flows between consecutive true
+        frames), the calibration of the std with K > 1 samples (``spearman``, ``ause``,
+        ``coverage2``, averaged over times) and, for ``tau_mode=ifd`` models, the error of the
+        re-estimated tau (``tau_ifd_error``). Also the mean sparsification curve and oracle
+        [B, F] (None for K = 1)."""
+        truth = batch["gt"]
+        per_time = [image_metrics(m, truth[:, j], self.lpips_net) for j, (m, _) in enumerate(outs)]
+        scores: dict[str, Tensor] = {}
+        if len(outs) > 1:
+            for t, s in zip(times, per_time, strict=True):
+                scores.update({f"{name}_tau{t:g}": v for name, v in s.items()})
+        for name in per_time[0]:
+            scores[name] = torch.stack([s[name] for s in per_time]).mean(0)
+        if len(outs) > 1:
+            seq = truth.transpose(0, 1)
+            flow = self._dis_flow
+            fw = torch.stack([flow(seq[j], seq[j + 1]) for j in range(len(outs) - 1)])
+            bw = torch.stack([flow(seq[j + 1], seq[j]) for j in range(len(outs) - 1)])
+            scores["warp_error"] = warping_error(torch.stack([m for m, _ in outs]), fw, bw)
+            scores["warp_error_gt"] = warping_error(seq, fw, bw)
+        curves = None
+        if samples > 1:
+            calibration = [uncertainty_metrics(m, s, truth[:, j]) for j, (m, s) in enumerate(outs)]
+            for name in calibration[0][0]:
+                scores[name] = torch.stack([c[0][name] for c in calibration]).mean(0)
+            curves = {
+                "sparsification": torch.stack([c[1] for c in calibration]).mean(0),
+                "oracle": torch.stack([c[2] for c in calibration]).mean(0),
+            }
+        if getattr(self, "tau_mode", None) == "ifd" and len(outs) == 1:
+            with torch.no_grad():
+                taus = batch["taus"][:, 0].float()
+                pick = self.estimate_tau(batch["I0"], batch["I1"], truth[:, 0], taus)
+            scores["tau_ifd_error"] = (pick - taus).abs().cpu()
+        return {k: v.detach().float().cpu() for k, v in scores.items()}, curves
+
+    def _subset_scores(
+        self, batch: dict, scores: dict[str, Tensor], mean: Tensor
+    ) -> list[dict[str, Tensor]]:
+        """Per item: its scores under its ATD level (``psnr_easy``, ...; items with a
+        ``level``) and inside its motion region (``psnr_roi``, ...; items with a ``roi``
+        (x, y, w, h) of at least 11 pixels a side, the SSIM window; LPIPS from 31 pixels,
+        AlexNet's minimum)."""
+        rows: list[dict[str, Tensor]] = [{} for _ in range(mean.shape[0])]
+        names = ("psnr", "ssim", "lpips")
         if "level" in batch:
-            for level, label in enumerate(ATD_LEVELS):
-                chosen = batch["level"] == level
-                if chosen.any():
-                    subset = {f"{k}_{label}": v[chosen] for k, v in scores.items()}
-                    self._log_scores(stage, subset, int(chosen.sum()))
+            for b, level in enumerate(batch["level"].tolist()):
+                if 0 <= level < len(ATD_LEVELS):
+                    label = ATD_LEVELS[level]
+                    rows[b].update({f"{k}_{label}": scores[k][b] for k in names if k in scores})
         if "roi" in batch:
             for b, (x, y, w, h) in enumerate(batch["roi"].tolist()):
                 if min(w, h) < SSIM_WINDOW:
@@ -133,37 +221,8 @@ class InterpolatorModule(L.LightningModule):
                 lpips_net = self.lpips_net if min(w, h) >= LPIPS_MIN_SIZE else None
                 target = batch["gt"][:, 0][window][None]
                 inside = image_metrics(mean[window][None], target, lpips_net)
-                self._log_scores(stage, {f"{k}_roi": v for k, v in inside.items()}, 1)
-
-    def _evaluate_sequence(self, batch: dict, stage: str) -> tuple[Tensor, Tensor, int]:
-        """Score every ground truth ``gt`` [B, N, 3, H, W] at ``taus`` [B, N] (the same for
-        the whole batch): metrics per time (``psnr_tau0.25``, ...) and their mean, the warping
-        error of the generated frames and of the true ones (``warp_error``,
-        ``warp_error_gt``; flows by DIS between consecutive true frames) and the network
-        evaluations per output frame (``nfe_per_frame``, per sample). Returns the (mean, std)
-        at the time nearest 1/2 and its index, for the panel."""
-        truth, times = batch["gt"], [float(t) for t in batch["taus"][0]]
-        calls = self.network_calls
-        outs = self.interpolate_times(batch["I0"], batch["I1"], times, self.samples[stage])
-        scores = {"nfe_per_frame": torch.tensor((self.network_calls - calls) / len(times))}
-        per_time = [
-            image_metrics(mean, truth[:, j], self.lpips_net) for j, (mean, _) in enumerate(outs)
-        ]
-        for t, s in zip(times, per_time, strict=True):
-            scores.update({f"{name}_tau{t:g}": v for name, v in s.items()})
-        for name in per_time[0]:
-            scores[name] = torch.stack([s[name] for s in per_time]).mean(0)
-        if len(times) > 1:
-            truth = truth.transpose(0, 1)
-            flow = self._dis_flow
-            fw = torch.stack([flow(truth[j], truth[j + 1]) for j in range(len(times) - 1)])
-            bw = torch.stack([flow(truth[j + 1], truth[j]) for j in range(len(times) - 1)])
-            generated = torch.stack([m for m, _ in outs])
-            scores["warp_error"] = warping_error(generated, fw, bw)
-            scores["warp_error_gt"] = warping_error(truth, fw, bw)
-        self._log_scores(stage, scores, batch["I0"].shape[0])
-        middle = min(range(len(times)), key=lambda j: abs(times[j] - 0.5))
-        return (*outs[middle], middle)
+                rows[b].update({f"{k}_roi": v[0].cpu() for k, v in inside.items()})
+        return rows
 
     @property
     def _dis_flow(self) -> DISFlow:

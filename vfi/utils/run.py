@@ -120,37 +120,49 @@ def report_test_metrics(trainer, out_dir: str | Path, label: str, data: str) -> 
     results.md and printed as a markdown table (on global rank zero); returned on every rank."""
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     if trainer.is_global_zero:
-        print(write_metrics(metrics, out_dir, label=label, data=data))
+        print(write_metrics([{"model": label, "data": data, "metrics": metrics}], out_dir))
     return metrics
 
 
-def write_metrics(metrics: dict[str, float], out_dir: str | Path, label: str, data: str) -> str:
-    """Write metrics.json and results.md into ``out_dir``; return the markdown.
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
-    One table row of the overall metrics; metrics per time (``test/psnr_tau0.25``, ...) get a
-    second table with a row per time."""
+
+def write_metrics(records: list[dict], out_dir: str | Path) -> str:
+    """Write metrics.json (``{"results": records}``, each ``{"model", "data", "metrics"}``)
+    and results.md into ``out_dir``; return the markdown.
+
+    One table row per record with the overall metrics; metrics per time
+    (``test/psnr_tau0.25``, ...) get a second table with a row per model, data and time."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = {"model": label, "data": data, "metrics": metrics}
-    (out_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    per_time = {n: n.rpartition("_tau") for n in metrics if "_tau" in n}
-    names = sorted(n for n in metrics if n not in per_time)
-    lines = [
-        "| model | data | " + " | ".join(names) + " |",
-        "|---|---|" + "---|" * len(names),
-        f"| {label} | {data} | " + " | ".join(f"{metrics[n]:.4f}" for n in names) + " |",
-    ]
+    write_atomic(out_dir / "metrics.json", json.dumps({"results": records}, indent=2) + "\n")
+    every = {n for r in records for n in r["metrics"]}
+    per_time = {n: n.rpartition("_tau") for n in every if "_tau" in n}
+    names = sorted(every - set(per_time))
+
+    def cells(metrics: dict, keys: list[str]) -> str:
+        return " | ".join("" if metrics.get(k) is None else f"{metrics[k]:.4f}" for k in keys)
+
+    lines = ["| model | data | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    lines += [f"| {r['model']} | {r['data']} | {cells(r['metrics'], names)} |" for r in records]
     if per_time:
         columns = sorted({base for base, _, _ in per_time.values()})
         times = sorted({t for _, _, t in per_time.values()}, key=float)
-        lines += ["", "| tau | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-        for t in times:
-            cells = [metrics.get(f"{c}_tau{t}") for c in columns]
-            lines.append(
-                f"| {t} | " + " | ".join("" if v is None else f"{v:.4f}" for v in cells) + " |"
-            )
+        lines += [
+            "",
+            "| model | data | tau | " + " | ".join(columns) + " |",
+            "|---|---|---|" + "---|" * len(columns),
+        ]
+        for r in records:
+            for t in times:
+                keys = [f"{c}_tau{t}" for c in columns]
+                lines.append(f"| {r['model']} | {r['data']} | {t} | {cells(r['metrics'], keys)} |")
     table = "\n".join(lines)
-    (out_dir / "results.md").write_text(table + "\n")
+    write_atomic(out_dir / "results.md", table + "\n")
     return table
 
 

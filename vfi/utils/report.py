@@ -1,0 +1,56 @@
+"""report.png: the metrics per model as bars, and the sparsification curves."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from vfi.metrics import SPARSIFICATION_FRACTIONS  # noqa: E402
+
+BARS = (("psnr", "PSNR (dB), higher is better"), ("ssim", "SSIM, higher is better"),
+        ("lpips", "LPIPS, lower is better"))  # fmt: skip
+
+
+def plot_report(records: list[dict], curves: dict[str, dict], path: str | Path) -> Path:
+    """Bars of PSNR, SSIM and LPIPS per record (``{"model", "data", "metrics"}``) and, for
+    the models in ``curves`` with a ``sparsification`` curve, that curve beside its oracle
+    (mean absolute error of the pixels kept against the fraction removed). Written atomically."""
+    path = Path(path)
+    labels = [f"{r['model'].split(' (')[0]}\n{r['data']}" for r in records]
+    with_curves = {k: v for k, v in curves.items() if "sparsification" in v}
+    panels = len(BARS) + (1 if with_curves else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8 + 0.15 * len(records)))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (name, title) in zip(axes, BARS, strict=False):
+        values = [r["metrics"].get(f"test/{name}", float("nan")) for r in records]
+        bars = ax.bar(range(len(values)), values, color=colours[: len(values)])
+        ax.bar_label(bars, fmt="%.4g", fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks(range(len(values)), labels, fontsize=7)
+        finite = [v for v in values if v == v]
+        if finite and name != "lpips":
+            low, high = min(finite), max(finite)
+            ax.set_ylim(low - 0.15 * (high - low + 1e-3) - (1 if name == "psnr" else 0.01), None)
+    if with_curves:
+        ax = axes[-1]
+        fractions = SPARSIFICATION_FRACTIONS.tolist()
+        for i, (label, c) in enumerate(with_curves.items()):
+            colour = colours[i % len(colours)]
+            name = label.split(" (")[0]
+            ax.plot(fractions, c["sparsification"], color=colour, label=f"{name}: by std")
+            ax.plot(fractions, c["oracle"], color=colour, linestyle="--", label=f"{name}: oracle")
+        ax.set_title("sparsification (lower is better)", fontsize=9)
+        ax.set_xlabel("fraction of pixels removed", fontsize=8)
+        ax.set_ylabel("mean |error| of the rest", fontsize=8)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
