@@ -14,7 +14,8 @@ import torch
 from conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow
-TINY = ["data=flying", "data.train.size=[32,32]", "data.batch_size=2", "data.num_workers=0"]
+TINY_DATA = ["data=flying", "data.train.size=[32,32]", "data.batch_size=2", "data.num_workers=0"]
+TINY = ["model=resshift", *TINY_DATA]
 
 
 def _one_line_error(proc, *needles):
@@ -156,11 +157,55 @@ def test_ddp_sim_fast_dev_run(cli_env):
     assert "test/psnr" in proc.stdout
 
 
-def test_wandb_offline_without_api_key(cli_env):
-    run_cli("vfi.train", "trainer=debug", "logger=wandb", "test=false", *TINY, env=cli_env)
+def read_wandb_records(path: Path) -> list:
+    """The protobuf records of an offline ``.wandb`` file: a 7-byte header (``:W&B``, magic,
+    version), then LevelDB-log chunks (CRC32, 2-byte length, type: 1 full, 2 first,
+    3 middle, 4 last) packed in 32 KiB blocks."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    records, pos, pending = [], 7, b""
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        if left < 7:
+            pos += left
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 0:
+            break
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+def test_wandb_offline_logs_metrics_images_and_tables(cli_env):
+    """W&B in offline mode (no API key): read the run file back and find the metrics, the
+    panel image and the per-item test table; the run was finished (its exit recorded)."""
+    run_cli("vfi.train", "trainer=debug", "logger=wandb", *TINY, env=cli_env)
     (run,) = _runs(cli_env)
-    offline = list((run / "wandb").glob("offline-run-*"))
-    assert offline and list(offline[0].glob("*.wandb"))
+    (offline,) = (run / "wandb").glob("offline-run-*")
+    (wandb_file,) = offline.glob("*.wandb")
+    records = read_wandb_records(wandb_file)
+    history = {}
+    for record in records:
+        if record.WhichOneof("record_type") == "history":
+            for item in record.history.item:
+                key = item.key or "/".join(item.nested_key)
+                history.setdefault(key, []).append(json.loads(item.value_json))
+    assert all(isinstance(v, float) for v in history["val/psnr"]) and history["test/psnr"]
+    assert history["val/panel/_type"][0] == "images/separated"
+    (panel,) = history["val/panel/filenames"][0]
+    assert (offline / "files" / panel).stat().st_size > 1000
+    assert history["test/items/_type"][0] == "table-file"
+    table = json.loads((offline / "files" / history["test/items/path"][0]).read_text())
+    assert {"id", "panel", "psnr", "lpips"} <= set(table["columns"]) and table["data"]
+    assert any(r.WhichOneof("record_type") == "exit" for r in records)
 
 
 def test_killed_run_resumes_at_same_step(cli_env):
@@ -250,7 +295,7 @@ def test_eval_baselines_in_one_table_and_resume(cli_env):
 
 
 def test_warp_posterior_trains_and_serves_factor_4_in_one_pass(cli_env):
-    run_cli("vfi.train", "model=warp_posterior", "trainer=debug", *TINY, env=cli_env)
+    run_cli("vfi.train", "model=warp_posterior", "trainer=debug", *TINY_DATA, env=cli_env)
     (run,) = _runs(cli_env)
     ckpt = next((run / "checkpoints").glob("best-*.ckpt"))
     args = (f"ckpt_path={ckpt}", "data=clips", "factor=4", "trainer.limit_test_batches=1")

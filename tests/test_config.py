@@ -40,7 +40,7 @@ def test_every_trainer_option_composes(name):
 
 
 def test_gpu_experiment_is_larger():
-    small = _compose().model.denoiser.base_channels
+    small = _compose("model=resshift").model.denoiser.base_channels
     cfg = _compose("experiment=resshift_gpu")
     assert cfg.model.denoiser.base_channels > small and cfg.trainer.accelerator == "gpu"
 

@@ -15,7 +15,9 @@ from vfi.ops import warp_backward
 
 def build(*overrides):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["paths.output_dir=/tmp/unused", *overrides])
+        cfg = compose(
+            "train", overrides=["paths.output_dir=/tmp/unused", "model=resshift", *overrides]
+        )
     return instantiate(cfg.model)
 
 

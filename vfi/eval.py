@@ -22,9 +22,17 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, IterableDataset, Subset
 
 from vfi.errors import VFIError
+from vfi.models.base import wandb_loggers
 from vfi.utils.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from vfi.utils.report import plot_report
-from vfi.utils.run import CONF_DIR, entry_point, instantiate_loggers, run_hydra, write_metrics
+from vfi.utils.run import (
+    CONF_DIR,
+    close_loggers,
+    entry_point,
+    instantiate_loggers,
+    run_hydra,
+    write_metrics,
+)
 
 CURVES = ("sparsification", "oracle")
 
@@ -144,6 +152,24 @@ def evaluate(cfg: DictConfig) -> list[dict]:
         data_name = f"{data_name} x{cfg.factor}"
     datamodule = instantiate(data_cfg)
     datamodule.setup("test")
+    loggers = instantiate_loggers(cfg.logger)
+    try:
+        records, curves = score_jobs(cfg, jobs, datamodule, str(data_name), out_dir, loggers)
+        print(write_metrics(records, out_dir))
+        report = plot_report(records, curves, out_dir / "report.png")
+        for logger in wandb_loggers(loggers):
+            logger.log_image(key="eval/report", images=[str(report)])
+            names = sorted({k for r in records for k in r["metrics"]})
+            rows = [[r["model"], r["data"], *(r["metrics"].get(k) for k in names)] for r in records]
+            logger.log_table(key="eval/results", columns=["model", "data", *names], data=rows)
+    finally:
+        close_loggers(loggers)
+    return records
+
+
+def score_jobs(cfg, jobs, datamodule, data_name: str, out_dir: Path, loggers: list):
+    """Score every (label, model) on the test set, appending per-item rows to its JSONL and
+    skipping the items already there; returns the records and the mean curves per model."""
     dataset = datamodule.datasets["test"]
     records, curves = [], {}
     for label, model in jobs:
@@ -171,7 +197,7 @@ def evaluate(cfg: DictConfig) -> list[dict]:
                     torch.cuda.reset_peak_memory_stats()
                 trainer = instantiate(
                     cfg.trainer,
-                    logger=instantiate_loggers(cfg.logger) or False,
+                    logger=loggers or False,
                     callbacks=[L.pytorch.callbacks.RichProgressBar()],
                 )
                 trainer.test(model, datamodule=datamodule)
@@ -180,10 +206,8 @@ def evaluate(cfg: DictConfig) -> list[dict]:
         if not metrics:
             raise VFIError(f"no item of {data_name} was scored (is the test set empty?)")
         metrics["test/peak_memory_mb"] = peak_memory_mb()
-        records.append({"model": label, "data": str(data_name), "metrics": metrics})
-    print(write_metrics(records, out_dir))
-    plot_report(records, curves, out_dir / "report.png")
-    return records
+        records.append({"model": label, "data": data_name, "metrics": metrics})
+    return records, curves
 
 
 def main() -> None:

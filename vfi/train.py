@@ -10,7 +10,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vfi.utils.checkpoint import load_checkpoint, resolve_checkpoint
-from vfi.utils.run import entry_point, instantiate_loggers, report_test_metrics, run_hydra
+from vfi.utils.run import (
+    close_loggers,
+    entry_point,
+    instantiate_loggers,
+    report_test_metrics,
+    run_hydra,
+)
 
 
 @entry_point("vfi.train")
@@ -27,9 +33,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "choices": {k: v for k, v in choices.items() if "hydra" not in k},
     }
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
-    trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.logger) or False
-    )
+    loggers = instantiate_loggers(cfg.logger)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    try:
+        return fit_and_test(cfg, trainer, model, datamodule, ckpt_path, choices)
+    finally:
+        close_loggers(loggers)
+
+
+def fit_and_test(cfg, trainer, model, datamodule, ckpt_path, choices) -> dict[str, float]:
+    """Fit (resuming from ``ckpt_path``), then test the best checkpoint's weights."""
     if ckpt_path:
         print(f"resuming from {ckpt_path}")
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)

@@ -21,7 +21,7 @@ from vfi.metrics import (
     warping_error,
 )
 from vfi.ops.dis import DISFlow
-from vfi.utils.panels import log_panel, panel_rows, save_png, stack_rows
+from vfi.utils.panels import log_panel, panel_rows, save_png, stack_rows, thumbnail
 
 
 def check_tau(tau: Tensor | float) -> Tensor:
@@ -41,6 +41,12 @@ def sample_statistics(x: Tensor, num_samples: int, size: tuple[int, int]) -> tup
     x = x[..., :h, :w].clamp(-1, 1).reshape(num_samples, -1, x.shape[1], h, w)
     std = x.std(0, unbiased=False) if num_samples > 1 else torch.zeros_like(x[0])
     return x.mean(0), std
+
+
+def wandb_loggers(loggers) -> list:
+    from lightning.pytorch.loggers import WandbLogger
+
+    return [logger for logger in loggers if isinstance(logger, WandbLogger)]
 
 
 def item_rows(
@@ -87,6 +93,7 @@ class InterpolatorModule(L.LightningModule):
         self.samples = {"val": val_samples, "test": test_samples}
         self.panel_size = panel_items
         self._panel: list = []
+        self._table: list = []  # per-item (id, thumbnail, scores) for a W&B table
         self.lpips_backbone = lpips_backbone
         self._cache: dict = {}  # LPIPS / DIS, built lazily, kept out of the state dict
         self.run_config: dict | None = None  # model/data config, saved into checkpoints
@@ -153,10 +160,16 @@ class InterpolatorModule(L.LightningModule):
         if self.item_sink is not None:
             self.item_sink(item_rows(batch, scores, subsets, curves))
         shown = min(range(len(times)), key=lambda j: abs(times[j] - 0.5))
+        mean, std = outs[shown]
         if self.trainer.is_global_zero and batch_idx in self._panel_batches(stage):
-            mean, std = outs[shown]
             rows = panel_rows(batch["I0"], mean, batch["gt"][:, shown], batch["I1"], std)
             self._panel += rows[: self.panel_size - len(self._panel)]
+        if stage == "test" and self.trainer.is_global_zero and wandb_loggers(self.loggers):
+            thumbs = panel_rows(batch["I0"], mean, batch["gt"][:, shown], batch["I1"], std)
+            ids = batch.get("id", [str(batch_idx)] * size)
+            for b, thumb in enumerate(thumbs):
+                values = {k: float(v[b]) for k, v in scores.items()}
+                self._table.append((str(ids[b]), thumbnail(thumb), values))
 
     def _score(
         self, batch: dict, outs: list[tuple[Tensor, Tensor]], times: list[float], samples: int
@@ -250,6 +263,17 @@ class InterpolatorModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._save_panel("test")
+        if self._table:
+            import wandb
+
+            names = sorted({k for _, _, values in self._table for k in values})
+            data = [
+                [item_id, wandb.Image(image), *(values.get(k) for k in names)]
+                for item_id, image, values in self._table
+            ]
+            for logger in wandb_loggers(self.loggers):
+                logger.log_table(key="test/items", columns=["id", "panel", *names], data=data)
+            self._table = []
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_config is not None:

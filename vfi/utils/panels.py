@@ -30,6 +30,14 @@ def panel_rows(i0: Tensor, pred: Tensor, gt: Tensor, i1: Tensor, std: Tensor) ->
     return list((rows.numpy() * 255).round().astype(np.uint8))
 
 
+def thumbnail(image: np.ndarray, width: int = 480) -> np.ndarray:
+    """A uint8 HWC image shrunk (antialiased) to at most ``width`` pixels wide."""
+    if image.shape[1] <= width:
+        return image
+    height = max(1, round(image.shape[0] * width / image.shape[1]))
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.LANCZOS))
+
+
 def stack_rows(rows: list[np.ndarray], gap: int = 2) -> np.ndarray:
     """Stack rows of different sizes into one uint8 image, left-aligned on black."""
     width = max(r.shape[1] for r in rows)

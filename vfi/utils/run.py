@@ -166,6 +166,28 @@ def write_metrics(records: list[dict], out_dir: str | Path) -> str:
     return table
 
 
+def close_loggers(loggers: list) -> None:
+    """Finish the W&B runs of ``loggers`` so that every job of a multirun keeps its logs."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish()
+
+
+def sweep_group() -> str | None:
+    """The W&B group of a multirun job: its sweep folder's name (None outside sweeps)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir).name
+
+
+OmegaConf.register_new_resolver("sweep_group", sweep_group, replace=True)
+
+
 def instantiate_loggers(cfg: DictConfig | None) -> list:
     from hydra.utils import instantiate
 
