@@ -129,6 +129,7 @@ def test_debug_run_then_eval(cli_env):
     assert list((run / "panels").glob("test_*.png")) and list((run / "panels").glob("val_*.png"))
     metrics = json.loads((run / "metrics.json").read_text())["results"][0]["metrics"]
     assert {"test/psnr", "test/ssim", "test/lpips"} <= set(metrics)
+    assert (run / "report.png").stat().st_size > 10_000
     ckpt = next((run / "checkpoints").glob("best-*.ckpt"))
     proc = run_cli("vfi.eval", f"ckpt_path={ckpt}", "trainer.limit_test_batches=2", env=cli_env)
     (ev,) = _runs(cli_env, "eval")
@@ -138,17 +139,27 @@ def test_debug_run_then_eval(cli_env):
 
 
 def test_multirun_sweep_writes_separate_folders(cli_env):
-    run_cli("vfi.train", "-m", "trainer=debug", "model.lr=1e-4,2e-4", *TINY, env=cli_env)
+    """Two jobs, two folders; with logger=wandb each job finishes its own run (its exit is
+    recorded) and both runs share the sweep's group."""
+    run_cli(
+        "vfi.train", "-m", "trainer=debug", "model.lr=1e-4,2e-4", "logger=wandb", *TINY,
+        env=cli_env,
+    )  # fmt: skip
     (sweep,) = (Path(cli_env["VFI_LOG_DIR"]) / "train" / "multiruns").iterdir()
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [j.name for j in jobs] == ["0", "1"]
-    lrs = []
+    lrs, groups = [], set()
     for job in jobs:
         assert (job / "metrics.json").is_file()
         lrs.append(
             float((job / ".hydra" / "overrides.yaml").read_text().split("model.lr=")[1].split()[0])
         )
+        (wandb_file,) = (job / "wandb").glob("offline-run-*/*.wandb")
+        records = read_wandb_records(wandb_file)
+        assert any(r.WhichOneof("record_type") == "exit" for r in records)
+        groups.update(r.run.run_group for r in records if r.WhichOneof("record_type") == "run")
     assert lrs == [1e-4, 2e-4]
+    assert groups == {sweep.name}
 
 
 def test_ddp_sim_fast_dev_run(cli_env):
@@ -203,6 +214,7 @@ def test_wandb_offline_logs_metrics_images_and_tables(cli_env):
     (panel,) = history["val/panel/filenames"][0]
     assert (offline / "files" / panel).stat().st_size > 1000
     assert history["test/items/_type"][0] == "table-file"
+    assert history["test/report/_type"][0] == "images/separated"  # bars and sparsification
     table = json.loads((offline / "files" / history["test/items/path"][0]).read_text())
     assert {"id", "panel", "psnr", "lpips"} <= set(table["columns"]) and table["data"]
     assert any(r.WhichOneof("record_type") == "exit" for r in records)

@@ -187,3 +187,17 @@ def test_ffmpeg_baseline_passes_through_the_endpoints_at_the_right_indices():
     assert common_denominator([0.25, 0.5]) == 4 and common_denominator([1 / 3]) == 3
     with pytest.raises(VFIError, match="times j / N with N <= 64"):
         common_denominator([0.123456])
+
+
+def test_ifd_models_report_the_error_of_the_reestimated_tau(monkeypatch):
+    """tau_mode=ifd: scoring adds |tau_ifd - tau| per item, from the true tau of the data."""
+    model = build("model.tau_mode=ifd")
+    from vfi.data.flying import FlyingDataset
+
+    batch = default_collate([FlyingDataset(size=(32, 32), seed=4)[i] for i in range(2)])
+    monkeypatch.setattr(model, "estimate_tau", lambda i0, i1, it, tau: torch.tensor([0.3, 0.6]))
+    outs = [(batch["I0"], torch.zeros_like(batch["I0"]))]
+    scores, curves = model._score(batch, outs, [0.5], 1)
+    want = (torch.tensor([0.3, 0.6]) - batch["taus"][:, 0]).abs()
+    torch.testing.assert_close(scores["tau_ifd_error"], want)
+    assert curves is None and "tau_ifd_error" not in build()._score(batch, outs, [0.5], 1)[0]

@@ -24,17 +24,16 @@ from torch.utils.data import Dataset, IterableDataset, Subset
 from vfi.errors import VFIError
 from vfi.models.base import wandb_loggers
 from vfi.utils.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
-from vfi.utils.report import plot_report
+from vfi.utils.report import aggregate, plot_report
 from vfi.utils.run import (
     CONF_DIR,
     close_loggers,
     entry_point,
     instantiate_loggers,
+    log_image,
     run_hydra,
     write_metrics,
 )
-
-CURVES = ("sparsification", "oracle")
 
 
 def sequence_test_data(data_cfg: DictConfig, factor: int) -> DictConfig:
@@ -87,18 +86,6 @@ def read_rows(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return rows
-
-
-def aggregate(rows: list[dict]) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Means over the items that have each score (``test/<name>``) and the mean curves."""
-    metrics, curves = {}, {}
-    for key in sorted({k for row in rows for k in row} - {"index", "id"}):
-        values = [row[key] for row in rows if key in row]
-        if key in CURVES:
-            curves[key] = torch.tensor(values).mean(0).tolist()
-        else:
-            metrics[f"test/{key}"] = float(sum(values) / len(values))
-    return metrics, curves
 
 
 def peak_memory_mb() -> float:
@@ -157,8 +144,8 @@ def evaluate(cfg: DictConfig) -> list[dict]:
         records, curves = score_jobs(cfg, jobs, datamodule, str(data_name), out_dir, loggers)
         print(write_metrics(records, out_dir))
         report = plot_report(records, curves, out_dir / "report.png")
+        log_image(loggers, "eval/report", report)
         for logger in wandb_loggers(loggers):
-            logger.log_image(key="eval/report", images=[str(report)])
             names = sorted({k for r in records for k in r["metrics"]})
             rows = [[r["model"], r["data"], *(r["metrics"].get(k) for k in names)] for r in records]
             logger.log_table(key="eval/results", columns=["model", "data", *names], data=rows)

@@ -10,10 +10,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vfi.utils.checkpoint import load_checkpoint, resolve_checkpoint
+from vfi.utils.report import aggregate, plot_report
 from vfi.utils.run import (
     close_loggers,
     entry_point,
     instantiate_loggers,
+    log_image,
     report_test_metrics,
     run_hydra,
 )
@@ -58,9 +60,19 @@ def fit_and_test(cfg, trainer, model, datamodule, ckpt_path, choices) -> dict[st
     )
     if best:  # the EMA weights that validation scored (what vfi.eval loads too)
         model.load_state_dict(load_checkpoint(best)["state_dict"])
+    rows: list[dict] = []
+    model.item_sink = rows.extend
     trainer.test(model, datamodule=datamodule)
+    model.item_sink = None
     label = f"{choices['model']} ({Path(best).name if best else 'final weights'})"
-    return report_test_metrics(trainer, cfg.paths.output_dir, label, choices["data"])
+    metrics = report_test_metrics(trainer, cfg.paths.output_dir, label, choices["data"])
+    if trainer.is_global_zero:
+        record = {"model": label, "data": choices["data"], "metrics": metrics}
+        report = plot_report(
+            [record], {label: aggregate(rows)[1]}, Path(cfg.paths.output_dir) / "report.png"
+        )
+        log_image(trainer.loggers, "test/report", report)
+    return metrics
 
 
 def main() -> None:

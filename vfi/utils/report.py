@@ -1,4 +1,5 @@
-"""report.png: the metrics per model as bars, and the sparsification curves."""
+"""report.png: the metrics per model as bars, and the sparsification curves; the per-item
+rows they are aggregated from."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import os
 from pathlib import Path
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from vfi.metrics import SPARSIFICATION_FRACTIONS  # noqa: E402
 
+CURVES = ("sparsification", "oracle")
 BARS = (("psnr", "PSNR (dB), higher is better"), ("ssim", "SSIM, higher is better"),
         ("lpips", "LPIPS, lower is better"))  # fmt: skip
 
@@ -54,3 +57,15 @@ def plot_report(records: list[dict], curves: dict[str, dict], path: str | Path) 
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def aggregate(rows: list[dict]) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Means over the items that have each score (``test/<name>``) and the mean curves."""
+    metrics, curves = {}, {}
+    for key in sorted({k for row in rows for k in row} - {"index", "id"}):
+        values = [row[key] for row in rows if key in row]
+        if key in CURVES:
+            curves[key] = torch.tensor(values).mean(0).tolist()
+        else:
+            metrics[f"test/{key}"] = float(sum(values) / len(values))
+    return metrics, curves

@@ -166,6 +166,15 @@ def write_metrics(records: list[dict], out_dir: str | Path) -> str:
     return table
 
 
+def log_image(loggers: list, key: str, path: Path) -> None:
+    """Send a PNG file to the W&B loggers among ``loggers`` (the others keep it on disk)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[str(path)])
+
+
 def close_loggers(loggers: list) -> None:
     """Finish the W&B runs of ``loggers`` so that every job of a multirun keeps its logs."""
     from lightning.pytorch.loggers import WandbLogger
