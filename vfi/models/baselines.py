@@ -92,7 +92,7 @@ class FFmpegInterpolator(InterpolatorModule):
             raise VFIError(
                 f"ffmpeg minterpolate failed: {message[-1] if message else proc.returncode}"
             )
-        frames = np.frombuffer(proc.stdout, np.uint8).reshape(-1, h, w, 3)
+        frames = np.frombuffer(proc.stdout, np.uint8).reshape(-1, h, w, 3).copy()
         if len(frames) < 2 * n + 1 or not (_close(frames[n], i0) and _close(frames[2 * n], i1)):
             raise VFIError(
                 f"ffmpeg minterpolate output does not pass through the inputs at frames {n} and "
