@@ -22,15 +22,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, IterableDataset, Subset
 
 from vfi.errors import VFIError
-from vfi.models.base import wandb_loggers
 from vfi.utils.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from vfi.utils.panels import log_panel, wandb_loggers
 from vfi.utils.report import aggregate, plot_report
 from vfi.utils.run import (
     CONF_DIR,
     close_loggers,
     entry_point,
     instantiate_loggers,
-    log_image,
     run_hydra,
     write_metrics,
 )
@@ -144,7 +143,7 @@ def evaluate(cfg: DictConfig) -> list[dict]:
         records, curves = score_jobs(cfg, jobs, datamodule, str(data_name), out_dir, loggers)
         print(write_metrics(records, out_dir))
         report = plot_report(records, curves, out_dir / "report.png")
-        log_image(loggers, "eval/report", report)
+        log_panel(loggers, "eval/report", report)
         for logger in wandb_loggers(loggers):
             names = sorted({k for r in records for k in r["metrics"]})
             rows = [[r["model"], r["data"], *(r["metrics"].get(k) for k in names)] for r in records]
@@ -174,9 +173,10 @@ def score_jobs(cfg, jobs, datamodule, data_name: str, out_dir: Path, loggers: li
         if todo is not None:
             with log.open("a") as sink:
 
-                def write(batch_rows, sink=sink):
+                def write(batch_rows, sink=sink, rows=rows):
                     sink.write("".join(json.dumps(r) + "\n" for r in batch_rows))
                     sink.flush()
+                    rows.extend(batch_rows)
 
                 model.item_sink = write
                 datamodule.datasets["test"] = todo
@@ -189,7 +189,7 @@ def score_jobs(cfg, jobs, datamodule, data_name: str, out_dir: Path, loggers: li
                 )
                 trainer.test(model, datamodule=datamodule)
             model.item_sink = None
-        metrics, curves[label] = aggregate(read_rows(log))
+        metrics, curves[label] = aggregate(rows)
         if not metrics:
             raise VFIError(f"no item of {data_name} was scored (is the test set empty?)")
         metrics["test/peak_memory_mb"] = peak_memory_mb()

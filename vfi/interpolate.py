@@ -12,7 +12,6 @@ written under a temporary name and moved into place once complete.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,16 +21,15 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from PIL import Image
 from rich.progress import track
 
 from vfi.data.items import read_image, to_model_range, to_uint8
-from vfi.data.video import video_frame_count
+from vfi.data.video import open_video, rgb
 from vfi.errors import VFIError
 from vfi.ops.tiles import tiled
 from vfi.utils.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
-from vfi.utils.panels import heatmap
-from vfi.utils.run import entry_point, run_hydra
+from vfi.utils.panels import heatmap, save_png
+from vfi.utils.run import entry_point, partial_name, run_hydra
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -52,11 +50,6 @@ def check_output(path: Path) -> Path:
     if not os.access(folder, os.W_OK):
         raise VFIError(f"cannot write output {path}: folder {folder} is not writable")
     return path
-
-
-def partial_name(path: Path) -> Path:
-    """The temporary name an output is written under (same folder and suffix)."""
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
 
 
 class Interpolator:
@@ -97,18 +90,6 @@ class Interpolator:
         return results
 
 
-def decoded_frames(path: Path) -> Iterator[tuple[torch.Tensor, av.VideoFrame]]:
-    """The frames of a video file, decoded one at a time: uint8 RGB [3, H, W] and the decoded
-    frame itself (re-encoded as it is, so input frames skip an RGB round trip)."""
-    try:
-        with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
-                rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
-                yield rgb, frame
-    except av.error.FFmpegError as exc:
-        raise VFIError(f"cannot decode video file {path}: {exc.strerror or exc}") from None
-
-
 class VideoWriter:
     """H.264 at a constant quality (``crf``; 0 is lossless) into ``path``'s temporary name;
     ``close`` moves it into place. yuv420p for even sizes, yuv444p otherwise."""
@@ -144,29 +125,38 @@ class VideoWriter:
 
 
 def interpolate_video(cfg: DictConfig, engine: Interpolator, out_dir: Path) -> list[Path]:
-    source = Path(cfg.input)
-    if not source.is_file():
-        raise VFIError(f"video file not found: {source}")
     factor = cfg.factor
     if not isinstance(factor, int) or factor < 2:
         raise VFIError(f"factor must be an integer of at least 2, got {factor!r}")
-    output = Path(cfg.output) if cfg.output else out_dir / f"{source.stem}_x{factor}.mp4"
-    outputs = [check_output(output)]
-    if cfg.uncertainty:
-        outputs.append(output.with_name(f"{output.stem}_std{output.suffix}"))
-    count = video_frame_count(source)
-    with av.open(str(source)) as container:
+    source = Path(cfg.input)
+    with open_video(source) as container:
         stream = container.streams.video[0]
+        output = Path(cfg.output) if cfg.output else out_dir / f"{source.stem}_x{factor}.mp4"
+        outputs = [check_output(output)]
+        if cfg.uncertainty:
+            outputs.append(output.with_name(f"{output.stem}_std{output.suffix}"))
+        frames = track(
+            container.decode(stream),
+            total=stream.frames or None,
+            description=f"x{factor} {source.name}",
+        )
         rate = Fraction(stream.average_rate or 25) * factor
+        write_slow_motion(frames, engine, factor, outputs, rate, cfg.crf, source)
+    return outputs
+
+
+def write_slow_motion(frames, engine, factor: int, outputs: list[Path], rate, crf, source):
+    """Write every decoded frame with the factor - 1 interpolations before it into
+    ``outputs`` (the video, and the std heat maps when there are two)."""
     times = [j / factor for j in range(1, factor)]
     writers: list[VideoWriter] = []
     try:
         previous = None
-        frames = decoded_frames(source)
-        for frame, decoded in track(frames, total=count, description=f"x{factor} {source.name}"):
+        for decoded in frames:
+            frame = rgb(decoded)
             if not writers:
                 h, w = frame.shape[-2:]
-                writers = [VideoWriter(p, rate, w, h, cfg.crf) for p in outputs]
+                writers = [VideoWriter(p, rate, w, h, crf) for p in outputs]
             if previous is not None:
                 if frame.shape != previous.shape:
                     raise VFIError(f"{source}: frame size changes mid-stream")
@@ -174,8 +164,8 @@ def interpolate_video(cfg: DictConfig, engine: Interpolator, out_dir: Path) -> l
                     writers[0].write(mean.permute(1, 2, 0).numpy())
                     if heat is not None:
                         writers[1].write(heat)
-            writers[0].write(decoded)
-            if cfg.uncertainty:
+            writers[0].write(decoded)  # the input frame as decoded: no RGB round trip
+            if len(writers) > 1:
                 writers[1].write(np.zeros((*frame.shape[-2:], 3), np.uint8))
             previous = frame
         if previous is None:
@@ -186,14 +176,6 @@ def interpolate_video(cfg: DictConfig, engine: Interpolator, out_dir: Path) -> l
         for writer in writers:
             writer.abort()
         raise
-    return outputs
-
-
-def save_png_atomic(image: np.ndarray, path: Path) -> Path:
-    tmp = partial_name(path)
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
 
 
 def interpolate_pair(cfg: DictConfig, engine: Interpolator, out_dir: Path) -> list[Path]:
@@ -213,9 +195,9 @@ def interpolate_pair(cfg: DictConfig, engine: Interpolator, out_dir: Path) -> li
     written = []
     results = engine.frames_between(i0, i1, times)
     for t, (mean, heat) in zip(times, results, strict=True):
-        written.append(save_png_atomic(mean.permute(1, 2, 0).numpy(), folder / f"frame_t{t:g}.png"))
+        written.append(save_png(mean.permute(1, 2, 0).numpy(), folder / f"frame_t{t:g}.png"))
         if heat is not None:
-            written.append(save_png_atomic(heat, folder / f"std_t{t:g}.png"))
+            written.append(save_png(heat, folder / f"std_t{t:g}.png"))
     return written
 
 

@@ -10,12 +10,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vfi.utils.checkpoint import load_checkpoint, resolve_checkpoint
+from vfi.utils.panels import log_panel
 from vfi.utils.report import aggregate, plot_report
 from vfi.utils.run import (
     close_loggers,
     entry_point,
     instantiate_loggers,
-    log_image,
     report_test_metrics,
     run_hydra,
 )
@@ -71,7 +71,7 @@ def fit_and_test(cfg, trainer, model, datamodule, ckpt_path, choices) -> dict[st
         report = plot_report(
             [record], {label: aggregate(rows)[1]}, Path(cfg.paths.output_dir) / "report.png"
         )
-        log_image(trainer.loggers, "test/report", report)
+        log_panel(trainer.loggers, "test/report", report)
     return metrics
 
 

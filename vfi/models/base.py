@@ -21,7 +21,14 @@ from vfi.metrics import (
     warping_error,
 )
 from vfi.ops.dis import DISFlow
-from vfi.utils.panels import log_panel, panel_rows, save_png, stack_rows, thumbnail
+from vfi.utils.panels import (
+    log_panel,
+    panel_rows,
+    save_png,
+    stack_rows,
+    thumbnail,
+    wandb_loggers,
+)
 
 
 def check_tau(tau: Tensor | float) -> Tensor:
@@ -41,12 +48,6 @@ def sample_statistics(x: Tensor, num_samples: int, size: tuple[int, int]) -> tup
     x = x[..., :h, :w].clamp(-1, 1).reshape(num_samples, -1, x.shape[1], h, w)
     std = x.std(0, unbiased=False) if num_samples > 1 else torch.zeros_like(x[0])
     return x.mean(0), std
-
-
-def wandb_loggers(loggers) -> list:
-    from lightning.pytorch.loggers import WandbLogger
-
-    return [logger for logger in loggers if isinstance(logger, WandbLogger)]
 
 
 def item_rows(
@@ -146,7 +147,7 @@ class InterpolatorModule(L.LightningModule):
             outs = self.interpolate_times(batch["I0"], batch["I1"], times, samples)
         else:
             outs = [self.interpolate(batch["I0"], batch["I1"], batch["taus"][:, 0], samples)]
-            times = [0.5]
+            times = [float(batch["taus"][0, 0])]
         seconds = time.perf_counter() - start
         scores, curves = self._score(batch, outs, times, samples)
         scores["nfe_per_frame"] = torch.full((size,), (self.network_calls - calls) / len(outs))
@@ -159,17 +160,21 @@ class InterpolatorModule(L.LightningModule):
             self._log_scores(stage, {key: values}, len(values))
         if self.item_sink is not None:
             self.item_sink(item_rows(batch, scores, subsets, curves))
-        shown = min(range(len(times)), key=lambda j: abs(times[j] - 0.5))
-        mean, std = outs[shown]
-        if self.trainer.is_global_zero and batch_idx in self._panel_batches(stage):
+        if not self.trainer.is_global_zero:
+            return
+        panel = batch_idx in self._panel_batches(stage)
+        table = stage == "test" and bool(wandb_loggers(self.loggers))
+        if panel or table:
+            shown = min(range(len(times)), key=lambda j: abs(times[j] - 0.5))
+            mean, std = outs[shown]
             rows = panel_rows(batch["I0"], mean, batch["gt"][:, shown], batch["I1"], std)
+        if panel:
             self._panel += rows[: self.panel_size - len(self._panel)]
-        if stage == "test" and self.trainer.is_global_zero and wandb_loggers(self.loggers):
-            thumbs = panel_rows(batch["I0"], mean, batch["gt"][:, shown], batch["I1"], std)
+        if table:
             ids = batch.get("id", [str(batch_idx)] * size)
-            for b, thumb in enumerate(thumbs):
+            for b, row in enumerate(rows):
                 values = {k: float(v[b]) for k, v in scores.items()}
-                self._table.append((str(ids[b]), thumbnail(thumb), values))
+                self._table.append((str(ids[b]), thumbnail(row), values))
 
     def _score(
         self, batch: dict, outs: list[tuple[Tensor, Tensor]], times: list[float], samples: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -51,18 +52,32 @@ def stack_rows(rows: list[np.ndarray], gap: int = 2) -> np.ndarray:
 
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:
+    """Write a uint8 HWC image as a PNG, through a temporary name and a rename."""
+    from vfi.utils.run import partial_name
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
+    tmp = partial_name(path)
+    Image.fromarray(image).save(tmp, format="PNG")
+    os.replace(tmp, path)
     return path
 
 
-def log_panel(loggers, key: str, image: np.ndarray, step: int) -> None:
-    """Send a uint8 HWC panel to every logger that takes images (TensorBoard, W&B)."""
-    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+def wandb_loggers(loggers) -> list:
+    """The W&B loggers among ``loggers``."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    return [logger for logger in loggers if isinstance(logger, WandbLogger)]
+
+
+def log_panel(loggers, key: str, image: np.ndarray | str | Path, step: int | None = None):
+    """Send a uint8 HWC panel (or a PNG file, W&B only) to every logger that takes images
+    (TensorBoard, W&B)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
 
     for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
+        if isinstance(logger, TensorBoardLogger) and isinstance(image, np.ndarray):
             logger.experiment.add_image(key, image, step, dataformats="HWC")
-        elif isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[image], step=step)
+    for logger in wandb_loggers(loggers):
+        picture = image if isinstance(image, np.ndarray) else str(image)
+        logger.log_image(key=key, images=[picture], step=step)

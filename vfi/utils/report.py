@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from vfi.metrics import SPARSIFICATION_FRACTIONS  # noqa: E402
+from vfi.utils.run import partial_name  # noqa: E402
 
 CURVES = ("sparsification", "oracle")
 BARS = (("psnr", "PSNR (dB), higher is better"), ("ssim", "SSIM, higher is better"),
@@ -52,7 +53,7 @@ def plot_report(records: list[dict], curves: dict[str, dict], path: str | Path) 
         ax.set_ylabel("mean |error| of the rest", fontsize=8)
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
+    tmp = partial_name(path)
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, path)

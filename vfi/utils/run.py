@@ -124,9 +124,15 @@ def report_test_metrics(trainer, out_dir: str | Path, label: str, data: str) -> 
     return metrics
 
 
+def partial_name(path: Path) -> Path:
+    """The temporary name an output is written under before its rename into place (same
+    folder and suffix, so writers that go by the suffix pick the same format)."""
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = partial_name(path)
     tmp.write_text(text)
     os.replace(tmp, path)
 
@@ -166,21 +172,12 @@ def write_metrics(records: list[dict], out_dir: str | Path) -> str:
     return table
 
 
-def log_image(loggers: list, key: str, path: Path) -> None:
-    """Send a PNG file to the W&B loggers among ``loggers`` (the others keep it on disk)."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[str(path)])
-
-
 def close_loggers(loggers: list) -> None:
     """Finish the W&B runs of ``loggers`` so that every job of a multirun keeps its logs."""
-    from lightning.pytorch.loggers import WandbLogger
+    from vfi.utils.panels import wandb_loggers
 
-    for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+    for logger in wandb_loggers(loggers):
+        if logger._experiment is not None:
             logger.experiment.finish()
 
 
