@@ -327,3 +327,39 @@ def test_clips_preset_streams_the_same_items_as_the_file_dataset():
             assert torch.equal(got["I0"], expected["I0"]) and torch.equal(got["gt"], expected["gt"])
     with pytest.raises(VFIError, match=r"scale: give one factor or one per path \(2\), got 3"):
         VideoStreamDataset(paths, scale=[1.0, 1.0, 1.0])
+
+
+def test_multi_scale_stream_serves_every_file_at_every_factor(tmp_path):
+    path = fabricate.video(tmp_path / "clip.mkv", count=12, size=(32, 48))
+    ds = VideoStreamDataset(str(path), gap=4, multi_scale=[0.5, 1.0], shuffle_buffer=1)
+    items = list(ds)
+    assert len(items) == len(ds) == 2 * (12 - 4)
+    sizes = sorted({tuple(it["I0"].shape[-2:]) for it in items})
+    assert sizes == [(16, 24), (32, 48)] and all(len(it["taus"]) == 3 for it in items)
+    assert levels(items[0]) == [0, 10, 20, 30, 40]  # grey levels survive the resize
+
+
+def test_video_mixed_interleaves_footage_with_flying(tmp_path):
+    """data=video_mixed: the stream and the flying layers in one loader, in proportion to their
+    item counts, every item five frames."""
+    from conftest import REPO
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from vfi.data.datamodule import InterleavedDataset
+
+    path = fabricate.video(tmp_path / "clip.mkv", count=14, size=(128, 128))
+    overrides = ["data=video_mixed", f"data.root={path}", "data.train.0.length=20"]
+    overrides.append("data.num_workers=0")
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    ds = dm.datasets["train"]
+    assert isinstance(ds, InterleavedDataset) and len(ds) == 20 + 2 * (14 - 4)
+    epochs = [[item["id"] for item in ds] for _ in range(10)]
+    assert all(len(ids) == 40 for ids in epochs)  # an epoch is len(ds) items
+    from_video = sum(i.startswith("clip/") for ids in epochs for i in ids)
+    assert abs(from_video / 400 - 0.5) < 0.08  # std 0.025
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["gt"].shape[1:] == (3, 3, 64, 64)

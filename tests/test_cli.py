@@ -314,7 +314,7 @@ def test_warp_posterior_trains_and_serves_factor_4_in_one_pass(cli_env):
     run_cli("vfi.eval", *args, "num_samples=2", env=cli_env)
     (ev,) = _runs(cli_env, "eval")
     metrics = json.loads((ev / "metrics.json").read_text())["results"][0]["metrics"]
-    assert metrics["test/nfe_per_frame"] == 2.0  # T = 8: six refiner calls for three frames
+    assert metrics["test/nfe_per_frame"] == 1.0  # T = 4: three refiner calls for three frames
     assert {"test/psnr_tau0.25", "test/warp_error"} <= set(metrics)
     # two samples: the calibration of the std against the error
     assert -1 <= metrics["test/spearman"] <= 1 and metrics["test/ause"] >= 0
@@ -330,5 +330,5 @@ def test_bench_prints_nfe_and_time_per_frame(cli_env, tmp_path):
         line.split("|")[1].strip(): line.split("|")[2:4]
         for line in out.read_text().splitlines()[2:]
     }
-    assert float(rows["resshift"][0]) == 15.0 and float(rows["warp_posterior"][0]) == 2.0
+    assert float(rows["resshift"][0]) == 15.0 and float(rows["warp_posterior"][0]) == 1.0
     assert all(float(r[1]) > 0 for r in rows.values()) and "s / frame" in proc.stdout

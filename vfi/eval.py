@@ -114,7 +114,10 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     out_dir = Path(cfg.resume) if cfg.get("resume") else Path(cfg.paths.output_dir)
     if cfg.get("resume") and not out_dir.is_dir():
         raise VFIError(f"resume folder not found: {out_dir}")
-    ckpt_path = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / "train")
+    ckpt_path = resolve_checkpoint(
+        cfg.ckpt_path or (None if cfg.get("model") is not None else "release"),
+        Path(cfg.paths.log_dir) / "train",
+    )
     data_cfg, data_name = cfg.get("data"), choices.get("data")
     jobs = []
     if ckpt_path:
@@ -127,10 +130,6 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     elif cfg.get("model") is not None:
         jobs.append((choices["model"], instantiate(cfg.model)))
     jobs += [(name, baseline(name, cfg.paths)) for name in cfg.get("baselines") or []]
-    if not jobs:
-        raise VFIError(
-            "nothing to evaluate: give ckpt_path=... or a baseline model=blend|classical|ffmpeg"
-        )
     if data_cfg is None:
         raise VFIError("no test data: give data=... (e.g. data=clips)")
     if cfg.get("factor") is not None:
@@ -140,8 +139,10 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     datamodule.setup("test")
     loggers = instantiate_loggers(cfg.logger)
     try:
-        records, curves = score_jobs(cfg, jobs, datamodule, str(data_name), out_dir, loggers)
-        print(write_metrics(records, out_dir))
+        records, clip_records, curves = score_jobs(
+            cfg, jobs, datamodule, str(data_name), out_dir, loggers
+        )
+        print(write_metrics(records + clip_records, out_dir))
         report = plot_report(records, curves, out_dir / "report.png")
         log_panel(loggers, "eval/report", report)
         for logger in wandb_loggers(loggers):
@@ -155,9 +156,10 @@ def evaluate(cfg: DictConfig) -> list[dict]:
 
 def score_jobs(cfg, jobs, datamodule, data_name: str, out_dir: Path, loggers: list):
     """Score every (label, model) on the test set, appending per-item rows to its JSONL and
-    skipping the items already there; returns the records and the mean curves per model."""
+    skipping the items already there; returns the records, the per-clip records (with
+    ``per_clip=true``; else empty) and the mean curves per model."""
     dataset = datamodule.datasets["test"]
-    records, curves = [], {}
+    records, clip_records, curves = [], [], {}
     for label, model in jobs:
         if cfg.get("num_samples"):
             model.samples["test"] = int(cfg.num_samples)
@@ -194,7 +196,21 @@ def score_jobs(cfg, jobs, datamodule, data_name: str, out_dir: Path, loggers: li
             raise VFIError(f"no item of {data_name} was scored (is the test set empty?)")
         metrics["test/peak_memory_mb"] = peak_memory_mb()
         records.append({"model": label, "data": data_name, "metrics": metrics})
-    return records, curves
+        if cfg.get("per_clip"):
+            for clip, group in clip_groups(rows).items():
+                clip_metrics = aggregate(group)[0]
+                clip_records.append(
+                    {"model": label, "data": f"{data_name} [{clip}]", "metrics": clip_metrics}
+                )
+    return records, clip_records, curves
+
+
+def clip_groups(rows: list[dict]) -> dict[str, list[dict]]:
+    """Per-item rows grouped by the clip their ``id`` names (the part before the first /)."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(str(row.get("id", "")).split("/")[0], []).append(row)
+    return groups
 
 
 def main() -> None:

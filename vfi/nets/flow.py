@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vfi.errors import VFIError
 from vfi.ops import warp_backward
+from vfi.ops.dis import DISFlow
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -39,53 +41,107 @@ class PyramidFlowNet(nn.Module):
     """Bidirectional flow F_0->1, F_1->0 [B, 2, H, W] (full-resolution pixels) from I0, I1.
 
     ``scales`` lists the downsampling factor of each level, coarsest first (e.g. [8, 4, 2]).
-    Both directions share weights: the F_1->0 pass swaps the frames. The output heads start at
-    zero, so an untrained net returns zero flow.
+    When the frame is large, extra coarser levels (factors 2 scales[0], 4 scales[0], ...) run
+    first with the coarsest level's weights, until the coarsest grid is at most
+    ``coarse_size`` pixels on its short side, so the range grows with the frame: each level
+    can move the flow by a few of its own pixels. Both directions share weights: the F_1->0
+    pass swaps the frames.
+
+    ``init="dis"`` starts from OpenCV DIS flow (:class:`vfi.ops.dis.DISFlow`, no gradient) and
+    the levels learn a residual on it: F = F_DIS + up(delta). ``init="none"`` starts from zero.
+    The output heads start at zero, so an untrained net returns its initial flow exactly.
     """
 
-    def __init__(self, scales: list[int] = (8, 4, 2), width: int = 32, depth: int = 3):
+    def __init__(
+        self,
+        scales: list[int] = (8, 4, 2),
+        width: int = 32,
+        depth: int = 3,
+        init: str = "none",
+        dis_preset: str = "medium",
+        coarse_size: int = 32,
+    ):
         super().__init__()
+        if init not in ("none", "dis"):
+            raise VFIError(f"model.flow_net.init must be 'dis' or 'none', got {init!r}")
         self.scales = list(scales)
         self.levels = nn.ModuleList(FlowLevel(width, depth) for _ in self.scales)
+        self.init = init
+        self.coarse_size = coarse_size
+        self.dis = DISFlow(dis_preset) if init == "dis" else None
 
     @property
     def multiple(self) -> int:
         """Input sizes must divide by this (each level halves its own resolution)."""
         return 2 * max(self.scales)
 
+    def level_plan(self, h: int, w: int) -> list[tuple[int, nn.Module]]:
+        """(downsampling factor, level) pairs, coarsest first, for an H x W frame."""
+        plan = list(zip(self.scales, self.levels, strict=True))
+        scale = self.scales[0]
+        while min(h, w) / scale > self.coarse_size and min(h, w) / (2 * scale) >= 8:
+            scale *= 2
+            plan.insert(0, (scale, self.levels[0]))
+        return plan
+
+    def initial_flow(self, a: Tensor, b: Tensor) -> Tensor:
+        """F_a->b [N, 2, H, W]: DIS (init="dis") or zero."""
+        if self.init == "none":
+            return a.new_zeros(a.shape[0], 2, *a.shape[-2:])
+        with torch.no_grad():
+            return self.dis(a.detach().float(), b.detach().float()).to(a)
+
     def forward(self, i0: Tensor, i1: Tensor) -> tuple[Tensor, Tensor]:
         a = torch.cat([i0, i1])
         b = torch.cat([i1, i0])
         h, w = a.shape[-2:]
-        flow = a.new_zeros(a.shape[0], 2, h // self.scales[0], w // self.scales[0])
-        for scale, level in zip(self.scales, self.levels, strict=True):
-            size = (h // scale, w // scale)
-            if flow.shape[-2:] != size:
-                flow = F.interpolate(flow, size=size, mode="bilinear", align_corners=False)
+        start = self.initial_flow(a, b)
+        delta = None  # the learned residual, in full-resolution pixels
+        for scale, level in self.level_plan(h, w):
+            size = tuple(max(2, 2 * round(n / scale / 2)) for n in (h, w))  # even: see FlowLevel
+            ratio = a.new_tensor([size[1] / w, size[0] / h]).view(1, 2, 1, 1)
             a_s = F.interpolate(a, size=size, mode="bilinear", align_corners=False, antialias=True)
             b_s = F.interpolate(b, size=size, mode="bilinear", align_corners=False, antialias=True)
-            flow = flow + level(a_s, b_s, flow / scale) * scale
-        flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
-        f01, f10 = flow.chunk(2)
+            start_s = F.interpolate(start, size=size, mode="bilinear", antialias=True)
+            if delta is None:
+                delta = torch.zeros_like(start_s)
+            elif delta.shape[-2:] != size:
+                delta = F.interpolate(delta, size=size, mode="bilinear", align_corners=False)
+            delta = delta + level(a_s, b_s, (start_s + delta) * ratio) / ratio
+        delta = F.interpolate(delta, size=(h, w), mode="bilinear", align_corners=False)
+        f01, f10 = (start + delta).chunk(2)
         return f01, f10
 
 
 class VisibilityNet(nn.Module):
     """Soft visibility maps v0, v1 in [0, 1] ([B, 1, H, W] each) at time tau from the two warped
-    frames, the intermediate flows and tau. Starts at v0 = v1 = 0.5."""
+    frames, the intermediate flows (as f / (|f| + flow_scale), bounded whatever the motion) and
+    tau. Starts at v0 = v1 = 0.5.
 
-    def __init__(self, width: int = 16, depth: int = 2):
+    With ``confidence=True`` it also returns a logit [B, 1, H, W] (starting at 0) that the bridge
+    adds to its motion confidence (:func:`vfi.ops.fusion.motion_confidence`).
+    """
+
+    def __init__(
+        self, width: int = 16, depth: int = 2, confidence: bool = False, flow_scale: float = 4.0
+    ):
         super().__init__()
+        self.flow_scale = flow_scale
         layers = [_conv(3 + 3 + 2 + 2 + 1, width)] + [_conv(width, width) for _ in range(depth)]
         self.body = nn.Sequential(*layers)
-        self.head = nn.Conv2d(width, 2, 3, 1, 1)
+        self.confidence = confidence
+        self.head = nn.Conv2d(width, 3 if confidence else 2, 3, 1, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def forward(
         self, w0: Tensor, w1: Tensor, f_t0: Tensor, f_t1: Tensor, tau: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, ...]:
         tau_map = tau.view(-1, 1, 1, 1).expand(-1, 1, *w0.shape[-2:]).to(w0.dtype)
-        logits = self.head(self.body(torch.cat([w0, w1, f_t0, f_t1, tau_map], dim=1)))
-        v = torch.sigmoid(logits)
+        flows = torch.cat([f_t0, f_t1], dim=1)
+        flows = flows / (flows.abs() + self.flow_scale)  # bounded: any frame size, any motion
+        logits = self.head(self.body(torch.cat([w0, w1, flows, tau_map], dim=1)))
+        v = torch.sigmoid(logits[:, :2])
+        if self.confidence:
+            return v[:, :1], v[:, 1:], logits[:, 2:]
         return v[:, :1], v[:, 1:]

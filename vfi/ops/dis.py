@@ -23,6 +23,7 @@ def _grey(x: Tensor) -> np.ndarray:
 
 class DISFlow:
     """Dense inverse search flow (Kroeger et al., 2016) from OpenCV, on the 8-bit grey images.
+    Picklable and deep-copyable (the OpenCV object is rebuilt on first use).
 
     ``dis(a, b)`` with a, b [B, 3, H, W] in [-1, 1] returns F_a->b [B, 2, H, W] in pixels, in the
     backward-warping sense a[p] ~ b[p + F(p)], i.e. ``warp_backward(b, F) ~ a``.
@@ -31,9 +32,15 @@ class DISFlow:
     def __init__(self, preset: str = "medium"):
         if preset not in DIS_PRESETS:
             raise ValueError(f"DIS preset must be one of {sorted(DIS_PRESETS)}, got {preset!r}")
-        self.dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+        self.preset = preset
+        self.dis = None  # the OpenCV object, built on first use (it cannot be pickled)
+
+    def __getstate__(self) -> dict:
+        return {"preset": self.preset, "dis": None}
 
     def __call__(self, a: Tensor, b: Tensor) -> Tensor:
+        if self.dis is None:
+            self.dis = cv2.DISOpticalFlow_create(DIS_PRESETS[self.preset])
         flows = [
             torch.from_numpy(self.dis.calc(_grey(x), _grey(y), None))
             for x, y in zip(a, b, strict=True)

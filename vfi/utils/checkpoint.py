@@ -56,11 +56,45 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
 
 
+RELEASE_CHECKPOINT = Path(__file__).resolve().parents[1] / "weights" / "release.ckpt"
+
+
+def export_checkpoint(source: str | Path, out: str | Path, metrics: dict[str, float]) -> Path:
+    """A weights-only copy of a training checkpoint for release: its ``state_dict``,
+    ``vfi_config`` and ``metrics`` (no optimizer state), written atomically, with the metrics
+    also in a JSON file beside it (``release.json`` for ``release.ckpt``)."""
+    import json
+
+    ckpt = load_checkpoint(source)
+    out = Path(out)
+    slim = {
+        "state_dict": {k: v.contiguous().clone() for k, v in ckpt["state_dict"].items()},
+        "vfi_config": ckpt["vfi_config"],
+        "metrics": metrics,
+        "global_step": ckpt.get("global_step"),
+    }
+    AtomicCheckpointIO().save_checkpoint(slim, out)
+    info = {"metrics": metrics, "global_step": slim["global_step"], "source": str(source)}
+    info["choices"] = ckpt["vfi_config"].get("choices", {})
+    tmp = out.with_name(f".{out.stem}.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(tmp, out.with_suffix(".json"))
+    return out
+
+
 def resolve_checkpoint(ckpt_path: str | None, runs_dir: str | Path) -> str | None:
-    """``None`` stays None; ``"last"`` is the newest ``last.ckpt`` under ``runs_dir``; any other
+    """``None`` stays None; ``"last"`` is the newest ``last.ckpt`` under ``runs_dir``;
+    ``"release"`` the released weights that ship with the package (``vfi/weights``); any other
     value must be an existing file."""
     if ckpt_path is None:
         return None
+    if str(ckpt_path) == "release":
+        if not RELEASE_CHECKPOINT.is_file():
+            raise VFIError(
+                f"no released weights at {RELEASE_CHECKPOINT}: give ckpt_path=<checkpoint> "
+                "(python -m vfi.train experiment=release writes one)"
+            )
+        return str(RELEASE_CHECKPOINT)
     if str(ckpt_path) == "last":
         found = sorted(Path(runs_dir).glob("**/checkpoints/last.ckpt"), key=os.path.getmtime)
         if not found:

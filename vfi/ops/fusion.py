@@ -1,0 +1,58 @@
+"""Fusing motion-compensated candidates with the plain blend, and the spread of the fused
+hypotheses (the closed-form part of the per-pixel uncertainty)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _local_mean_abs(x: Tensor, window: int) -> Tensor:
+    """Channel-mean |x| averaged over a window x window box: [B, C, H, W] -> [B, 1, H, W]."""
+    return F.avg_pool2d(
+        x.abs().mean(1, keepdim=True),
+        window,
+        stride=1,
+        padding=window // 2,
+        count_include_pad=False,
+    )
+
+
+def motion_confidence(
+    w0: Tensor,
+    w1: Tensor,
+    i0: Tensor,
+    i1: Tensor,
+    logit: Tensor | None = None,
+    gain: float = 4.0,
+    window: int = 5,
+    eps: float = 1e-2,
+) -> Tensor:
+    """How far to trust the motion-compensated frames over the blend, c in (0, 1) [B, 1, H, W].
+
+    The warped frames w0 = W(I0, F_t->0), w1 = W(I1, F_t->1) agree where the motion is right;
+    the raw frames agree where nothing moves. With the local mean disagreements
+    E_w = box(|w0 - w1|), E_b = box(|I0 - I1|) (``window`` pixels, channel mean):
+
+        c = sigmoid(gain (E_b - E_w) / (E_b + E_w + eps) + logit)
+
+    so c -> sigmoid(gain) where the warps agree and the frames do not, c -> sigmoid(-gain)
+    where warping makes the frames disagree more than they did (wrong flow), and 1/2 where
+    both agree (a still region: there warp and blend coincide). ``logit`` is a learned
+    correction (None: 0). All inputs [B, 3, H, W] on one scale.
+    """
+    e_w, e_b = _local_mean_abs(w0 - w1, window), _local_mean_abs(i0 - i1, window)
+    z = gain * (e_b - e_w) / (e_b + e_w + eps)
+    return torch.sigmoid(z if logit is None else z + logit)
+
+
+def fuse(warped: Tensor, blend: Tensor, confidence: Tensor) -> Tensor:
+    """c warped + (1 - c) blend: [B, C, H, W] each, c [B, 1, H, W]."""
+    return confidence * warped + (1 - confidence) * blend
+
+
+def mixture_variance(components: list[Tensor], weights: list[Tensor], mean: Tensor) -> Tensor:
+    """Per-pixel variance of a mixture of point hypotheses: sum_i p_i (h_i - mean)^2, with
+    weights p_i [B, 1, H, W] summing to one and hypotheses h_i, mean [B, C, H, W]."""
+    return sum(p * (h - mean) ** 2 for h, p in zip(components, weights, strict=True))
