@@ -52,3 +52,45 @@ def test_foreign_file_is_not_a_vfi_checkpoint(tmp_path):
     junk.write_bytes(b"not a pickle")
     with pytest.raises(VFIError, match="cannot read checkpoint"):
         load_checkpoint(junk)
+
+
+def test_export_keeps_weights_config_and_metrics_only(tmp_path):
+    """The release format: state dict, config and metrics, no optimizer state; a JSON beside."""
+    import json
+
+    from vfi.utils.checkpoint import export_checkpoint
+
+    source = tmp_path / "best.ckpt"
+    weights = {"layer.weight": torch.arange(6.0).view(2, 3)}
+    full = {
+        "state_dict": weights,
+        "vfi_config": {"model": {"_target_": "x"}, "choices": {"experiment": "release"}},
+        "optimizer_states": [{"state": {0: torch.zeros(1000)}}],
+        "global_step": 600,
+    }
+    torch.save(full, source)
+    out = export_checkpoint(source, tmp_path / "release.ckpt", {"test/psnr": 33.3})
+    slim = load_checkpoint(out)
+    assert set(slim) == {"state_dict", "vfi_config", "metrics", "global_step"}
+    assert torch.equal(slim["state_dict"]["layer.weight"], weights["layer.weight"])
+    assert slim["vfi_config"] == full["vfi_config"] and slim["global_step"] == 600
+    info = json.loads((tmp_path / "release.json").read_text())
+    assert info["metrics"] == {"test/psnr": 33.3} and info["choices"] == {"experiment": "release"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "best.ckpt",
+        "release.ckpt",
+        "release.json",
+    ]
+
+
+def test_release_is_the_packaged_file(monkeypatch, tmp_path):
+    """ckpt_path=release names vfi/weights/release.ckpt; without it, one line asks for one."""
+    import vfi.utils.checkpoint as checkpoint
+
+    missing = tmp_path / "weights" / "release.ckpt"
+    monkeypatch.setattr(checkpoint, "RELEASE_CHECKPOINT", missing)
+    with pytest.raises(VFIError, match="no released weights .* give ckpt_path="):
+        resolve_checkpoint("release", tmp_path)
+    missing.parent.mkdir()
+    missing.write_bytes(b"x")
+    assert resolve_checkpoint("release", tmp_path) == str(missing)

@@ -49,6 +49,7 @@ def _runs(env, task="train"):
             ["tau_range must lie inside (0, 1)", "1.5"],
         ),
         ("vfi.eval", ["model=blend"], ["no test data"]),
+        ("vfi.eval", ["data=clips"], ["no released weights", "give ckpt_path="]),
     ],
 )
 def test_bad_input_gets_one_line(cli_env, module, args, needles):

@@ -65,9 +65,15 @@ def test_splat_conserves_mass_with_equal_weights():
 
 
 def test_softmax_splat_integer_shift_moves_pixels():
-    x = torch.randn(1, 3, 10, 10)
-    out = softmax_splat(x, _const_flow(1, 10, 10, 2, 1), torch.randn(1, 1, 10, 10))
-    assert torch.allclose(out[..., 1:, 2:], x[..., :-1, :-2], atol=1e-5)
+    """Each pixel lands alone, so out = x w / (w + eps) with w = exp(Z - max Z): the pixel
+    itself up to the eps in the normaliser."""
+    g = torch.Generator().manual_seed(0)
+    x, metric = torch.randn(1, 3, 10, 10, generator=g), torch.randn(1, 1, 10, 10, generator=g)
+    out = softmax_splat(x, _const_flow(1, 10, 10, 2, 1), metric, eps=1e-7)
+    w = (metric - metric.max()).exp()
+    expected = (x * w / (w + 1e-7))[..., :-1, :-2]
+    torch.testing.assert_close(out[..., 1:, 2:], expected, rtol=1e-6, atol=1e-7)
+    assert torch.allclose(out[..., 1:, 2:], x[..., :-1, :-2], rtol=1e-4)
     assert torch.all(out[..., 0, :] == 0) and torch.all(out[..., :, :2] == 0)
 
 
