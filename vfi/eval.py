@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, IterableDataset, Subset
 
 from vfi.errors import VFIError
-from vfi.utils.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from vfi.utils.checkpoint import checkpoint_or_release, load_checkpoint, model_from_checkpoint
 from vfi.utils.panels import log_panel, wandb_loggers
 from vfi.utils.report import aggregate, plot_report
 from vfi.utils.run import (
@@ -114,9 +114,8 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     out_dir = Path(cfg.resume) if cfg.get("resume") else Path(cfg.paths.output_dir)
     if cfg.get("resume") and not out_dir.is_dir():
         raise VFIError(f"resume folder not found: {out_dir}")
-    ckpt_path = resolve_checkpoint(
-        cfg.ckpt_path or (None if cfg.get("model") is not None else "release"),
-        Path(cfg.paths.log_dir) / "train",
+    ckpt_path = checkpoint_or_release(
+        cfg.ckpt_path, cfg.get("model") is not None, Path(cfg.paths.log_dir) / "train"
     )
     data_cfg, data_name = cfg.get("data"), choices.get("data")
     jobs = []

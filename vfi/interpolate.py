@@ -28,7 +28,7 @@ from vfi.data.items import read_image, to_model_range, to_uint8
 from vfi.data.video import open_video, rgb
 from vfi.errors import VFIError
 from vfi.ops.tiles import tiled
-from vfi.utils.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from vfi.utils.checkpoint import checkpoint_or_release, load_checkpoint, model_from_checkpoint
 from vfi.utils.panels import heatmap, save_png
 from vfi.utils.run import entry_point, partial_name, run_hydra
 
@@ -206,9 +206,8 @@ def interpolate_pair(cfg: DictConfig, engine: Interpolator, out_dir: Path) -> li
 def interpolate(cfg: DictConfig) -> list[Path]:
     if (cfg.input is None) == (cfg.frames is None):
         raise VFIError("give either input=<video> (video mode) or frames=[a.png,b.png] (pair mode)")
-    ckpt_path = resolve_checkpoint(
-        cfg.ckpt_path or (None if cfg.get("model") is not None else "release"),
-        Path(cfg.paths.log_dir) / "train",
+    ckpt_path = checkpoint_or_release(
+        cfg.ckpt_path, cfg.get("model") is not None, Path(cfg.paths.log_dir) / "train"
     )
     if ckpt_path:
         model = model_from_checkpoint(load_checkpoint(ckpt_path), cfg.paths.lpips_backbone)

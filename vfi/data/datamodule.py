@@ -49,7 +49,9 @@ class InterleavedDataset(IterableDataset):
             if not isinstance(part, IterableDataset):
                 yield part[int(torch.randint(len(part), (), generator=g))]
                 continue
-            item = next(streams.setdefault(j, iter(part)), None)
+            if j not in streams:
+                streams[j] = iter(part)
+            item = next(streams[j], None)
             if item is None:  # the stream ended: start it again
                 streams[j] = iter(part)
                 item = next(streams[j])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from statistics import NormalDist
 
 import lightning as L
 import torch
@@ -315,7 +316,7 @@ def calibration_scale(ratios: Tensor, coverage: float = 0.95) -> Tensor:
 
     so that ``coverage`` of the errors fall within +-z s std. For Gaussian errors of std
     s_true * std it returns s_true; it never changes how the pixels rank."""
-    z = torch.special.ndtri(torch.tensor((1 + coverage) / 2, dtype=torch.float64))
+    z = NormalDist().inv_cdf((1 + coverage) / 2)
     return (torch.quantile(ratios.flatten().double(), coverage) / z).float()
 
 

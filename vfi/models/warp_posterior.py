@@ -94,8 +94,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
             mu = c ((1-l) v0 P[I0] + l v1 B[I1]) / ((1-l) v0 + l v1 + eps)
                  + (1 - c) ((1-l) I0 + l I1),
 
-        the variance of those four hypotheses about mu under their weights (``spread``) and the
-        motion per unit time at l, F_l->1 - F_l->0 (``velocity``); all [B, C, H, W]."""
+        and the motion per unit time at l, F_l->1 - F_l->0 (``velocity``); all [B, C, H, W]."""
         f_l0, f_l1 = intermediate_flows(f01, f10, l)
         w0, w1 = warp_backward(i0, f_l0), warp_backward(i1, f_l1)
         v0, v1, *logit = self.visibility_net(w0, w1, f_l0, f_l1, l)
@@ -109,12 +108,20 @@ class WarpPosteriorVFI(TrainableInterpolator):
         else:
             c = torch.ones_like(v0)
         mu = fuse(warped, (1 - t) * i0 + t * i1, c)
-        weights = [c * a / norm, c * b / norm, (1 - c) * (1 - t), (1 - c) * t]
-        spread = mixture_variance([w0, w1, i0, i1], weights, mu)
         return {
             "mu": mu, "w0": w0, "w1": w1, "v0": v0, "v1": v1, "confidence": c,
-            "spread": spread, "velocity": f_l1 - f_l0,
+            "velocity": f_l1 - f_l0,
         }  # fmt: skip
+
+    def hypothesis_variance(self, terms: dict, i0: Tensor, i1: Tensor, l: float) -> Tensor:
+        """Variance [B, C, H, W] about mu of the four hypotheses the prior fuses at time l,
+        P[I0], B[I1], I0, I1, with weights c a / Z, c b / Z, (1 - c)(1 - l), (1 - c) l
+        (``terms`` from :meth:`bridge_terms` for the B items of i0, i1)."""
+        c = terms["confidence"]
+        a, b = (1 - l) * terms["v0"], l * terms["v1"]
+        norm = a + b + self.eps
+        weights = [c * a / norm, c * b / norm, (1 - c) * (1 - l), (1 - c) * l]
+        return mixture_variance([terms["w0"], terms["w1"], i0, i1], weights, terms["mu"])
 
     @staticmethod
     def step_flow(velocity_k: Tensor, dl: Tensor | float) -> Tensor:
@@ -305,7 +312,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
         outs = []
         for k in index:
             mean, std = sample_statistics(path[k - stop], num_samples, (h, w))
-            spread = cache[k]["spread"][: len(i0), :, :h, :w]
+            terms = {name: v[: len(i0)] for name, v in cache[k].items()}
+            spread = self.hypothesis_variance(terms, i0p, i1p, float(grid[k]))[..., :h, :w]
             outs.append((mean, self.total_std(std, spread)))
         return outs
 

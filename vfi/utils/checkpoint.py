@@ -82,6 +82,14 @@ def export_checkpoint(source: str | Path, out: str | Path, metrics: dict[str, fl
     return out
 
 
+def checkpoint_or_release(ckpt_path: str | None, model_given: bool, runs_dir: str | Path):
+    """The checkpoint an entry point scores or runs: ``ckpt_path`` resolved, else the released
+    weights unless a baseline ``model=`` was given (then None)."""
+    if ckpt_path is None and not model_given:
+        ckpt_path = "release"
+    return resolve_checkpoint(ckpt_path, runs_dir)
+
+
 def resolve_checkpoint(ckpt_path: str | None, runs_dir: str | Path) -> str | None:
     """``None`` stays None; ``"last"`` is the newest ``last.ckpt`` under ``runs_dir``;
     ``"release"`` the released weights that ship with the package (``vfi/weights``); any other
