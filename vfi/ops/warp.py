@@ -30,11 +30,15 @@ def _base_grid(flow: Tensor) -> Tensor:
     return torch.stack([xs, ys]).unsqueeze(0)
 
 
-def warp_backward(x: Tensor, flow: Tensor, padding_mode: str = "border") -> Tensor:
-    """Bilinear backward warp: ``out[p] = x[p + flow[p]]``.
+def warp_backward(
+    x: Tensor, flow: Tensor, padding_mode: str = "border", mode: str = "bilinear"
+) -> Tensor:
+    """Backward warp: ``out[p] = x[p + flow[p]]``, sampled bilinearly or bicubically.
 
     x: [B, C, H, W]; flow: [B, 2, H, W] in pixels. Implemented with ``grid_sample``
     (align_corners=True), so it is linear in ``x`` and differentiable in both arguments.
+    ``mode="bicubic"`` (Keys, a = -0.75) keeps fine texture at fractional positions, where the
+    bilinear kernel averages neighbours; it may overshoot the input range.
     """
     _check(x, flow)
     h, w = x.shape[-2:]
@@ -43,7 +47,7 @@ def warp_backward(x: Tensor, flow: Tensor, padding_mode: str = "border") -> Tens
     gy = 2 * pos[:, 1] / max(h - 1, 1) - 1
     grid = torch.stack([gx, gy], dim=-1)
     return F.grid_sample(
-        x, grid.to(x.dtype), mode="bilinear", padding_mode=padding_mode, align_corners=True
+        x, grid.to(x.dtype), mode=mode, padding_mode=padding_mode, align_corners=True
     )
 
 

@@ -1,0 +1,71 @@
+"""The released weights (vfi/weights/release.ckpt): size, config, strict load, and that they
+interpolate a real translated pair better than blending."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, run_cli
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from PIL import Image
+from test_motion_fallback_calibration import translated_pair
+
+from vfi.utils.checkpoint import RELEASE_CHECKPOINT, load_checkpoint, model_from_checkpoint
+
+IGNORED = {"lpips_backbone"}  # a machine path at training time
+
+
+def test_release_is_small_and_claims_the_release_config():
+    assert RELEASE_CHECKPOINT.stat().st_size <= 10 * 2**20
+    ckpt = load_checkpoint(RELEASE_CHECKPOINT)
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=release", "paths.output_dir=/tmp/unused"])
+    expected = OmegaConf.to_container(cfg.model, resolve=True)
+    saved = ckpt["vfi_config"]
+    assert {k: v for k, v in saved["model"].items() if k not in IGNORED} == {
+        k: v for k, v in expected.items() if k not in IGNORED
+    }
+    assert saved["choices"]["experiment"] == "release"
+    assert saved["choices"]["model"] == "warp_posterior" and saved["choices"]["data"] == "mixed"
+    assert "optimizer_states" not in ckpt  # weights only
+    info = json.loads(RELEASE_CHECKPOINT.with_suffix(".json").read_text())
+    assert info["metrics"] == ckpt["metrics"] and info["metrics"]["test/psnr"] > 30
+
+
+def test_release_loads_strictly_and_beats_the_blend():
+    model = model_from_checkpoint(RELEASE_CHECKPOINT)  # load_state_dict is strict
+    assert float(model.uncertainty_scale) != 1.0  # fitted on the validation set
+    i0, i1, middle = translated_pair(10, -6, h=96, w=128)
+    torch.manual_seed(0)
+    mean, std = model.interpolate(i0, i1, 0.5, num_samples=2)
+    inner = (..., slice(12, -12), slice(12, -12))
+    err_model = (mean - middle)[inner].abs().mean()
+    err_blend = ((i0 + i1) / 2 - middle)[inner].abs().mean()
+    assert err_model < 0.5 * err_blend
+    assert std.shape == mean.shape and bool((std > 0).all())
+
+
+@pytest.mark.slow
+def test_eval_and_interpolate_use_the_release_by_default(cli_env, tmp_path):
+    """No ckpt_path and no model=: both entry points run the released weights; per_clip=true
+    adds one row per clip."""
+    i0, i1, _ = translated_pair(10, -6, h=64, w=96)
+    frames = []
+    for name, x in (("a", i0), ("b", i1)):
+        path = tmp_path / f"{name}.png"
+        image = ((x[0] + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+        Image.fromarray(image).save(path)
+        frames.append(str(path))
+    out = tmp_path / "out"
+    out.mkdir()
+    run_cli("vfi.interpolate", f"frames=[{','.join(frames)}]", f"output={out}", env=cli_env)
+    assert (out / "frame_t0.5.png").is_file()
+    args = ("data=clips", "per_clip=true", "num_samples=1", "trainer.limit_test_batches=1")
+    run_cli("vfi.eval", *args, env=cli_env)
+    (run,) = (Path(cli_env["VFI_LOG_DIR"]) / "eval" / "runs").glob("*")
+    results = json.loads((run / "metrics.json").read_text())["results"]
+    assert [r["model"] for r in results] == ["warp_posterior (release.ckpt)"] * 2
+    assert results[1]["data"] == "clips [bigbuckbunny]"  # the first item is its
+    assert results[1]["metrics"]["test/psnr"] == pytest.approx(results[0]["metrics"]["test/psnr"])

