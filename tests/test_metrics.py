@@ -134,3 +134,13 @@ def test_uncertainty_metrics_against_scipy_and_the_gaussian_band():
     # Gaussian errors: P(|z| <= 2) = erf(2 / sqrt(2)) = 0.9545 (4800 values per item)
     assert torch.allclose(scores["coverage2"], torch.tensor(math.erf(2 / math.sqrt(2))), atol=0.01)
     assert bool((scores["ause"] >= 0).all())
+
+
+def test_sparsification_follows_the_errors_device():
+    """The default fractions live on the CPU; the curves follow the error's device (here the
+    meta device, which like CUDA refuses to mix with CPU tensors)."""
+    from vfi.metrics import ause
+
+    error = torch.rand(64, dtype=torch.float64, device="meta")
+    area, curve, oracle = ause(error, error)
+    assert curve.device.type == "meta" and oracle.shape == (100,) and area.device.type == "meta"

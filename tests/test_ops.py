@@ -124,3 +124,20 @@ def test_bicubic_warp_matches_opencv_remap():
     got = warp_backward(x, flow, mode="bicubic")
     assert (got - want)[inner].abs().max() < 1e-4
     assert (warp_backward(x, flow) - want)[inner].abs().max() > 0.05
+
+
+def test_explicit_transpose_is_the_adjoint_of_the_border_warp():
+    """<S x, y> = <x, S^T y> in float64 for flows that leave the frame and cross its borders,
+    and S^T equals autograd's vector-Jacobian product of grid_sample."""
+    from vfi.diffusion.warp_posterior import adjoint
+    from vfi.ops import BackwardWarp, warp_backward_transpose
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 12, 17, generator=g, dtype=torch.float64)
+    y = torch.randn(2, 3, 12, 17, generator=g, dtype=torch.float64)
+    flow = torch.randn(2, 2, 12, 17, generator=g, dtype=torch.float64) * 9  # many outside
+    sx = warp_backward(x, flow)
+    sty = warp_backward_transpose(y, flow)
+    assert abs(float((sx * y).sum() - (x * sty).sum())) < 1e-10 * float((sx * y).abs().sum())
+    via_autograd = adjoint(lambda v: warp_backward(v, flow), y)
+    torch.testing.assert_close(adjoint(BackwardWarp(flow), y), via_autograd, rtol=0, atol=1e-12)

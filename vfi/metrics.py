@@ -135,7 +135,9 @@ SPARSIFICATION_FRACTIONS = torch.linspace(0, 0.99, 100)
 
 def sparsification_curve(error: Tensor, order_by: Tensor, fractions: Tensor) -> Tensor:
     """Mean ``error`` [N] of the pixels left after removing the floor(f N) pixels with the
-    largest ``order_by`` [N], for each fraction f of ``fractions`` [F]. Returns [F]."""
+    largest ``order_by`` [N], for each fraction f of ``fractions`` [F] (on any device).
+    Returns [F] on ``error``'s device."""
+    fractions = fractions.to(error)
     ranked = error[torch.argsort(order_by, descending=True, stable=True)]
     n = ranked.numel()
     tail_sums = ranked.flip(0).cumsum(0).flip(0)  # tail_sums[r] = sum of ranked[r:]

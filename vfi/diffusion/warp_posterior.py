@@ -31,9 +31,15 @@ def transition_coefficients(
 
 
 def adjoint(op: LinearOp, v: Tensor) -> Tensor:
-    """S^T v for a linear operator S, as the vector-Jacobian product of S at zero.
+    """S^T v for a linear operator S: ``op.transpose(v)`` when the operator carries its
+    transpose (e.g. :class:`vfi.ops.BackwardWarp`), otherwise the vector-Jacobian product of
+    S at zero.
 
-    Differentiable in S's parameters (e.g. flows) when grad mode is on."""
+    Differentiable in S's parameters (e.g. flows) when grad mode is on; the autograd route
+    needs S's double backward (which CUDA's ``grid_sample`` lacks)."""
+    transpose = getattr(op, "transpose", None)
+    if transpose is not None:
+        return transpose(v)
     u = torch.zeros_like(v, requires_grad=True)
     with torch.enable_grad():
         out = op(u)
@@ -107,9 +113,9 @@ def posterior(
 
     H = rho^2 S^T S / gamma + I / beta_{k-1}
     mean = mu_{k-1} + H^{-1} rho S^T (x_k - mu_k) / gamma
-    mode="exact": solve with H by conjugate gradients (var is None; iterations and residual go
-    into ``stats``). mode="diagonal": S^T S is replaced by its diagonal D (``gram_diag``, or
-    computed exactly by probing), giving per pixel
+    mode="exact": solve with H by conjugate gradients, in at least float32 with autocast off
+    (var is None; iterations and residual go into ``stats``). mode="diagonal": S^T S is
+    replaced by its diagonal D (``gram_diag``, or computed exactly by probing), giving per pixel
     var = beta gamma / (rho^2 D beta + gamma), mean = mu_{k-1} + rho beta S^T(x_k - mu_k) / (...).
     rho, gamma, beta_prev are floats or tensors broadcasting against x_k (e.g. [B, 1, 1, 1],
     one step per item). Degenerate steps: beta_{k-1} = 0 gives (mu_{k-1}, 0); rho = gamma = 0
@@ -117,9 +123,8 @@ def posterior(
     """
     if mode not in ("exact", "diagonal"):
         raise ValueError(f"mode must be 'exact' or 'diagonal', got {mode!r}")
-    rho, gamma, beta = (
-        torch.as_tensor(c, dtype=x_k.dtype, device=x_k.device) for c in (rho, gamma, beta_prev)
-    )
+    given = (rho, gamma, beta_prev)
+    rho, gamma, beta = (torch.as_tensor(c, dtype=x_k.dtype, device=x_k.device) for c in given)
     if bool(((gamma == 0) & (rho != 0)).any()):
         raise ValueError("gamma = 0 with rho != 0 is not a bridge step")
     pinned = beta == 0
@@ -130,8 +135,8 @@ def posterior(
     # Safe stand-ins where a step is degenerate: gamma = 1 with rho = 0 leaves the prior.
     gamma = torch.where(gamma == 0, torch.ones_like(gamma), gamma)
     beta_safe = torch.where(pinned, torch.ones_like(beta), beta)
-    innovation = adjoint(warp, x_k - mu_k)
     if mode == "diagonal":
+        innovation = adjoint(warp, x_k - mu_k)
         d = gram_diagonal(warp, x_k) if gram_diag is None else gram_diag
         var, denom = diagonal_variance(d, rho, gamma, beta_safe)
         mean = mu_prev + rho * beta_safe * innovation / denom
@@ -139,13 +144,21 @@ def posterior(
             return torch.where(pinned, mu_prev, mean), torch.where(pinned, 0.0, var)
         return mean, var
 
+    # The solve runs in at least float32 with autocast off, whatever the inputs' precision.
+    work = torch.promote_types(x_k.dtype, torch.float32)
+    rho, gamma, beta = (torch.as_tensor(c, dtype=work, device=x_k.device) for c in given)
+    gamma = torch.where(gamma == 0, torch.ones_like(gamma), gamma)
+    beta_safe = torch.where(beta == 0, torch.ones_like(beta), beta)
+
     def apply_h(v: Tensor) -> Tensor:
         return rho**2 * adjoint(warp, warp(v)) / gamma + v / beta_safe
 
-    delta, iters, residual = conjugate_gradient(apply_h, rho * innovation / gamma, tol, max_iter)
+    with torch.autocast(x_k.device.type, enabled=False):
+        rhs = rho * adjoint(warp, x_k.to(work) - mu_k.to(work)) / gamma
+        delta, iters, residual = conjugate_gradient(apply_h, rhs, tol, max_iter)
     if stats is not None:
         stats.update(iterations=iters, residual=residual)
-    return torch.where(pinned, mu_prev, mu_prev + delta), None
+    return torch.where(pinned, mu_prev, mu_prev + delta.to(mu_prev.dtype)), None
 
 
 def time_grid(num_steps: int, targets: list[float] | tuple[float, ...] = ()) -> Tensor:

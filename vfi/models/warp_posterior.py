@@ -5,7 +5,6 @@ residual (see :mod:`vfi.diffusion.warp_posterior` for the maths)."""
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -13,7 +12,13 @@ from torch import Tensor, nn
 from vfi.diffusion import warp_posterior as wp
 from vfi.errors import VFIError
 from vfi.models.base import TrainableInterpolator, check_tau, sample_statistics
-from vfi.ops import intermediate_flows, pad_to_multiple, warp_backward, warp_gram_diagonal
+from vfi.ops import (
+    BackwardWarp,
+    intermediate_flows,
+    pad_to_multiple,
+    warp_backward,
+    warp_gram_diagonal,
+)
 from vfi.ops.fusion import fuse, mixture_variance, motion_confidence
 
 
@@ -155,7 +160,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
             x_k,
             prev["mu"],
             cur["mu"],
-            partial(warp_backward, flow=flow),
+            BackwardWarp(flow),
             rho,
             gamma,
             beta_prev,
@@ -274,7 +279,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
             i1.repeat(num_samples, 1, 1, 1),
             times,
             prior_mean=lambda k: terms(k)["mu"],
-            one_step_warp=lambda k: partial(warp_backward, flow=terms(k)["step"]),
+            one_step_warp=lambda k: BackwardWarp(terms(k)["step"]),
             kappa=self.kappa,
             mode=self.posterior_mode,
             gram_diag=lambda k: terms(k)["gram"],

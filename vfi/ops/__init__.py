@@ -1,19 +1,23 @@
 """Differentiable warping, splatting and padding operators (plain torch, CPU and GPU)."""
 
 from vfi.ops.warp import (
+    BackwardWarp,
     intermediate_flows,
     pad_to_multiple,
     softmax_splat,
     splat_sum,
     warp_backward,
+    warp_backward_transpose,
     warp_gram_diagonal,
 )
 
 __all__ = [
+    "BackwardWarp",
     "intermediate_flows",
     "pad_to_multiple",
     "softmax_splat",
     "splat_sum",
     "warp_backward",
+    "warp_backward_transpose",
     "warp_gram_diagonal",
 ]

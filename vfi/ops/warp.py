@@ -85,13 +85,45 @@ def splat_sum(x: Tensor, flow: Tensor) -> Tensor:
     return _splat_at(x, _base_grid(flow) + flow)
 
 
+def _clamped_positions(flow: Tensor) -> Tensor:
+    """Sample positions p + flow[p] [B, 2, H, W] clamped to the frame, as border padding
+    does."""
+    h, w = flow.shape[-2:]
+    pos = _base_grid(flow) + flow
+    return torch.stack([pos[:, 0].clamp(0, w - 1), pos[:, 1].clamp(0, h - 1)], dim=1)
+
+
+def warp_backward_transpose(y: Tensor, flow: Tensor) -> Tensor:
+    """S^T y for S = ``warp_backward(., flow)`` (bilinear, border padding), exactly: every
+    output pixel p hands y[p] back to the four input pixels around its clamped sample position
+    with the same bilinear weights. y: [B, C, H, W]; flow: [B, 2, H, W].
+
+    Built from ``scatter_add`` only, so it is differentiable twice in y and flow on every
+    device (CUDA has no double backward of ``grid_sample``, which an autograd adjoint needs).
+    """
+    _check(y, flow)
+    return _splat_at(y, _clamped_positions(flow))
+
+
+class BackwardWarp:
+    """The linear operator S = ``warp_backward(., flow)`` (bilinear, border padding) with its
+    exact transpose (:func:`warp_backward_transpose`): ``S(x)``, ``S.transpose(y)``."""
+
+    def __init__(self, flow: Tensor):
+        self.flow = flow
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return warp_backward(x, self.flow)
+
+    def transpose(self, y: Tensor) -> Tensor:
+        return warp_backward_transpose(y, self.flow)
+
+
 def warp_gram_diagonal(flow: Tensor) -> Tensor:
     """diag(S^T S) [B, 1, H, W] of S = ``warp_backward(., flow)`` (border padding):
     D_q = sum_p w_pq^2 over the bilinear weights w_pq of output pixel p on input pixel q."""
     h, w = flow.shape[-2:]
-    pos = _base_grid(flow) + flow
-    pos = torch.stack([pos[:, 0].clamp(0, w - 1), pos[:, 1].clamp(0, h - 1)], dim=1)
-    return _splat_at(flow.new_ones(flow.shape[0], 1, h, w), pos, power=2)
+    return _splat_at(flow.new_ones(flow.shape[0], 1, h, w), _clamped_positions(flow), power=2)
 
 
 def softmax_splat(x: Tensor, flow: Tensor, metric: Tensor, eps: float = 1e-7) -> Tensor:
