@@ -123,15 +123,18 @@ def posterior(
     """
     if mode not in ("exact", "diagonal"):
         raise ValueError(f"mode must be 'exact' or 'diagonal', got {mode!r}")
-    given = (rho, gamma, beta_prev)
-    rho, gamma, beta = (torch.as_tensor(c, dtype=x_k.dtype, device=x_k.device) for c in given)
+    # Coefficients, and the exact solve, in at least float32 whatever the inputs' precision.
+    work = torch.promote_types(x_k.dtype, torch.float32)
+    rho, gamma, beta = (
+        torch.as_tensor(c, dtype=work, device=x_k.device) for c in (rho, gamma, beta_prev)
+    )
     if bool(((gamma == 0) & (rho != 0)).any()):
         raise ValueError("gamma = 0 with rho != 0 is not a bridge step")
     pinned = beta == 0
     if bool(pinned.all()):
         return mu_prev, torch.zeros_like(mu_prev)
     if bool((gamma == 0).all()):
-        return mu_prev, beta.expand_as(mu_prev).clone()
+        return mu_prev, beta.expand_as(mu_prev).to(mu_prev.dtype)
     # Safe stand-ins where a step is degenerate: gamma = 1 with rho = 0 leaves the prior.
     gamma = torch.where(gamma == 0, torch.ones_like(gamma), gamma)
     beta_safe = torch.where(pinned, torch.ones_like(beta), beta)
@@ -139,16 +142,11 @@ def posterior(
         innovation = adjoint(warp, x_k - mu_k)
         d = gram_diagonal(warp, x_k) if gram_diag is None else gram_diag
         var, denom = diagonal_variance(d, rho, gamma, beta_safe)
-        mean = mu_prev + rho * beta_safe * innovation / denom
+        mean = (mu_prev + rho * beta_safe * innovation / denom).to(mu_prev.dtype)
+        var = var.to(mu_prev.dtype)
         if bool(pinned.any()):
             return torch.where(pinned, mu_prev, mean), torch.where(pinned, 0.0, var)
         return mean, var
-
-    # The solve runs in at least float32 with autocast off, whatever the inputs' precision.
-    work = torch.promote_types(x_k.dtype, torch.float32)
-    rho, gamma, beta = (torch.as_tensor(c, dtype=work, device=x_k.device) for c in given)
-    gamma = torch.where(gamma == 0, torch.ones_like(gamma), gamma)
-    beta_safe = torch.where(beta == 0, torch.ones_like(beta), beta)
 
     def apply_h(v: Tensor) -> Tensor:
         return rho**2 * adjoint(warp, warp(v)) / gamma + v / beta_safe

@@ -162,12 +162,12 @@ class InterpolatorModule(L.LightningModule):
         i0, i1 = batch["I0"], batch["I1"]
         if batch["gt"].shape[1] > 1:  # one time grid for the whole batch
             times = [float(t) for t in batch["taus"][0]]
-            outs = self.interpolate_times(i0, i1, times, samples)
-            outs = replace_at_cuts(outs, i0, i1, times, self.cut_mask(i0, i1))
+            outs, taus = self.interpolate_times(i0, i1, times, samples), times
         else:
-            outs = [self.interpolate(i0, i1, batch["taus"][:, 0], samples)]
-            outs = replace_at_cuts(outs, i0, i1, [batch["taus"][:, 0]], self.cut_mask(i0, i1))
+            taus = [batch["taus"][:, 0]]  # one time per item
+            outs = [self.interpolate(i0, i1, taus[0], samples)]
             times = [float(batch["taus"][0, 0])]
+        outs = replace_at_cuts(outs, i0, i1, taus, self.cut_mask(i0, i1))
         seconds = time.perf_counter() - start
         if stage == "val":
             self.collect_calibration(outs, batch["gt"])
