@@ -22,7 +22,7 @@ train: install
 	$(PY) -m vfi.train $(ARGS)
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 bench: install
 	$(PY) -m vfi.bench $(ARGS)

@@ -1,3 +1,4 @@
+import importlib
 import os
 import subprocess
 import sys
@@ -37,3 +38,64 @@ def run_cli(module: str, *args: str, env: dict, timeout: int = 600, check: bool 
             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
     return proc
+
+
+# python -m <module> runs <function> of that module on the <config> config
+TASKS = {
+    "vfi.train": ("train", "train"),
+    "vfi.eval": ("eval", "evaluate"),
+    "vfi.interpolate": ("interpolate", "interpolate"),
+}
+
+
+@pytest.fixture
+def task_env(cli_env, monkeypatch):
+    """cli_env applied to this process, for entry-point tasks run in-process."""
+    for key in ("VFI_LOG_DIR", "VFI_LPIPS_BACKBONE"):
+        monkeypatch.setenv(key, cli_env[key])
+    return cli_env
+
+
+def compose_task(config_name: str, overrides: list[str], output_dir: Path):
+    """The config ``python -m vfi.<task> overrides`` would run with, for calling the task
+    in-process: the Hydra runtime (choices) is set and the run writes into output_dir."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            config_name,
+            overrides=[*overrides, f"paths.output_dir={output_dir}"],
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def run_task(module: str, overrides: list[str], output_dir: Path):
+    """``python -m module overrides`` in-process (the same choice check, config and task)."""
+    from vfi.utils.run import check_group_choices
+
+    config_name, function = TASKS[module]
+    check_group_choices(list(overrides), module)
+    cfg = compose_task(config_name, overrides, output_dir)
+    return getattr(importlib.import_module(module), function)(cfg)
+
+
+def task_error(module: str, overrides: list[str], output_dir: Path, capsys) -> str:
+    """Run the task in-process expecting a refusal: exit 2 and one line on stderr (returned)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_task(module, overrides, output_dir)
+    assert stop.value.code == 2
+    return one_line(capsys.readouterr().err)
+
+
+def one_line(stderr: str) -> str:
+    """The only non-blank line of stderr (no traceback)."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]

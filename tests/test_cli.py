@@ -11,7 +11,7 @@ from pathlib import Path
 import fabricate
 import pytest
 import torch
-from conftest import REPO, run_cli
+from conftest import REPO, one_line, run_cli, run_task, task_error
 
 pytestmark = pytest.mark.slow
 # 32 px training items; validation and test on 64 px centre crops of the clips
@@ -28,21 +28,25 @@ TINY = ["model=resshift", *TINY_DATA]
 
 def _one_line_error(proc, *needles):
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
+    line = one_line(proc.stderr)
+    assert "Traceback" not in proc.stdout
     for needle in needles:
-        assert needle in lines[0], lines[0]
+        assert needle in line, line
 
 
 def _runs(env, task="train"):
     return sorted((Path(env["VFI_LOG_DIR"]) / task).glob("runs/*"))
 
 
+def test_bad_input_gets_one_line_from_the_command_line(cli_env):
+    """The real process: exit status 2, one line on stderr."""
+    proc = run_cli("vfi.train", "model=resshfit", env=cli_env, check=False)
+    _one_line_error(proc, "unknown model 'resshfit'", "resshift", "blend")
+
+
 @pytest.mark.parametrize(
     "module,args,needles",
     [
-        ("vfi.train", ["model=resshfit"], ["unknown model 'resshfit'", "resshift", "blend"]),
         ("vfi.train", ["data=atd99"], ["unknown data 'atd99'", "flying", "clips"]),
         ("vfi.eval", ["model=blend,nope", "data=clips"], ["unknown model 'nope'"]),
         (
@@ -57,10 +61,18 @@ def _runs(env, task="train"):
             ["tau_range must lie inside (0, 1)", "1.5"],
         ),
         ("vfi.eval", ["model=blend"], ["no test data"]),
+        (
+            "vfi.train",
+            ["model=warp_posterior", "model.kappa=0", "trainer=debug", "data=flying"],
+            ["model.kappa must be positive, got 0"],
+        ),
+        ("vfi.eval", ["model=blend", "data=atd12k"], ["missing value for data.root: give"]),
     ],
 )
-def test_bad_input_gets_one_line(cli_env, module, args, needles):
-    _one_line_error(run_cli(module, *args, env=cli_env, check=False), *needles)
+def test_bad_input_gets_one_line(task_env, tmp_path, capsys, module, args, needles):
+    """The entry points' tasks in-process: exit 2 with one line naming the value."""
+    line = task_error(module, args, tmp_path / "run", capsys)
+    assert all(needle in line for needle in needles), line
 
 
 def test_runs_started_together_get_their_own_folders(cli_env):
@@ -78,13 +90,22 @@ def test_runs_started_together_get_their_own_folders(cli_env):
     assert len(runs) == 2 and all((r / ".hydra" / "config.yaml").is_file() for r in runs)
 
 
-def test_undecodable_video_cli(cli_env, tmp_path):
+def test_too_few_training_items_is_one_line(task_env, tmp_path, capsys):
+    """A folder with fewer triplets than one batch: refused before fitting (Lightning would
+    stop with no training batch and the run would test untrained weights)."""
+    root = fabricate.frames(tmp_path / "tiny", counts=(5,))
+    args = ["model=resshift", "data=frames", f"data.root={root}", "data.batch_size=8"]
+    line = task_error("vfi.train", args, tmp_path / "run", capsys)
+    assert "training items, fewer than one batch (data.batch_size=8)" in line
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_undecodable_video_is_one_line(task_env, tmp_path, capsys):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video at all" * 50)
-    proc = run_cli(
-        "vfi.eval", "model=blend", "data=video", f"data.root={bad}", env=cli_env, check=False
-    )
-    _one_line_error(proc, "cannot decode video file", str(bad))
+    args = ["model=blend", "data=video", f"data.root={bad}"]
+    line = task_error("vfi.eval", args, tmp_path / "run", capsys)
+    assert "cannot decode video file" in line and str(bad) in line
 
 
 CROP = "data.train.augment.crop=[16,16]"
@@ -100,17 +121,17 @@ LAYOUTS = {
 
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
-def test_fast_dev_run_on_each_layout(cli_env, tmp_path, name):
+def test_fast_dev_run_on_each_layout(task_env, tmp_path, capsys, name):
     """model=resshift trains a step, validates and tests on every fabricated benchmark tree
-    (37x50 frames: the model pads odd sizes)."""
+    (37x50 frames: the model pads odd sizes); vfi.train in-process, without a logger."""
     make, overrides = LAYOUTS[name]
     root = make(tmp_path / name)
-    proc = run_cli(
-        "vfi.train", "model=resshift", f"data={name}", f"data.root={root}",
-        "trainer.fast_dev_run=true", "data.batch_size=2", "data.num_workers=0", *overrides,
-        env=cli_env,
-    )  # fmt: skip
-    assert "test/psnr" in proc.stdout
+    args = [
+        "model=resshift", f"data={name}", f"data.root={root}", "trainer.fast_dev_run=true",
+        "data.batch_size=2", "data.num_workers=0", "logger=none", *overrides,
+    ]  # fmt: skip
+    metrics = run_task("vfi.train", args, tmp_path / "run")
+    assert "test/psnr" in capsys.readouterr().out and metrics["test/psnr"] > 0
 
 
 def test_data_bench_prints_items_per_second(cli_env, tmp_path):
@@ -121,11 +142,6 @@ def test_data_bench_prints_items_per_second(cli_env, tmp_path):
     )  # fmt: skip
     rows = [line for line in proc.stdout.splitlines() if "│" in line]
     assert "items/s" in proc.stdout and any(line.split("│")[1].strip() == "2" for line in rows)
-
-
-def test_missing_data_root_is_one_line(cli_env):
-    proc = run_cli("vfi.eval", "model=blend", "data=atd12k", env=cli_env, check=False)
-    _one_line_error(proc, "missing value for data.root: give data.root=...")
 
 
 def test_debug_run_then_eval(cli_env):
@@ -147,8 +163,9 @@ def test_debug_run_then_eval(cli_env):
 
 
 def test_multirun_sweep_writes_separate_folders(cli_env):
-    """Two jobs, two folders; with logger=wandb each job finishes its own run (its exit is
-    recorded) and both runs share the sweep's group."""
+    """Two jobs, two folders; with logger=wandb (offline: no API key) each job finishes its own
+    run (its exit is recorded), both runs share the sweep's group, and a job's run file holds
+    the metrics, the panel image and the per-item test table."""
     run_cli(
         "vfi.train", "-m", "trainer=debug", "model.lr=1e-4,2e-4", "logger=wandb", *TINY,
         env=cli_env,
@@ -166,8 +183,27 @@ def test_multirun_sweep_writes_separate_folders(cli_env):
         records = read_wandb_records(wandb_file)
         assert any(r.WhichOneof("record_type") == "exit" for r in records)
         groups.update(r.run.run_group for r in records if r.WhichOneof("record_type") == "run")
+        check_wandb_history(wandb_file.parent, records)
     assert lrs == [1e-4, 2e-4]
     assert groups == {sweep.name}
+
+
+def check_wandb_history(offline: Path, records: list) -> None:
+    """Metrics, the validation panel, the test report and the per-item test table."""
+    history = {}
+    for record in records:
+        if record.WhichOneof("record_type") == "history":
+            for item in record.history.item:
+                key = item.key or "/".join(item.nested_key)
+                history.setdefault(key, []).append(json.loads(item.value_json))
+    assert all(isinstance(v, float) for v in history["val/psnr"]) and history["test/psnr"]
+    assert history["val/panel/_type"][0] == "images/separated"
+    (panel,) = history["val/panel/filenames"][0]
+    assert (offline / "files" / panel).stat().st_size > 1000
+    assert history["test/items/_type"][0] == "table-file"
+    assert history["test/report/_type"][0] == "images/separated"  # bars and sparsification
+    table = json.loads((offline / "files" / history["test/items/path"][0]).read_text())
+    assert {"id", "panel", "psnr", "lpips"} <= set(table["columns"]) and table["data"]
 
 
 def test_ddp_sim_fast_dev_run(cli_env):
@@ -201,31 +237,6 @@ def read_wandb_records(path: Path) -> list:
             record.ParseFromString(pending)
             records.append(record)
     return records
-
-
-def test_wandb_offline_logs_metrics_images_and_tables(cli_env):
-    """W&B in offline mode (no API key): read the run file back and find the metrics, the
-    panel image and the per-item test table; the run was finished (its exit recorded)."""
-    run_cli("vfi.train", "trainer=debug", "logger=wandb", *TINY, env=cli_env)
-    (run,) = _runs(cli_env)
-    (offline,) = (run / "wandb").glob("offline-run-*")
-    (wandb_file,) = offline.glob("*.wandb")
-    records = read_wandb_records(wandb_file)
-    history = {}
-    for record in records:
-        if record.WhichOneof("record_type") == "history":
-            for item in record.history.item:
-                key = item.key or "/".join(item.nested_key)
-                history.setdefault(key, []).append(json.loads(item.value_json))
-    assert all(isinstance(v, float) for v in history["val/psnr"]) and history["test/psnr"]
-    assert history["val/panel/_type"][0] == "images/separated"
-    (panel,) = history["val/panel/filenames"][0]
-    assert (offline / "files" / panel).stat().st_size > 1000
-    assert history["test/items/_type"][0] == "table-file"
-    assert history["test/report/_type"][0] == "images/separated"  # bars and sparsification
-    table = json.loads((offline / "files" / history["test/items/path"][0]).read_text())
-    assert {"id", "panel", "psnr", "lpips"} <= set(table["columns"]) and table["data"]
-    assert any(r.WhichOneof("record_type") == "exit" for r in records)
 
 
 def test_killed_run_resumes_at_same_step(cli_env):

@@ -121,3 +121,35 @@ def test_flying_static_background():
     default = FlyingDataset(size=(32, 32), seed=5)
     same = [torch.equal(half[i]["I1"], default[i]["I1"]) for i in range(20)]
     assert 3 <= sum(same) <= 17
+
+
+def test_read_image_scales_16_bit_grey_and_converts_other_modes(tmp_path):
+    """16-bit grey is scaled to 8 bits (Pillow's own RGB conversion clips it to white);
+    palette and RGBA images give their RGB colours; float images are refused."""
+    import numpy as np
+    from PIL import Image
+
+    from vfi.data.items import read_image
+
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 65536, (6, 7), dtype=np.uint16)
+    wide[0, :3] = (0, 128, 65535)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    got = read_image(tmp_path / "wide.png").numpy()
+    expected = np.rint(wide / 257.0).astype(np.uint8)
+    assert (got == expected[None].repeat(3, 0)).all() and got[0, 0, :3].tolist() == [0, 0, 255]
+
+    palette = rng.integers(0, 256, (256, 3), dtype=np.uint8)
+    index = rng.integers(0, 256, (6, 7), dtype=np.uint8)
+    image = Image.fromarray(index, mode="P")
+    image.putpalette(palette.flatten().tolist())
+    image.save(tmp_path / "palette.png")
+    assert (read_image(tmp_path / "palette.png").numpy() == palette[index].transpose(2, 0, 1)).all()
+
+    rgba = rng.integers(0, 256, (6, 7, 4), dtype=np.uint8)
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
+    assert (read_image(tmp_path / "rgba.png").numpy() == rgba[..., :3].transpose(2, 0, 1)).all()
+
+    Image.fromarray(rng.random((6, 7), dtype=np.float32), mode="F").save(tmp_path / "float.tiff")
+    with pytest.raises(VFIError, match="float.tiff: floating-point image"):
+        read_image(tmp_path / "float.tiff")

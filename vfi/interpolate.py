@@ -44,8 +44,11 @@ def check_times(times) -> list[float]:
     return values
 
 
-def check_output(path: Path) -> Path:
-    """``path`` after checking its folder exists and is writable."""
+def check_output(path: Path, source: Path | None = None) -> Path:
+    """``path`` after checking its folder exists and is writable and that it is not the
+    ``source`` file (symbolic links followed)."""
+    if source is not None and path.resolve() == source.resolve():
+        raise VFIError(f"output {path} is the input video {source}: give another output=")
     folder = path.parent
     if not folder.is_dir():
         raise VFIError(f"cannot write output {path}: folder {folder} does not exist")
@@ -133,13 +136,16 @@ def interpolate_video(cfg: DictConfig, engine: Interpolator, out_dir: Path) -> l
     factor = cfg.factor
     if not isinstance(factor, int) or factor < 2:
         raise VFIError(f"factor must be an integer of at least 2, got {factor!r}")
+    if not isinstance(cfg.crf, int) or not 0 <= cfg.crf <= 51:
+        raise VFIError(f"crf must be an integer from 0 to 51 (H.264 quality), got {cfg.crf!r}")
     source = Path(cfg.input)
     with open_video(source) as container:
         stream = container.streams.video[0]
         output = Path(cfg.output) if cfg.output else out_dir / f"{source.stem}_x{factor}.mp4"
-        outputs = [check_output(output)]
+        outputs = [output]
         if cfg.uncertainty:
             outputs.append(output.with_name(f"{output.stem}_std{output.suffix}"))
+        outputs = [check_output(path, source) for path in outputs]
         frames = track(
             container.decode(stream),
             total=stream.frames or None,
@@ -175,6 +181,8 @@ def write_slow_motion(frames, engine, factor: int, outputs: list[Path], rate, cr
             previous = frame
         if previous is None:
             raise VFIError(f"cannot decode video file {source}: it holds no frames")
+        if writers[0].count == 1:
+            raise VFIError(f"{source} holds a single frame: slow motion needs at least two")
         for writer in writers:
             writer.close()
     except BaseException:
@@ -210,6 +218,8 @@ def interpolate_pair(cfg: DictConfig, engine: Interpolator, out_dir: Path) -> li
 def interpolate(cfg: DictConfig) -> list[Path]:
     if (cfg.input is None) == (cfg.frames is None):
         raise VFIError("give either input=<video> (video mode) or frames=[a.png,b.png] (pair mode)")
+    if not isinstance(cfg.num_samples, int) or cfg.num_samples < 1:
+        raise VFIError(f"num_samples must be an integer of at least 1, got {cfg.num_samples!r}")
     ckpt_path = checkpoint_or_release(
         cfg.ckpt_path, cfg.get("model") is not None, Path(cfg.paths.log_dir) / "train"
     )

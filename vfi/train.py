@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from vfi.utils.checkpoint import export_checkpoint, load_checkpoint, resolve_checkpoint
@@ -34,8 +35,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "data": OmegaConf.to_container(cfg.data, resolve=True),
         "choices": {k: v for k, v in choices.items() if "hydra" not in k},
     }
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
     loggers = instantiate_loggers(cfg.logger)
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    if not loggers:  # logger=none: the learning-rate monitor has nowhere to write
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         return fit_and_test(cfg, trainer, model, datamodule, ckpt_path, choices)

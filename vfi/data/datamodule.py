@@ -115,6 +115,13 @@ class VFIDataModule(L.LightningDataModule):
                 self.datasets[split] = (InterleavedDataset if streamed else ConcatDataset)(parts)
             else:
                 self.datasets[split] = factory()
+        train = self.datasets.get("train")
+        if stage in ("fit", None) and train is not None and len(train) < self.batch_size:
+            raise VFIError(
+                f"{len(train)} training items, fewer than one batch "
+                f"(data.batch_size={self.batch_size}): training would never take a step; "
+                "give more data or a smaller data.batch_size"
+            )
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]

