@@ -22,7 +22,7 @@ train: install
 	$(PY) -m vfi.train $(ARGS)
 
 test: install
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 bench: install
 	$(PY) -m vfi.bench $(ARGS)

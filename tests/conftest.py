@@ -77,10 +77,10 @@ def compose_task(config_name: str, overrides: list[str], output_dir: Path):
 
 def run_task(module: str, overrides: list[str], output_dir: Path):
     """``python -m module overrides`` in-process (the same choice check, config and task)."""
-    from vfi.utils.run import check_group_choices
+    from vfi.utils.run import check_command_line
 
     config_name, function = TASKS[module]
-    check_group_choices(list(overrides), module)
+    check_command_line(list(overrides), config_name, module)
     cfg = compose_task(config_name, overrides, output_dir)
     return getattr(importlib.import_module(module), function)(cfg)
 

@@ -66,6 +66,19 @@ def test_bad_input_gets_one_line_from_the_command_line(cli_env):
             ["model=warp_posterior", "model.kappa=0", "trainer=debug", "data=flying"],
             ["model.kappa must be positive, got 0"],
         ),
+        ("vfi.train", ["trainer.max_step=5"], ["Could not override 'trainer.max_step'"]),
+        ("vfi.eval", ["data.train.size=[32,32"], ["no viable alternative at input '[32,32'"]),
+        ("vfi.interpolate", ["times=0.25,0.5"], ["Ambiguous value", "key=[value1,value2]"]),
+        (
+            "vfi.train",
+            ["trainer=debug", "data=flying", "trainer.max_steps=abc"],
+            ["Error in call to target 'lightning.pytorch.trainer.trainer.Trainer'", "HYDRA_FULL"],
+        ),
+        (
+            "vfi.eval",
+            ["model=blend", "data=atd12k", f"data.root={REPO / 'README.md'}"],
+            ["is a file"],
+        ),
         ("vfi.eval", ["model=blend", "data=atd12k"], ["missing value for data.root: give"]),
     ],
 )
@@ -98,6 +111,13 @@ def test_too_few_training_items_is_one_line(task_env, tmp_path, capsys):
     line = task_error("vfi.train", args, tmp_path / "run", capsys)
     assert "training items, fewer than one batch (data.batch_size=8)" in line
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_validation_taking_every_atd_clip_is_one_line(task_env, tmp_path, capsys):
+    root = fabricate.atd12k(tmp_path / "atd")
+    args = ["model=resshift", "data=atd12k", f"data.root={root}", "data.val_size=1000"]
+    line = task_error("vfi.train", args, tmp_path / "run", capsys)
+    assert "validation split (data.val_size=1000) takes every clip" in line
 
 
 def test_undecodable_video_is_one_line(task_env, tmp_path, capsys):

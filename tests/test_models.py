@@ -88,11 +88,20 @@ def test_training_step_learns_a_fixed_batch():
     assert losses[-1] < 0.7 * losses[0]
 
 
-def test_softmax_splat_prior_runs():
+def test_softmax_splat_prior_moves_a_translation_halfway(monkeypatch):
+    """I1 is I0 moved 2 px right; with the true flows (F_0->1 = +2, F_1->0 = -2 in x) both
+    splatted frames at tau = 1/2 are I0 moved 1 px, and so is the prior mean y."""
     model = build("model.warp=softmax_splat")
-    i0 = torch.rand(1, 3, 32, 32)
-    out = model.prior(i0, i0, torch.tensor([0.5]))
-    assert torch.allclose(out["y"], i0, atol=1e-4)
+    i0 = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    i1 = i0.roll(2, dims=-1)
+    flow = torch.zeros(1, 2, 32, 32)
+    flow[:, 0] = 2.0
+    monkeypatch.setattr(model.flow_net, "forward", lambda a, b: (flow, -flow))
+    with torch.no_grad():
+        out = model.prior(i0, i1, torch.tensor([0.5]))
+    inner = (..., slice(3, -3))
+    for name in ("w0", "w1", "y"):
+        torch.testing.assert_close(out[name][inner], i0.roll(1, dims=-1)[inner], atol=1e-4, rtol=0)
 
 
 def test_ifd_tau_estimate_matches_formula(model, monkeypatch):

@@ -192,8 +192,8 @@ def write_slow_motion(frames, engine, factor: int, outputs: list[Path], rate, cr
 
 
 def interpolate_pair(cfg: DictConfig, engine: Interpolator, out_dir: Path) -> list[Path]:
-    if len(cfg.frames) != 2:
-        raise VFIError(f"frames must name two images, got {len(cfg.frames)}")
+    if isinstance(cfg.frames, str) or len(cfg.frames) != 2:
+        raise VFIError(f"frames must list two images (frames=[a.png,b.png]), got {cfg.frames}")
     times = check_times(cfg.times if cfg.times is not None else [0.5])
     i0, i1 = (read_image(p) for p in cfg.frames)
     if i0.shape != i1.shape:

@@ -21,17 +21,16 @@ ATD_LEVELS = ("easy", "medium", "hard")
 SNU_DIFFICULTIES = ("easy", "medium", "hard", "extreme")
 
 
+def _folder(path: Path, name: str, layout: str, kind: str = "folder") -> Path:
+    """``path`` when it is a folder; else one line saying it is missing or a file."""
+    if not path.is_dir():
+        state = "is a file, not a folder" if path.exists() else "not found"
+        raise VFIError(f"{name}: {kind} {path} {state}; expected {layout}")
+    return path
+
+
 def _root(root: str | Path, name: str, layout: str) -> Path:
-    path = Path(root)
-    if not path.is_dir():
-        raise VFIError(f"{name}: root {path} not found; expected {layout}")
-    return path
-
-
-def _folder(path: Path, name: str, layout: str) -> Path:
-    if not path.is_dir():
-        raise VFIError(f"{name}: folder {path} not found; expected {layout}")
-    return path
+    return _folder(Path(root), name, layout, "root")
 
 
 def _frame(folder: Path, stem: str) -> Path:
@@ -118,6 +117,11 @@ def atd12k(root: str, split: str = "train", val_size: int = 200, **kwargs) -> Im
     if split != "test":
         val_shots = atd_validation_shots(clips, val_size)
         clips = [c for c in clips if (atd_shot(c) in val_shots) == (split == "val")]
+        if split == "train" and not clips and val_shots:
+            raise VFIError(
+                f"atd12k: the validation split (data.val_size={val_size}) takes every clip of "
+                f"{folder}; give a smaller data.val_size"
+            )
     notes = base / "test_2k_annotations"
     notes = notes if split == "test" and notes.is_dir() else None
     records = []

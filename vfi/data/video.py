@@ -35,6 +35,8 @@ def open_video(path: str | Path) -> Iterator[av.container.InputContainer]:
     """A video file opened with PyAV; a missing file, a file without a video stream and any
     FFmpeg error inside the block become one-line :class:`VFIError` naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise VFIError(f"{path} is a folder: expected a video file")
     if not path.is_file():
         raise VFIError(f"video file not found: {path}")
     try:

@@ -61,6 +61,28 @@ def check_group_choices(args: list[str], prog: str) -> None:
                 fail(prog, f"unknown {group} {value!r} (expected one of: {', '.join(options)})")
 
 
+def check_overrides(args: list[str], config_name: str, prog: str) -> None:
+    """Exit with one line when Hydra cannot compose the command line (a misspelled key, a
+    malformed value, a list given without brackets). Command lines with Hydra's own flags
+    (``-m``, ``--cfg``, ...) are left to Hydra."""
+    if any(arg.startswith("-") for arg in args):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            compose(config_name, overrides=list(args))
+    except HydraException as exc:
+        fail(prog, " ".join(line.strip() for line in str(exc).splitlines() if line.strip()))
+
+
+def check_command_line(args: list[str], config_name: str, prog: str) -> None:
+    """The checks before Hydra runs a task: config choices, then the overrides."""
+    check_group_choices(args, prog)
+    check_overrides(args, config_name, prog)
+
+
 def fail(prog: str, message: str) -> None:
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -103,10 +125,13 @@ def entry_point(prog: str) -> Callable:
                 return task(cfg)
             except VFIError as exc:
                 fail(prog, str(exc))
-            except InstantiationException as exc:  # a constructor's check, wrapped by Hydra
-                if not isinstance(exc.__cause__, VFIError):
+            except InstantiationException as exc:  # a constructor refused its arguments
+                if isinstance(exc.__cause__, VFIError):
+                    fail(prog, str(exc.__cause__))
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
-                fail(prog, str(exc.__cause__))
+                detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+                fail(prog, f"{detail} (HYDRA_FULL_ERROR=1 shows the traceback)")
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted", file=sys.stderr)
                 sys.exit(130)
@@ -120,7 +145,7 @@ def run_hydra(prog: str, config_name: str, task: Callable[[DictConfig], object])
     """Check the command line's config choices, then run ``task`` under Hydra."""
     import hydra
 
-    check_group_choices(sys.argv[1:], prog)
+    check_command_line(sys.argv[1:], config_name, prog)
     # SIGTERM unwinds like an exception, so partial outputs are removed on the way out
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)()
