@@ -9,6 +9,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 ALEXNET = SHARED / "weights" / "alexnet_features_imagenet.pth"
+# The lab's offline copy of LPIPS's AlexNet features; without ../shared (e.g. on a GitHub
+# runner) torchvision downloads the usual weights.
+LPIPS_BACKBONE = str(ALEXNET) if ALEXNET.is_file() else None
+needs_shared = pytest.mark.skipif(
+    LPIPS_BACKBONE is None or not (SHARED / "lpips_ref").is_dir(),
+    reason="../shared (LPIPS reference weights and image pair) is absent",
+)
 
 
 @pytest.fixture
@@ -16,7 +23,9 @@ def cli_env(tmp_path):
     """Environment for entry-point subprocesses: logs under tmp_path, local LPIPS weights."""
     env = dict(os.environ)
     env["VFI_LOG_DIR"] = str(tmp_path / "logs")
-    env["VFI_LPIPS_BACKBONE"] = str(ALEXNET)
+    env.pop("VFI_LPIPS_BACKBONE", None)
+    if LPIPS_BACKBONE:
+        env["VFI_LPIPS_BACKBONE"] = LPIPS_BACKBONE
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("WANDB_API_KEY", None)
     return env
@@ -52,7 +61,10 @@ TASKS = {
 def task_env(cli_env, monkeypatch):
     """cli_env applied to this process, for entry-point tasks run in-process."""
     for key in ("VFI_LOG_DIR", "VFI_LPIPS_BACKBONE"):
-        monkeypatch.setenv(key, cli_env[key])
+        if key in cli_env:
+            monkeypatch.setenv(key, cli_env[key])
+        else:
+            monkeypatch.delenv(key, raising=False)
     return cli_env
 
 
@@ -63,7 +75,9 @@ def compose_task(config_name: str, overrides: list[str], output_dir: Path):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    from vfi.utils.run import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             config_name,
             overrides=[*overrides, f"paths.output_dir={output_dir}"],

@@ -13,6 +13,7 @@ from vfi.data.datamodule import VFIDataModule, collate_items
 from vfi.data.items import Augment, ImageItemDataset
 from vfi.data.video import VideoStreamDataset
 from vfi.errors import VFIError
+from vfi.utils.run import CONF_DIR
 
 
 def levels(item) -> list[int]:
@@ -342,7 +343,6 @@ def test_multi_scale_stream_serves_every_file_at_every_factor(tmp_path):
 def test_video_mixed_interleaves_footage_with_flying(tmp_path):
     """data=video_mixed: the stream and the flying layers in one loader, in proportion to their
     item counts, every item five frames."""
-    from conftest import REPO
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
@@ -351,7 +351,7 @@ def test_video_mixed_interleaves_footage_with_flying(tmp_path):
     path = fabricate.video(tmp_path / "clip.mkv", count=14, size=(128, 128))
     overrides = ["data=video_mixed", f"data.root={path}", "data.train.0.length=20"]
     overrides.append("data.num_workers=0")
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     dm = instantiate(cfg.data)
     dm.setup("fit")

@@ -29,6 +29,24 @@ def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
 
+def test_next_write_removes_temporaries_of_dead_writers(tmp_path):
+    """A run killed mid-write leaves .last.ckpt.<pid>.tmp: the next write removes it, but not
+    the temporary of a writer still alive."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    stale = tmp_path / f".last.ckpt.{dead}.tmp"
+    alive = tmp_path / f".last.ckpt.{os.getppid()}.tmp"
+    other = tmp_path / f".best.ckpt.{dead}.tmp"
+    for path in (stale, alive, other):
+        path.write_bytes(b"partial")
+    AtomicCheckpointIO().save_checkpoint({"step": 3}, tmp_path / "last.ckpt")
+    assert torch.load(tmp_path / "last.ckpt")["step"] == 3
+    assert not stale.exists() and alive.exists() and other.exists()
+
+
 def test_resolve_last_picks_the_newest_run(tmp_path):
     for i, run in enumerate(["a", "b"]):
         ckpt = tmp_path / "runs" / run / "checkpoints" / "last.ckpt"
@@ -41,6 +59,29 @@ def test_resolve_last_picks_the_newest_run(tmp_path):
         resolve_checkpoint("last", tmp_path / "empty")
     with pytest.raises(VFIError, match="checkpoint not found"):
         resolve_checkpoint(str(tmp_path / "nope.ckpt"), tmp_path)
+
+
+def test_resolve_best_and_globs_pick_the_newest_match(tmp_path):
+    """``best`` and a glob such as the README's ``<run>/checkpoints/best-*.ckpt`` (which the
+    shell passes through unexpanded inside ``ckpt_path=...``) take the newest match."""
+    paths = []
+    for i, (run, name) in enumerate([("b", "best-step000600.ckpt"), ("a", "best-step000100.ckpt")]):
+        ckpt = tmp_path / "runs" / run / "checkpoints" / name
+        ckpt.parent.mkdir(parents=True)
+        ckpt.write_bytes(b"x")
+        os.utime(ckpt, (time.time() + i, time.time() + i))
+        paths.append(str(ckpt))
+    assert resolve_checkpoint("best", tmp_path) == paths[1]
+    assert (
+        resolve_checkpoint(str(tmp_path / "runs/*/checkpoints/best-*.ckpt"), tmp_path) == paths[1]
+    )
+    assert (
+        resolve_checkpoint(str(tmp_path / "runs/b/checkpoints/best-*.ckpt"), tmp_path) == paths[0]
+    )
+    with pytest.raises(VFIError, match="nothing matches"):
+        resolve_checkpoint(str(tmp_path / "runs/*/checkpoints/last-*.ckpt"), tmp_path)
+    with pytest.raises(VFIError, match="no best-"):
+        resolve_checkpoint("best", tmp_path / "empty")
 
 
 def test_foreign_file_is_not_a_vfi_checkpoint(tmp_path):

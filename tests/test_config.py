@@ -2,15 +2,14 @@
 
 import pytest
 import torch
-from conftest import REPO
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from vfi.utils.run import group_options
+from vfi.utils.run import CONF_DIR, group_options
 
 
 def _compose(*overrides, hydra=False):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(
             "train",
             overrides=["paths.output_dir=/tmp/unused", *overrides],
@@ -35,7 +34,7 @@ def test_every_model_instantiates(name):
 def test_every_data_option_instantiates(name):
     """Every option composes into a DataModule with train, val and test factories (the
     benchmarks with a placeholder ``root``: the factories read nothing until setup)."""
-    needs_root = "root: ???" in (REPO / "conf" / "data" / f"{name}.yaml").read_text()
+    needs_root = "root: ???" in (CONF_DIR / "data" / f"{name}.yaml").read_text()
     cfg = _compose(f"data={name}", *(["data.root=/placeholder"] if needs_root else []))
     dm = instantiate(cfg.data)
     assert all(dm.factories[split] is not None for split in ("train", "val", "test"))

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import ALEXNET, SHARED
+from conftest import ALEXNET, SHARED, needs_shared
 from PIL import Image
 
 from vfi.errors import VFIError
@@ -17,6 +17,7 @@ def _load(name):
     return torch.from_numpy(im.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
 
 
+@needs_shared
 def test_lpips_reproduces_reference_pair():
     net = load_lpips(str(ALEXNET))
     ref, p0, p1 = _load("ex_ref.png"), _load("ex_p0.png"), _load("ex_p1.png")

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import default_collate
@@ -11,10 +10,11 @@ from torch.utils.data import default_collate
 from vfi.errors import VFIError
 from vfi.models.baselines import BlendInterpolator, ClassicalInterpolator
 from vfi.ops import warp_backward
+from vfi.utils.run import CONF_DIR
 
 
 def build(*overrides):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "train", overrides=["paths.output_dir=/tmp/unused", "model=resshift", *overrides]
         )

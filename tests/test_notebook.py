@@ -7,9 +7,7 @@ from nbclient import NotebookClient
 
 
 @pytest.mark.slow
-def test_quickstart_notebook_executes(cli_env, monkeypatch):
-    for key in ("VFI_LOG_DIR", "VFI_LPIPS_BACKBONE"):
-        monkeypatch.setenv(key, cli_env[key])
+def test_quickstart_notebook_executes(task_env):
     nb = nbformat.read(REPO / "notebooks" / "quickstart.ipynb", as_version=4)
     NotebookClient(
         nb,

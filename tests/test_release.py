@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_cli
+from conftest import run_cli
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 from test_motion_fallback_calibration import translated_pair
 
 from vfi.utils.checkpoint import RELEASE_CHECKPOINT, load_checkpoint, model_from_checkpoint
+from vfi.utils.run import CONF_DIR
 
 IGNORED = {"lpips_backbone"}  # a machine path at training time
 
@@ -20,7 +21,7 @@ IGNORED = {"lpips_backbone"}  # a machine path at training time
 def test_release_is_small_and_claims_the_release_config():
     assert RELEASE_CHECKPOINT.stat().st_size <= 10 * 2**20
     ckpt = load_checkpoint(RELEASE_CHECKPOINT)
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=release", "paths.output_dir=/tmp/unused"])
     expected = OmegaConf.to_container(cfg.model, resolve=True)
     saved = ckpt["vfi_config"]

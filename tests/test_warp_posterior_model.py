@@ -2,22 +2,23 @@
 
 import pytest
 import torch
-from conftest import ALEXNET, REPO
+from conftest import LPIPS_BACKBONE
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import default_collate
 
 from vfi.data.flying import FlyingDataset
 from vfi.diffusion.warp_posterior import time_grid
+from vfi.utils.run import CONF_DIR
 
 
 def build(*overrides):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "train",
             overrides=[
                 "paths.output_dir=/tmp/unused",
-                f"paths.lpips_backbone={ALEXNET}",
+                f"paths.lpips_backbone={LPIPS_BACKBONE or 'null'}",
                 "model=warp_posterior",
                 *overrides,
             ],

