@@ -67,6 +67,13 @@ def test_bad_input_gets_one_line_from_the_command_line(cli_env):
             ["model.kappa must be positive, got 0"],
         ),
         ("vfi.train", ["trainer.max_step=5"], ["Could not override 'trainer.max_step'"]),
+        ("vfi.train", ["data=flying", "ckpt_path=release"], ["weights only"]),
+        (
+            "vfi.train",
+            ["model=resshift", "data=flying", "ckpt_path=release"],
+            ["holds a vfi.models.warp_posterior.WarpPosteriorVFI model", "trains vfi.models"],
+        ),
+        ("vfi.train", ["data=flying", f"ckpt_path={REPO}/README.md"], ["cannot read checkpoint"]),
         ("vfi.eval", ["data.train.size=[32,32"], ["no viable alternative at input '[32,32'"]),
         ("vfi.interpolate", ["times=0.25,0.5"], ["Ambiguous value", "key=[value1,value2]"]),
         (

@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
+from vfi.errors import VFIError
 from vfi.utils.checkpoint import export_checkpoint, load_checkpoint, resolve_checkpoint
 from vfi.utils.panels import log_panel
 from vfi.utils.report import aggregate, plot_report
@@ -26,6 +27,8 @@ from vfi.utils.run import (
 def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_path = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
+    if ckpt_path:
+        check_resumable(ckpt_path, cfg.model)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # bad data fails here, before the trainer starts talking
     model = instantiate(cfg.model)
@@ -44,6 +47,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return fit_and_test(cfg, trainer, model, datamodule, ckpt_path, choices)
     finally:
         close_loggers(loggers)
+
+
+def check_resumable(ckpt_path: str, model_cfg: DictConfig) -> None:
+    """A readable vfi training checkpoint (with optimizer state) of the model being trained,
+    else one line."""
+    ckpt = load_checkpoint(ckpt_path)
+    saved = ckpt["vfi_config"]["model"].get("_target_")
+    if saved != model_cfg.get("_target_"):
+        raise VFIError(
+            f"cannot resume from {ckpt_path}: it holds a {saved} model, this run trains "
+            f"{model_cfg.get('_target_')} (give the same model=, or no ckpt_path)"
+        )
+    if "optimizer_states" not in ckpt:
+        raise VFIError(
+            f"cannot resume from {ckpt_path}: it holds weights only (a release export), "
+            "not a training state"
+        )
 
 
 def fit_and_test(cfg, trainer, model, datamodule, ckpt_path, choices) -> dict[str, float]:
