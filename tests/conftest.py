@@ -54,6 +54,7 @@ TASKS = {
     "vfi.train": ("train", "train"),
     "vfi.eval": ("eval", "evaluate"),
     "vfi.interpolate": ("interpolate", "interpolate"),
+    "vfi.data.bench": ("data_bench", "bench"),
 }
 
 

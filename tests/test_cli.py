@@ -161,14 +161,13 @@ def test_fast_dev_run_on_each_layout(task_env, tmp_path, capsys, name):
     assert "test/psnr" in capsys.readouterr().out and metrics["test/psnr"] > 0
 
 
-def test_data_bench_prints_items_per_second(cli_env, tmp_path):
+def test_data_bench_prints_items_per_second(task_env, tmp_path, capsys):
     root = fabricate.frames(tmp_path, counts=(12,))
-    proc = run_cli(
-        "vfi.data.bench", "data=frames", f"data.root={root}", CROP, "data.batch_size=2",
-        "workers=[1,2]", "num_items=6", env=cli_env,
-    )  # fmt: skip
-    rows = [line for line in proc.stdout.splitlines() if "│" in line]
-    assert "items/s" in proc.stdout and any(line.split("│")[1].strip() == "2" for line in rows)
+    args = [f"data.root={root}", CROP, "data.batch_size=2", "workers=[1,2]", "num_items=6"]
+    run_task("vfi.data.bench", ["data=frames", *args], tmp_path / "run")
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if "│" in line]
+    assert "items/s" in out and any(line.split("│")[1].strip() == "2" for line in rows)
 
 
 def test_debug_run_then_eval(cli_env):
@@ -308,12 +307,12 @@ def test_killed_run_resumes_at_same_step(cli_env):
     assert f"training starts at global step {step}" in out
 
 
-def test_eval_factor_scores_every_inner_frame(cli_env):
+def test_eval_factor_scores_every_inner_frame(task_env, tmp_path):
     """factor=4 on the clips: frames i..i+4, metrics at tau = 0.25 / 0.5 / 0.75, warping
     errors, NFE per frame (0 for blending) and a per-time table."""
-    args = ("model=blend", "data=clips", "factor=4", "trainer.limit_test_batches=2")
-    run_cli("vfi.eval", *args, env=cli_env)
-    (ev,) = _runs(cli_env, "eval")
+    args = ["model=blend", "data=clips", "factor=4", "trainer.limit_test_batches=2"]
+    ev = tmp_path / "run"
+    run_task("vfi.eval", args, ev)
     record = json.loads((ev / "metrics.json").read_text())["results"][0]
     metrics = record["metrics"]
     assert record["data"] == "clips x4" and metrics["test/nfe_per_frame"] == 0
@@ -368,16 +367,29 @@ def test_warp_posterior_trains_and_serves_factor_4_in_one_pass(cli_env):
     assert (ev / "report.png").stat().st_size > 10_000
 
 
-def test_bench_prints_nfe_and_time_per_frame(cli_env, tmp_path):
+def test_bench_prints_nfe_and_time_per_frame(task_env, tmp_path, capsys):
+    from vfi.bench import main
+
     out = tmp_path / "bench.md"
-    args = ("--size", "64", "--repeats", "1", "--models", "resshift", "warp_posterior")
-    proc = run_cli("vfi.bench", *args, "--out", str(out), env=cli_env)
+    main(
+        [
+            "--size",
+            "64",
+            "--repeats",
+            "1",
+            "--models",
+            "resshift",
+            "warp_posterior",
+            "--out",
+            str(out),
+        ]
+    )
     rows = {
         line.split("|")[1].strip(): line.split("|")[2:4]
         for line in out.read_text().splitlines()[2:]
     }
     assert float(rows["resshift"][0]) == 15.0 and float(rows["warp_posterior"][0]) == 1.0
-    assert all(float(r[1]) > 0 for r in rows.values()) and "s / frame" in proc.stdout
+    assert all(float(r[1]) > 0 for r in rows.values()) and "s / frame" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

