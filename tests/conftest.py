@@ -1,4 +1,5 @@
 import importlib
+import logging
 import os
 import subprocess
 import sys
@@ -97,6 +98,12 @@ def run_task(module: str, overrides: list[str], output_dir: Path):
     config_name, function = TASKS[module]
     check_command_line(list(overrides), config_name, module)
     cfg = compose_task(config_name, overrides, output_dir)
+    # console log handlers made during an earlier test (Lightning's) keep that test's stderr
+    # capture, since closed: point them at this test's, as a fresh process would have
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", []):
+            if type(handler) is logging.StreamHandler and getattr(handler.stream, "closed", 0):
+                handler.stream = sys.stderr  # setStream would flush the closed one
     return getattr(importlib.import_module(module), function)(cfg)
 
 

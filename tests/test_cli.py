@@ -67,6 +67,11 @@ def test_bad_input_gets_one_line_from_the_command_line(cli_env):
             ["model.kappa must be positive, got 0"],
         ),
         ("vfi.train", ["trainer.max_step=5"], ["Could not override 'trainer.max_step'"]),
+        (
+            "vfi.eval",
+            ["model=blend", "data=clips", "data.num_workers=-1"],
+            ["data.num_workers must be an integer >= 0, got -1"],
+        ),
         ("vfi.train", ["data=flying", "ckpt_path=release"], ["weights only"]),
         (
             "vfi.train",
@@ -125,6 +130,22 @@ def test_validation_taking_every_atd_clip_is_one_line(task_env, tmp_path, capsys
     args = ["model=resshift", "data=atd12k", f"data.root={root}", "data.val_size=1000"]
     line = task_error("vfi.train", args, tmp_path / "run", capsys)
     assert "validation split (data.val_size=1000) takes every clip" in line
+
+
+def test_worker_errors_are_one_line(task_env, tmp_path, capsys):
+    """A corrupt image read in a DataLoader worker process: the worker's traceback stays out of
+    the message."""
+    root = fabricate.ucf101(tmp_path / "ucf")
+    image = root / "1" / "frame_01_gt.png"
+    image.write_bytes(image.read_bytes()[:40])
+    args = ["model=blend", "data=ucf101", f"data.root={root}", "data.num_workers=2"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_task("vfi.eval", args, tmp_path / "run")
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("INFO:")]
+    assert lines == [f"vfi.eval: error: corrupt or truncated image: {image}"], err
 
 
 def test_undecodable_video_is_one_line(task_env, tmp_path, capsys):

@@ -153,3 +153,14 @@ def test_read_image_scales_16_bit_grey_and_converts_other_modes(tmp_path):
     Image.fromarray(rng.random((6, 7), dtype=np.float32), mode="F").save(tmp_path / "float.tiff")
     with pytest.raises(VFIError, match="float.tiff: floating-point image"):
         read_image(tmp_path / "float.tiff")
+
+
+def test_read_image_refuses_decompression_bombs(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from vfi.data.items import read_image
+
+    Image.new("RGB", (20, 20)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 400 px is over twice the limit
+    with pytest.raises(VFIError, match="big.png: too large to decode safely"):
+        read_image(tmp_path / "big.png")

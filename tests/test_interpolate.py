@@ -146,6 +146,14 @@ def test_bad_input_is_one_line_and_leaves_no_output(task_env, short_clip, tmp_pa
         ((blend, f"input={tmp_path}", f"output={out}"), "is a folder: expected a video file"),
         ((blend, f"frames={tmp_path / 'a.png'}", f"output={tmp_path}"),
          "frames must list two images"),
+        ((blend, f"input={short_clip}", "tile=10", f"output={out}"),
+         "tile must be null or an integer of at least 64 pixels, got 10"),
+        ((blend, f"input={short_clip}", "device=cuda:99", f"output={out}"),
+         "device cuda:99 is not available"),
+        ((blend, f"input={short_clip}", "device=tpu", f"output={out}"),
+         "device must be auto, cpu, cuda or cuda:<index>, got 'tpu'"),
+        ((blend, f"input={short_clip}", f"output={tmp_path / 'slow.xyz'}"),
+         "no video container for '.xyz'"),
         ((blend, f"input={short_clip}", "crf=52", f"output={out}"),
          "crf must be an integer from 0 to 51"),
         ((blend, f"input={short_clip}", "num_samples=0", f"output={out}"),
@@ -154,12 +162,15 @@ def test_bad_input_is_one_line_and_leaves_no_output(task_env, short_clip, tmp_pa
     for args, needle in cases:
         assert needle in _bad(tmp_path, capsys, *args)
         assert not out.exists() and not list(tmp_path.glob(".*partial*"))
+        assert not (tmp_path / "slow.xyz").exists()
     assert short_clip.read_bytes() == original and heat_named.read_bytes() == original
     Image.fromarray(np.zeros((40, 52, 3), np.uint8)).save(tmp_path / "a.png")
     Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "b.png")
     pair = f"frames=[{tmp_path / 'a.png'},{tmp_path / 'a.png'}]"
     line = _bad(tmp_path, capsys, blend, pair, "times=[0.5,1.2]", f"output={tmp_path}")
     assert "times must lie in (0, 1), got 1.2" in line
+    line = _bad(tmp_path, capsys, blend, pair, "times=[half,0.5]", f"output={tmp_path}")
+    assert "times must be numbers in (0, 1), got ['half', 0.5]" in line
     sizes = f"frames=[{tmp_path / 'a.png'},{tmp_path / 'b.png'}]"
     line = _bad(tmp_path, capsys, blend, sizes, f"output={tmp_path}")
     assert "frames differ in size" in line and "40x52" in line and "40x50" in line

@@ -36,8 +36,30 @@ from vfi.utils.run import entry_point, partial_name, run_hydra
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def check_device(name: str) -> torch.device:
+    """``name`` as a torch device that this machine has."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise VFIError(f"device must be auto, cpu, cuda or cuda:<index>, got {name!r}") from None
+    if device.type == "cuda" and (
+        not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
+    ):
+        raise VFIError(
+            f"device {name} is not available (CUDA devices: {torch.cuda.device_count()})"
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise VFIError(f"device must be auto, cpu, cuda or cuda:<index>, got {name!r}")
+    return device
+
+
 def check_times(times) -> list[float]:
-    values = [float(t) for t in times]
+    if isinstance(times, str):
+        times = [times]
+    try:
+        values = [float(t) for t in times]
+    except (TypeError, ValueError):
+        raise VFIError(f"times must be numbers in (0, 1), got {list(times)}") from None
     bad = [t for t in values if not 0 < t < 1]
     if not values or bad:
         raise VFIError(f"times must lie in (0, 1), got {bad[0] if bad else 'none'}")
@@ -67,8 +89,12 @@ class Interpolator:
                  precision: str):  # fmt: skip
         if precision not in PRECISIONS:
             raise VFIError(f"precision must be one of fp32, bf16, fp16, got {precision!r}")
-        self.model = model.to(device).eval()
-        self.device = torch.device(device)
+        if tile is not None and (not isinstance(tile, int) or tile < 64):
+            raise VFIError(f"tile must be null or an integer of at least 64 pixels, got {tile!r}")
+        if tile is not None and (not isinstance(overlap, int) or not 0 <= overlap <= tile // 4):
+            raise VFIError(f"tile_overlap must be an integer from 0 to tile / 4, got {overlap!r}")
+        self.device = check_device(device)
+        self.model = model.to(self.device).eval()
         self.dtype = PRECISIONS[precision] if self.device.type == "cuda" else None
         self.num_samples, self.uncertainty = num_samples, uncertainty
         self.tile, self.overlap = tile, overlap
@@ -104,7 +130,12 @@ class VideoWriter:
 
     def __init__(self, path: Path, rate: Fraction, width: int, height: int, crf: int):
         self.path, self.tmp = path, partial_name(path)
-        self.container = av.open(str(self.tmp), "w")
+        try:
+            self.container = av.open(str(self.tmp), "w")
+        except (ValueError, av.error.FFmpegError):
+            raise VFIError(
+                f"cannot write {path}: no video container for {path.suffix!r} (use .mp4 or .mkv)"
+            ) from None
         self.stream = self.container.add_stream("libx264", rate=rate)
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"

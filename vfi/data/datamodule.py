@@ -86,6 +86,11 @@ class VFIDataModule(L.LightningDataModule):
         self.options = options
         self.factories = {"train": train, "val": val, "test": test}
         self.datasets: dict[str, Dataset] = {}
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if not isinstance(value, int) or value < 1:
+                raise VFIError(f"data.{name} must be an integer of at least 1, got {value!r}")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise VFIError(f"data.num_workers must be an integer >= 0, got {num_workers!r}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers

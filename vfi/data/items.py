@@ -80,6 +80,8 @@ def read_image(path: str | Path) -> Tensor:
                 raise VFIError(f"{path}: floating-point image (expected 8- or 16-bit integers)")
             else:
                 array = np.asarray(image.convert("RGB"))
+    except Image.DecompressionBombError as exc:
+        raise VFIError(f"{path}: too large to decode safely ({exc})") from None
     except (OSError, SyntaxError, ValueError):
         raise VFIError(f"corrupt or truncated image: {path}") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1)

@@ -83,6 +83,15 @@ def check_command_line(args: list[str], config_name: str, prog: str) -> None:
     check_overrides(args, config_name, prog)
 
 
+def error_line(exc: VFIError) -> str:
+    """The message of a VFIError; for one re-raised from a DataLoader worker (whose message
+    carries the worker's traceback), the original message on its last line."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        return text.strip().splitlines()[-1].partition(f"{type(exc).__name__}: ")[2] or text
+    return text
+
+
 def fail(prog: str, message: str) -> None:
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -124,7 +133,7 @@ def entry_point(prog: str) -> Callable:
             try:
                 return task(cfg)
             except VFIError as exc:
-                fail(prog, str(exc))
+                fail(prog, error_line(exc))
             except InstantiationException as exc:  # a constructor refused its arguments
                 if isinstance(exc.__cause__, VFIError):
                     fail(prog, str(exc.__cause__))
