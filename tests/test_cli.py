@@ -346,12 +346,12 @@ def test_eval_factor_scores_every_inner_frame(task_env, tmp_path):
     assert "| 0.75 |" in (ev / "results.md").read_text()
 
 
-def test_eval_baselines_in_one_table_and_resume(cli_env):
+def test_eval_baselines_in_one_table_and_resume(task_env, tmp_path):
     """model=blend with baselines=[ffmpeg]: one table, report.png and per-item rows; a second
     call with resume= continues in that folder and scores only the items not yet there."""
-    args = ("model=blend", "baselines=[ffmpeg]", "data=clips")
-    run_cli("vfi.eval", *args, "trainer.limit_test_batches=3", env=cli_env)
-    (ev,) = _runs(cli_env, "eval")
+    args = ["model=blend", "baselines=[ffmpeg]", "data=clips"]
+    ev = tmp_path / "run"
+    run_task("vfi.eval", [*args, "trainer.limit_test_batches=3"], ev)
     results = json.loads((ev / "metrics.json").read_text())["results"]
     assert [r["model"] for r in results] == ["blend", "ffmpeg"]
     assert all(r["metrics"]["test/psnr"] > 20 for r in results)
@@ -361,7 +361,7 @@ def test_eval_baselines_in_one_table_and_resume(cli_env):
     logs = sorted((ev / "items").glob("*.jsonl"))
     first = [log.read_text().splitlines() for log in logs]
     assert [len(lines) for lines in first] == [3, 3]
-    run_cli("vfi.eval", *args, f"resume={ev}", "trainer.limit_test_batches=2", env=cli_env)
+    run_task("vfi.eval", [*args, f"resume={ev}", "trainer.limit_test_batches=2"], tmp_path / "x")
     for log, before in zip(logs, first, strict=True):
         lines = log.read_text().splitlines()
         assert lines[:3] == before  # finished items are kept, not recomputed

@@ -2,11 +2,10 @@
 interpolate a real translated pair better than blending."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_task
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
@@ -49,7 +48,7 @@ def test_release_loads_strictly_and_beats_the_blend():
 
 
 @pytest.mark.slow
-def test_eval_and_interpolate_use_the_release_by_default(cli_env, tmp_path):
+def test_eval_and_interpolate_use_the_release_by_default(task_env, tmp_path):
     """No ckpt_path and no model=: both entry points run the released weights; per_clip=true
     adds one row per clip."""
     i0, i1, _ = translated_pair(10, -6, h=64, w=96)
@@ -61,11 +60,11 @@ def test_eval_and_interpolate_use_the_release_by_default(cli_env, tmp_path):
         frames.append(str(path))
     out = tmp_path / "out"
     out.mkdir()
-    run_cli("vfi.interpolate", f"frames=[{','.join(frames)}]", f"output={out}", env=cli_env)
+    run_task("vfi.interpolate", [f"frames=[{','.join(frames)}]", f"output={out}"], tmp_path / "i")
     assert (out / "frame_t0.5.png").is_file()
-    args = ("data=clips", "per_clip=true", "num_samples=1", "trainer.limit_test_batches=1")
-    run_cli("vfi.eval", *args, env=cli_env)
-    (run,) = (Path(cli_env["VFI_LOG_DIR"]) / "eval" / "runs").glob("*")
+    args = ["data=clips", "per_clip=true", "num_samples=1", "trainer.limit_test_batches=1"]
+    run = tmp_path / "eval"
+    run_task("vfi.eval", args, run)
     results = json.loads((run / "metrics.json").read_text())["results"]
     assert [r["model"] for r in results] == ["warp_posterior (release.ckpt)"] * 2
     assert results[1]["data"] == "clips [bigbuckbunny]"  # the first item is its
