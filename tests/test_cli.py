@@ -61,6 +61,8 @@ def test_bad_input_gets_one_line_from_the_command_line(cli_env):
             ["tau_range must lie inside (0, 1)", "1.5"],
         ),
         ("vfi.eval", ["model=blend"], ["no test data"]),
+        ("vfi.eval", ["ckpt_path=release", "model=blend", "data=clips"], ["not both"]),
+        ("vfi.interpolate", ["ckpt_path=release", "model=blend", "frames=[a,b]"], ["not both"]),
         (
             "vfi.train",
             ["model=warp_posterior", "model.kappa=0", "trainer=debug", "data=flying"],

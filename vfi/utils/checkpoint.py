@@ -100,7 +100,13 @@ def export_checkpoint(source: str | Path, out: str | Path, metrics: dict[str, fl
 
 def checkpoint_or_release(ckpt_path: str | None, model_given: bool, runs_dir: str | Path):
     """The checkpoint an entry point scores or runs: ``ckpt_path`` resolved, else the released
-    weights unless a baseline ``model=`` was given (then None)."""
+    weights unless a baseline ``model=`` was given (then None). Both is an error: the
+    checkpoint fixes its model."""
+    if ckpt_path is not None and model_given:
+        raise VFIError(
+            f"give ckpt_path= or model=, not both: {ckpt_path} fixes its own model "
+            "(use baselines=[...] to score baselines beside it)"
+        )
     if ckpt_path is None and not model_given:
         ckpt_path = "release"
     return resolve_checkpoint(ckpt_path, runs_dir)
