@@ -54,7 +54,7 @@ def test_interpolate_pads_crops_and_samples():
     i0, i1 = torch.rand(2, 3, 37, 53) * 2 - 1, torch.rand(2, 3, 37, 53) * 2 - 1
     mean, std = model.interpolate(i0, i1, 0.5, num_samples=3)
     assert mean.shape == std.shape == (2, 3, 37, 53)
-    assert bool((std > 0).any()) and bool((mean.abs() <= 1).all())
+    assert bool((std > 0).any())  # the K = 3 samples differ
     mean1, std1 = model.interpolate(i0, i1, torch.tensor([0.4, 0.6]), num_samples=1)
     assert torch.all(std1 == 0)
 

@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, IterableDataset, Subset
 
+from vfi.callbacks import EvalPanels, ItemRows
 from vfi.errors import VFIError
 from vfi.utils.checkpoint import checkpoint_or_release, load_checkpoint, model_from_checkpoint
 from vfi.utils.panels import log_panel, wandb_loggers
@@ -179,17 +180,19 @@ def score_jobs(cfg, jobs, datamodule, data_name: str, out_dir: Path, loggers: li
                     sink.flush()
                     rows.extend(batch_rows)
 
-                model.item_sink = write
                 datamodule.datasets["test"] = todo
                 if torch.cuda.is_available():
                     torch.cuda.reset_peak_memory_stats()
                 trainer = instantiate(
                     cfg.trainer,
                     logger=loggers or False,
-                    callbacks=[L.pytorch.callbacks.RichProgressBar()],
+                    callbacks=[
+                        L.pytorch.callbacks.RichProgressBar(),
+                        ItemRows(write),
+                        EvalPanels(name=f"{slug(label)}__"),
+                    ],
                 )
                 trainer.test(model, datamodule=datamodule)
-            model.item_sink = None
         metrics, curves[label] = aggregate(rows)
         if not metrics:
             raise VFIError(f"no item of {data_name} was scored (is the test set empty?)")

@@ -83,17 +83,13 @@ def fit_and_test(cfg, trainer, model, datamodule, ckpt_path, choices) -> dict[st
     )
     if best:  # the EMA weights that validation scored (what vfi.eval loads too)
         model.load_state_dict(load_checkpoint(best)["state_dict"])
-    rows: list[dict] = []
-    model.item_sink = rows.extend
     trainer.test(model, datamodule=datamodule)
-    model.item_sink = None
     label = f"{choices['model']} ({Path(best).name if best else 'final weights'})"
     metrics = report_test_metrics(trainer, cfg.paths.output_dir, label, choices["data"])
     if trainer.is_global_zero:
         record = {"model": label, "data": choices["data"], "metrics": metrics}
-        report = plot_report(
-            [record], {label: aggregate(rows)[1]}, Path(cfg.paths.output_dir) / "report.png"
-        )
+        curves = {label: aggregate(model.epoch_rows["test"])[1]}
+        report = plot_report([record], curves, Path(cfg.paths.output_dir) / "report.png")
         log_panel(trainer.loggers, "test/report", report)
         if cfg.get("export") and best:
             out = export_checkpoint(best, Path(cfg.paths.output_dir) / cfg.export, metrics)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from statistics import NormalDist
 
 import lightning as L
@@ -23,14 +22,8 @@ from vfi.metrics import (
 )
 from vfi.ops.dis import DISFlow
 from vfi.ops.scene import replace_at_cuts, scene_cuts
-from vfi.utils.panels import (
-    log_panel,
-    panel_rows,
-    save_png,
-    stack_rows,
-    thumbnail,
-    wandb_loggers,
-)
+from vfi.utils.dist import gather_objects
+from vfi.utils.report import aggregate
 
 
 def check_tau(tau: Tensor | float) -> Tensor:
@@ -79,9 +72,13 @@ def item_rows(
 class InterpolatorModule(L.LightningModule):
     """Base class: subclasses implement :meth:`interpolate`; this class scores it.
 
+    Every validation / test step scores each item into a row; at the end of the pass the rows
+    of all ranks are gathered once and their means logged as ``<stage>/<score>`` (the same on
+    every rank, whatever scores each rank saw), and kept in :attr:`epoch_rows`. The step
+    returns the rows, the frames and the times for callbacks (:mod:`vfi.callbacks`).
+
     Args:
         val_samples, test_samples: samples K drawn per item at validation / test time.
-        panel_items: items shown in the validation / test panel, spread over the set.
         lpips_backbone: local AlexNet ``features.*`` weights for LPIPS (None: torchvision's).
         scene_cut: answer pairs that straddle a scene cut (:func:`vfi.ops.scene.scene_cuts`)
             with the nearer input frame and a std spanning both, instead of interpolating.
@@ -92,20 +89,17 @@ class InterpolatorModule(L.LightningModule):
         val_samples: int = 1,
         test_samples: int = 1,
         lpips_backbone: str | None = None,
-        panel_items: int = 4,
         scene_cut: bool = False,
     ):
         super().__init__()
         self.scene_cut = scene_cut
         self.samples = {"val": val_samples, "test": test_samples}
-        self.panel_size = panel_items
-        self._panel: list = []
-        self._table: list = []  # per-item (id, thumbnail, scores) for a W&B table
+        self._rows: list[dict] = []  # this rank's rows of the running pass
+        self.epoch_rows: dict[str, list[dict]] = {}  # all ranks' rows of the last pass per stage
         self.lpips_backbone = lpips_backbone
         self._cache: dict = {}  # LPIPS / DIS, built lazily, kept out of the state dict
         self.run_config: dict | None = None  # model/data config, saved into checkpoints
         self.network_calls = 0  # denoiser / refiner evaluations so far (one per batched call)
-        self.item_sink: Callable[[list[dict]], None] | None = None  # per-item score rows
 
     def interpolate(
         self, i0: Tensor, i1: Tensor, tau: Tensor | float, num_samples: int = 1
@@ -142,21 +136,19 @@ class InterpolatorModule(L.LightningModule):
             self._cache["net"] = try_load_lpips(self.lpips_backbone)
         return self._cache["net"]
 
-    def _log_scores(self, stage: str, scores: dict[str, Tensor], size: int) -> None:
-        for name, values in scores.items():
-            self.log(
-                f"{stage}/{name}",
-                values.float().mean(),
-                batch_size=size,
-                sync_dist=True,
-                prog_bar=name == "psnr",
-            )
+    def _log_epoch_means(self, stage: str) -> None:
+        """Gather every rank's rows of this pass (one collective, called by every rank) and
+        log the mean of each score over the items that have it."""
+        rows, self._rows = self._rows, []
+        self.epoch_rows[stage] = [row for part in gather_objects(rows) for row in part]
+        for name, value in aggregate(self.epoch_rows[stage], stage)[0].items():
+            self.log(name, value, prog_bar=name == f"{stage}/psnr", sync_dist=False)
 
-    def _evaluate(self, batch: dict, batch_idx: int, stage: str) -> None:
-        """Interpolate every ground truth of the batch, score it per item and log the means;
-        hand the per-item rows to :attr:`item_sink` when one is set (``vfi.eval``)."""
-        if "I0" not in batch:  # every item of the batch was skipped as corrupt
-            return
+    def _evaluate(self, batch: dict, stage: str) -> dict | None:
+        """Interpolate every ground truth of the batch and score it per item: the step's
+        outputs (see the class docstring); None when every item was skipped as corrupt."""
+        if "I0" not in batch:
+            return None
         size, samples = batch["I0"].shape[0], self.samples[stage]
         start, calls = time.perf_counter(), self.network_calls
         i0, i1 = batch["I0"], batch["I1"]
@@ -175,28 +167,10 @@ class InterpolatorModule(L.LightningModule):
         scores["nfe_per_frame"] = torch.full((size,), (self.network_calls - calls) / len(outs))
         scores["seconds_per_frame"] = torch.full((size,), seconds / (size * len(outs)))
         scores.update({k: torch.full((size,), float(v)) for k, v in self.sampler_stats().items()})
-        self._log_scores(stage, scores, size)
         subsets = self._subset_scores(batch, scores, outs[0][0]) if len(outs) == 1 else []
-        for key in sorted({k for row in subsets for k in row}):
-            values = torch.stack([row[key] for row in subsets if key in row])
-            self._log_scores(stage, {key: values}, len(values))
-        if self.item_sink is not None:
-            self.item_sink(item_rows(batch, scores, subsets, curves))
-        if not self.trainer.is_global_zero:
-            return
-        panel = batch_idx in self._panel_batches(stage)
-        table = stage == "test" and bool(wandb_loggers(self.loggers))
-        if panel or table:
-            shown = min(range(len(times)), key=lambda j: abs(times[j] - 0.5))
-            mean, std = outs[shown]
-            rows = panel_rows(batch["I0"], mean, batch["gt"][:, shown], batch["I1"], std)
-        if panel:
-            self._panel += rows[: self.panel_size - len(self._panel)]
-        if table:
-            ids = batch.get("id", [str(batch_idx)] * size)
-            for b, row in enumerate(rows):
-                values = {k: float(v[b]) for k, v in scores.items()}
-                self._table.append((str(ids[b]), thumbnail(row), values))
+        rows = item_rows(batch, scores, subsets, curves)
+        self._rows += rows
+        return {"rows": rows, "outs": outs, "times": times, "batch": batch}
 
     def _score(
         self, batch: dict, outs: list[tuple[Tensor, Tensor]], times: list[float], samples: int
@@ -270,47 +244,21 @@ class InterpolatorModule(L.LightningModule):
             self._cache["dis"] = DISFlow("medium")
         return self._cache["dis"]
 
-    def _panel_batches(self, stage: str) -> set[int]:
-        """Batch indices spread evenly over the stage's first dataloader."""
-        counts = self.trainer.num_val_batches if stage == "val" else self.trainer.num_test_batches
-        n, k = int(counts[0]), self.panel_size
-        return {round(i * (n - 1) / max(k - 1, 1)) for i in range(k)} if n > 0 else set()
-
-    def _save_panel(self, stage: str) -> None:
-        """Write the collected panel rows as panels/<stage>_step<N>.png and to the loggers."""
-        if self._panel:
-            panel, step = stack_rows(self._panel), self.global_step
-            out = Path(self.trainer.default_root_dir) / "panels" / f"{stage}_step{step:06d}.png"
-            save_png(panel, out)
-            log_panel(self.loggers, f"{stage}/panel", panel, step)
-        self._panel = []
-
     def on_validation_epoch_end(self) -> None:
-        self._save_panel("val")
+        self._log_epoch_means("val")
 
     def on_test_epoch_end(self) -> None:
-        self._save_panel("test")
-        if self._table:
-            import wandb
-
-            names = sorted({k for _, _, values in self._table for k in values})
-            data = [
-                [item_id, wandb.Image(image), *(values.get(k) for k in names)]
-                for item_id, image, values in self._table
-            ]
-            for logger in wandb_loggers(self.loggers):
-                logger.log_table(key="test/items", columns=["id", "panel", *names], data=data)
-            self._table = []
+        self._log_epoch_means("test")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_config is not None:
             checkpoint["vfi_config"] = self.run_config
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict | None:
+        return self._evaluate(batch, "val")
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict | None:
+        return self._evaluate(batch, "test")
 
 
 def pick_ground_truth(batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -347,7 +295,7 @@ class TrainableInterpolator(InterpolatorModule):
     Args:
         lr, optimizer, scheduler: learning rate and the Hydra partials of optimizer / scheduler.
         lpips_weight: weight of the LPIPS(prediction, target) term of the training loss.
-        val_samples, test_samples, lpips_backbone, panel_items: as in :class:`InterpolatorModule`.
+        val_samples, test_samples, lpips_backbone: as in :class:`InterpolatorModule`.
     """
 
     def __init__(
@@ -368,6 +316,14 @@ class TrainableInterpolator(InterpolatorModule):
         # post-hoc std scale, refitted at every validation during fit, saved in checkpoints
         self.register_buffer("uncertainty_scale", torch.ones(()))
         self._ratios: list[Tensor] = []
+
+    def empty_batch_loss(self) -> Tensor | None:
+        """The training step's answer to a batch with no items left (all skipped as corrupt):
+        None on one process (Lightning skips the step); under DDP 0 * sum(parameters), so this
+        rank joins the gradient all-reduce with zero gradients instead of hanging the others."""
+        if self.trainer.world_size == 1:
+            return None
+        return torch.stack([p.sum() for p in self.parameters() if p.requires_grad]).sum() * 0
 
     def lpips_loss(self, pred: Tensor, target: Tensor) -> Tensor:
         """lpips_weight * mean LPIPS(pred, target) (0 when the weight is 0)."""
@@ -410,9 +366,12 @@ class TrainableInterpolator(InterpolatorModule):
         ``val/uncertainty_scale``); the checkpoint saved after it carries the new value."""
         super().on_validation_epoch_end()
         ratios, self._ratios = self._ratios, []
-        if not ratios or self.trainer.state.fn != "fit":
+        if self.trainer.state.fn != "fit":
             return
-        ratios = self.all_gather(torch.cat(ratios)).flatten()
+        parts = [r for part in gather_objects([r.cpu() for r in ratios]) for r in part]
+        if not parts:
+            return
+        ratios = torch.cat(parts).flatten()
         ratios = ratios[~ratios.isnan()]
         if ratios.numel():
             self.uncertainty_scale.mul_(calibration_scale(ratios).to(self.uncertainty_scale))

@@ -131,7 +131,7 @@ class ResShiftVFI(TrainableInterpolator):
     # --- training ------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         if "I0" not in batch:  # every item of the batch was skipped as corrupt
-            return None
+            return self.empty_batch_loss()
         i0, i1, it, tau = pick_ground_truth(batch)
         i0, i1, it = pad_to_multiple(torch.cat([i0, i1, it]), self.multiple)[0].chunk(3)
         if self.tau_mode == "ifd":

@@ -191,7 +191,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         if "I0" not in batch:  # every item of the batch was skipped as corrupt
-            return None
+            return self.empty_batch_loss()
         times, frames = self.ground_truth(batch)
         b, n = times.shape
         frames = pad_to_multiple(frames.flatten(0, 1), self.multiple)[0]

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import matplotlib
 import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from vfi.metrics import SPARSIFICATION_FRACTIONS  # noqa: E402
-from vfi.utils.run import partial_name  # noqa: E402
+from vfi.metrics import SPARSIFICATION_FRACTIONS
+from vfi.utils.run import partial_name
 
 CURVES = ("sparsification", "oracle")
 BARS = (("psnr", "PSNR (dB), higher is better"), ("ssim", "SSIM, higher is better"),
@@ -28,8 +26,10 @@ def plot_report(records: list[dict], curves: dict[str, dict], path: str | Path) 
     labels = [f"{r['model'].split(' (')[0]}\n{r['data']}" for r in records]
     with_curves = {k: v for k, v in curves.items() if "sparsification" in v}
     panels = len(BARS) + (1 if with_curves else 0)
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8 + 0.15 * len(records)))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # a bare Figure draws with Agg and leaves pyplot's backend alone (notebooks stay inline)
+    fig = Figure(figsize=(4.2 * panels, 3.8 + 0.15 * len(records)))
+    axes = fig.subplots(1, panels)
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (name, title) in zip(axes, BARS, strict=False):
         values = [r["metrics"].get(f"test/{name}", float("nan")) for r in records]
         bars = ax.bar(range(len(values)), values, color=colours[: len(values)])
@@ -55,18 +55,19 @@ def plot_report(records: list[dict], curves: dict[str, dict], path: str | Path) 
     fig.tight_layout()
     tmp = partial_name(path)
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     os.replace(tmp, path)
     return path
 
 
-def aggregate(rows: list[dict]) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Means over the items that have each score (``test/<name>``) and the mean curves."""
+def aggregate(
+    rows: list[dict], stage: str = "test"
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Means over the items that have each score (``<stage>/<name>``) and the mean curves."""
     metrics, curves = {}, {}
     for key in sorted({k for row in rows for k in row} - {"index", "id"}):
         values = [row[key] for row in rows if key in row]
         if key in CURVES:
             curves[key] = torch.tensor(values).mean(0).tolist()
         else:
-            metrics[f"test/{key}"] = float(sum(values) / len(values))
+            metrics[f"{stage}/{key}"] = float(sum(values) / len(values))
     return metrics, curves

@@ -72,9 +72,21 @@ def check_overrides(args: list[str], config_name: str, prog: str) -> None:
 
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            compose(config_name, overrides=list(args))
+            cfg = compose(config_name, overrides=list(args))
     except HydraException as exc:
         fail(prog, " ".join(line.strip() for line in str(exc).splitlines() if line.strip()))
+    check_log_dir(str(cfg.paths.log_dir), prog)
+
+
+def check_log_dir(log_dir: str, prog: str) -> None:
+    """Exit with one line unless every run folder under ``log_dir`` can be created: its
+    nearest existing ancestor must be a writable folder."""
+    path = Path(log_dir).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        fail(prog, f"paths.log_dir={log_dir}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(prog, f"paths.log_dir={log_dir}: {existing} is not writable (give another folder)")
 
 
 def check_command_line(args: list[str], config_name: str, prog: str) -> None:
@@ -104,6 +116,7 @@ def quiet_warnings() -> None:
         ".*WeightAveraging.*",
         ".*LeafSpec.*",
         ".*Checkpoint directory .* exists and is not empty.*",
+        ".*when logging on epoch level in distributed setting.*",  # means are gathered rows
     ):
         warnings.filterwarnings("ignore", message=pattern)
 

@@ -1,0 +1,67 @@
+"""Every `python -m vfi.<task> ...` command of the README composes: its config groups and
+options exist and Hydra accepts its overrides (placeholders such as `...` and `<run>` filled,
+sweeps at their first value). The commands that train, score and interpolate also run end to
+end in test_cli.py and test_interpolate.py."""
+
+import re
+
+import pytest
+from conftest import REPO
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from vfi.utils.run import CONF_DIR, check_group_choices
+
+CONFIGS = {"vfi.train": "train", "vfi.eval": "eval", "vfi.interpolate": "interpolate"}
+CONFIGS["vfi.data.bench"] = "data_bench"
+
+
+def readme_commands() -> list[tuple[str, list[str]]]:
+    """(module, arguments) of each Hydra entry-point command in the README, in code blocks
+    (backslash continuations joined, comments dropped) and in inline code."""
+    text = (REPO / "README.md").read_text().replace("\\\n", " ")
+    found = []
+    for match in re.finditer(r"python -m (vfi(?:\.\w+)+)([^`\n#]*)", text):
+        module, rest = match.group(1), match.group(2)
+        if module in CONFIGS:
+            found.append((module, [fill(arg) for arg in rest.split() if fill(arg)]))
+    return found
+
+
+def fill(arg: str) -> str:
+    """An argument with the README's placeholders filled: `[key=value]` (optional) is
+    key=value, `...` and `<name>` become plain words (data=atd12k for a data placeholder),
+    `[overrides]` and `...` alone vanish."""
+    if arg in ("[overrides]", "...") or arg.startswith("("):
+        return ""
+    if arg.startswith("[") and arg.endswith("]") and "=" in arg:
+        arg = arg[1:-1]
+    arg = re.sub(r"<\w+>", "x", arg).replace("...", "x")
+    return "data=atd12k" if arg == "data=x" else arg  # "any data=": one with a root
+
+
+def first_of_sweeps(args: list[str]) -> list[str]:
+    """A multirun's overrides with every sweep at its first value."""
+    out = []
+    for arg, override in zip(args, OverridesParser.create().parse_overrides(args), strict=True):
+        if override.is_sweep_override():
+            arg = f"{override.get_key_element()}={next(iter(override.sweep_string_iterator()))}"
+        out.append(arg)
+    return out
+
+
+COMMANDS = readme_commands()
+
+
+def test_the_readme_has_its_commands():
+    modules = {module for module, _ in COMMANDS}
+    assert len(COMMANDS) >= 25 and modules == set(CONFIGS), COMMANDS
+
+
+@pytest.mark.parametrize("module,args", COMMANDS, ids=[" ".join(a) for _, a in COMMANDS])
+def test_readme_command_composes(module, args):
+    args = first_of_sweeps([a for a in args if a != "-m"])
+    check_group_choices(args, module)  # exits on an unknown option
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(CONFIGS[module], overrides=args, return_hydra_config=True)
+    assert cfg.task_name

@@ -1,0 +1,103 @@
+"""Side outputs of validation and test, as Lightning callbacks: image panels, the W&B
+per-item table and a per-item row sink. They read what ``validation_step`` / ``test_step``
+of :class:`vfi.models.base.InterpolatorModule` return:
+
+    {"rows": per-item score rows, "outs": [(mean, std) [B, 3, H, W] per time],
+     "times": [float per time], "batch": the batch}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+
+from vfi.utils.panels import (
+    log_panel,
+    panel_rows,
+    save_png,
+    stack_rows,
+    thumbnail,
+    wandb_loggers,
+)
+
+
+class EvalPanels(L.Callback):
+    """Per validation / test pass: a panel of ``items`` rows (I0 | prediction | ground truth |
+    I1 | uncertainty at the time nearest 1/2), from batches spread evenly over the first
+    dataloader, written to ``panels/<name><stage>_step<N>.png`` and sent to the image loggers;
+    at test time with a W&B logger, also a table with one thumbnail and the scores per item.
+    Global rank zero only."""
+
+    def __init__(self, items: int = 4, name: str = ""):
+        self.items, self.name = items, name
+        self._rows: list = []
+        self._table: list = []
+
+    def _batches(self, trainer: L.Trainer, stage: str) -> set[int]:
+        counts = trainer.num_val_batches if stage == "val" else trainer.num_test_batches
+        n, k = int(counts[0]) if counts else 0, self.items
+        return {round(i * (n - 1) / max(k - 1, 1)) for i in range(k)} if n > 0 else set()
+
+    def _collect(self, trainer, outputs, batch_idx, dataloader_idx, stage: str) -> None:
+        if not trainer.is_global_zero or not outputs or dataloader_idx != 0:
+            return
+        panel = batch_idx in self._batches(trainer, stage)
+        table = stage == "test" and bool(wandb_loggers(trainer.loggers))
+        if not (panel or table):
+            return
+        times, batch = outputs["times"], outputs["batch"]
+        shown = min(range(len(times)), key=lambda j: abs(times[j] - 0.5))
+        mean, std = outputs["outs"][shown]
+        rows = panel_rows(batch["I0"], mean, batch["gt"][:, shown], batch["I1"], std)
+        if panel:
+            self._rows += rows[: self.items - len(self._rows)]
+        if table:
+            for row, scores in zip(rows, outputs["rows"], strict=True):
+                values = {k: v for k, v in scores.items() if isinstance(v, float)}
+                self._table.append((str(scores.get("id", batch_idx)), thumbnail(row), values))
+
+    def _save(self, trainer: L.Trainer, stage: str) -> None:
+        if self._rows:
+            panel, step = stack_rows(self._rows), trainer.global_step
+            name = f"{self.name}{stage}_step{step:06d}.png"
+            out = Path(trainer.default_root_dir) / "panels" / name
+            save_png(panel, out)
+            log_panel(trainer.loggers, f"{stage}/panel", panel, step)
+        self._rows = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
+        self._collect(trainer, outputs, batch_idx, dl_idx, "val")
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
+        self._collect(trainer, outputs, batch_idx, dl_idx, "test")
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        self._save(trainer, "val")
+
+    def on_test_epoch_end(self, trainer, pl_module):
+        self._save(trainer, "test")
+        if self._table:
+            import wandb
+
+            names = sorted({k for _, _, values in self._table for k in values})
+            data = [
+                [item_id, wandb.Image(image), *(values.get(k) for k in names)]
+                for item_id, image, values in self._table
+            ]
+            for logger in wandb_loggers(trainer.loggers):
+                logger.log_table(key="test/items", columns=["id", "panel", *names], data=data)
+        self._table = []
+
+
+class ItemRows(L.Callback):
+    """Hand every test batch's per-item rows (``index``, ``id``, scores, curves) to ``sink``
+    as soon as they are scored (``vfi.eval`` appends them to a JSONL file to resume from)."""
+
+    def __init__(self, sink: Callable[[list[dict]], None]):
+        self.sink = sink
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
+        if outputs:
+            self.sink(outputs["rows"])
