@@ -54,6 +54,11 @@ def test_resolve_last_picks_the_newest_run(tmp_path):
         ckpt.write_bytes(b"x")
         os.utime(ckpt, (time.time() + i, time.time() + i))
     assert resolve_checkpoint("last", tmp_path).endswith("b/checkpoints/last.ckpt")
+    # a requeued job (its folder already holds a last.ckpt) resumes its own, not the newest
+    own = tmp_path / "runs" / "a"
+    assert resolve_checkpoint("last", tmp_path, own_dir=own) == str(own / "checkpoints/last.ckpt")
+    fresh = tmp_path / "runs" / "c"
+    assert resolve_checkpoint("last", tmp_path, own_dir=fresh).endswith("b/checkpoints/last.ckpt")
     assert resolve_checkpoint(None, tmp_path) is None
     with pytest.raises(VFIError, match="no last.ckpt under"):
         resolve_checkpoint("last", tmp_path / "empty")
@@ -135,3 +140,21 @@ def test_release_is_the_packaged_file(monkeypatch, tmp_path):
     missing.parent.mkdir()
     missing.write_bytes(b"x")
     assert resolve_checkpoint("release", tmp_path) == str(missing)
+
+
+def test_optimized_value_is_the_best_checkpoint_score_else_the_last_or_one_line():
+    """What vfi.train returns to a sweeper: the best score of the checkpoint callback that
+    monitors the metric, else the metric's last logged value, else a VFIError naming the
+    metrics that were logged."""
+    from types import SimpleNamespace
+
+    from vfi.train import optimized_value
+
+    best = SimpleNamespace(monitor="val/psnr", best_model_score=torch.tensor(31.5))
+    last = SimpleNamespace(monitor=None, best_model_score=None)
+    metrics = {"val/psnr": torch.tensor(30.0), "val/ssim": torch.tensor(0.9)}
+    trainer = SimpleNamespace(checkpoint_callbacks=[last, best], callback_metrics=metrics)
+    assert optimized_value(trainer, "val/psnr") == 31.5
+    assert optimized_value(trainer, "val/ssim") == pytest.approx(0.9)
+    with pytest.raises(VFIError, match=r"val/nope was never logged \(logged: val/psnr, val/ssim\)"):
+        optimized_value(trainer, "val/nope")

@@ -1,5 +1,6 @@
 """The entry points end to end, as subprocesses: errors, runs, sweeps, DDP, W&B, resume."""
 
+import csv
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import fabricate
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import REPO, one_line, run_cli, run_task, task_error
 
 pytestmark = pytest.mark.slow
@@ -95,6 +97,11 @@ def test_bad_input_gets_one_line_from_the_command_line(cli_env):
             ["is a file"],
         ),
         ("vfi.eval", ["model=blend", "data=atd12k"], ["missing value for data.root: give"]),
+        (
+            "vfi.train",
+            ["trainer=debug", "data=flying", "optimized_metric=psnr"],
+            ["optimized_metric must name a logged val/ or train/ metric, got 'psnr'"],
+        ),
         (
             "vfi.eval",
             ["model=blend", "data=clips", f"paths.log_dir={REPO / 'README.md'}/logs"],
@@ -218,16 +225,19 @@ def test_debug_run_then_eval(cli_env):
 
 
 def test_multirun_sweep_writes_separate_folders(cli_env):
-    """Two jobs, two folders; with logger=wandb (offline: no API key) each job finishes its own
-    run (its exit is recorded), both runs share the sweep's group, and a job's run file holds
-    the metrics, the panel image and the per-item test table."""
+    """Two jobs through Hydra's submitit launcher (hydra/launcher=local, each job its own
+    submitit process), two folders; with logger=wandb (offline: no API key) each job finishes
+    its own run (its exit is recorded), both runs share the sweep's group, and a job's run
+    file holds the metrics, the panel image and the per-item test table."""
     run_cli(
-        "vfi.train", "-m", "trainer=debug", "model.lr=1e-4,2e-4", "logger=wandb", *TINY,
-        env=cli_env,
+        "vfi.train", "-m", "hydra/launcher=local", "trainer=debug", "model.lr=1e-4,2e-4",
+        "logger=wandb", *TINY, env=cli_env,
     )  # fmt: skip
     (sweep,) = (Path(cli_env["VFI_LOG_DIR"]) / "train" / "multiruns").iterdir()
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [j.name for j in jobs] == ["0", "1"]
+    submitted = [p for p in (sweep / ".submitit").iterdir() if p.name.isdigit()]
+    assert len(submitted) == 2 and all(list(p.glob("*_result.pkl")) for p in submitted)
     lrs, groups = [], set()
     for job in jobs:
         assert (job / "metrics.json").is_file()
@@ -241,6 +251,29 @@ def test_multirun_sweep_writes_separate_folders(cli_env):
         check_wandb_history(wandb_file.parent, records)
     assert lrs == [1e-4, 2e-4]
     assert groups == {sweep.name}
+
+
+def test_optuna_sweep_returns_each_trials_best_val_psnr(cli_env):
+    """hparams_search=warp_posterior with two trials: each trial returns its best val/psnr to
+    the sweeper (read back here from the trial's CSV log), the sweep folder gets the best one
+    and its parameters, and each trial ran with the parameters Optuna drew."""
+    run_cli(
+        "vfi.train", "-m", "hparams_search=warp_posterior", "hydra.sweeper.n_trials=2",
+        "trainer=debug", "test=false", *TINY_DATA, env=cli_env,
+    )  # fmt: skip
+    (sweep,) = (Path(cli_env["VFI_LOG_DIR"]) / "train" / "multiruns").iterdir()
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    scores, params = [], []
+    for job in sorted(p for p in sweep.iterdir() if p.is_dir()):
+        with (job / "csv" / "metrics.csv").open() as f:
+            scores.append(max(float(r["val/psnr"]) for r in csv.DictReader(f) if r["val/psnr"]))
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+        params.append(dict(o.split("=", 1) for o in overrides if o.startswith("model.")))
+    assert len(scores) == 2 and params[0] != params[1]
+    assert result["best_value"] == pytest.approx(max(scores))
+    best = params[scores.index(max(scores))]
+    assert {k: str(v) for k, v in result["best_params"].items()} == best
+    assert set(best) == {"model.kappa", "model.num_steps", "model.lr", "model.rollout_prob"}
 
 
 def check_wandb_history(offline: Path, records: list) -> None:

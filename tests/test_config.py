@@ -1,9 +1,12 @@
 """Every config option composes and instantiates; Hydra plumbing is wired as documented."""
 
+import os
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from vfi.utils.run import CONF_DIR, group_options
 
@@ -64,3 +67,46 @@ def test_every_callbacks_option_instantiates(name):
     cfg = _compose(f"callbacks={name}")
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
     assert any(isinstance(c, EMAWeightAveraging) for c in callbacks) == (name == "ema")
+
+
+def test_slurm_preset_becomes_the_expected_sbatch_script(tmp_path, monkeypatch):
+    """hydra/launcher=slurm with trainer=ddp on 2 nodes of 4 GPUs: the submitit parameters
+    (mapped as the launcher maps them) give an sbatch script with one task per GPU on each
+    node and the requeue count. submitit wants an ``srun``: a stub on PATH stands in."""
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    cfg = _compose(
+        "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "trainer=ddp",
+        "trainer.devices=4", "trainer.num_nodes=2", hydra=True,
+    )  # fmt: skip
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert params["_target_"].endswith("SlurmLauncher") and params["max_num_timeout"] == 3
+    assert cfg.trainer.num_nodes == 2 and cfg.trainer.strategy == "ddp"
+    srun = tmp_path / "bin" / "srun"
+    srun.parent.mkdir()
+    srun.write_text("#!/bin/sh\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{srun.parent}:{os.environ['PATH']}")
+    executor = submitit.AutoExecutor(folder=tmp_path, cluster="slurm", slurm_max_num_timeout=3)
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    skip = {"_target_", "submitit_folder", "max_num_timeout"}
+    executor.update_parameters(
+        **{k if k in base else f"slurm_{k}": v for k, v in params.items() if k not in skip}
+    )
+    script = executor._executor._make_submission_file_text("python -m vfi.train", "uid")
+    for line in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--partition=gpu",
+                 "--time=240", "--cpus-per-task=8", "--mem=64GB"):  # fmt: skip
+        assert f"#SBATCH {line}\n" in script, script
+
+
+def test_optuna_presets_search_the_models_parameters():
+    """hparams_search=<model> picks the model, the Optuna sweeper, a maximised val/psnr and
+    parameters that exist in that model's config."""
+    for name in group_options("hparams_search"):
+        cfg = _compose(f"hparams_search={name}", hydra=True)
+        sweeper = cfg.hydra.sweeper
+        assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
+        assert cfg.optimized_metric == "val/psnr" and cfg.model._target_.split(".")[-2] == name
+        for key in sweeper.params:
+            assert OmegaConf.select(cfg, key) is not None, key

