@@ -6,8 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# Under pytest-xdist every worker already has its core: one torch thread each, also in the
+# entry-point subprocesses (OMP_NUM_THREADS), instead of oversubscribing the machine.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 SHARED = REPO.parent / "shared"
 ALEXNET = SHARED / "weights" / "alexnet_features_imagenet.pth"
 # The lab's offline copy of LPIPS's AlexNet features; without ../shared (e.g. on a GitHub
