@@ -328,45 +328,43 @@ def read_wandb_records(path: Path) -> list:
 
 
 def test_killed_run_resumes_at_same_step(cli_env):
+    """Through Hydra's submitit launcher (hydra/launcher=local): a job killed mid-training,
+    resubmitted with ckpt_path=last, starts at the step of the last.ckpt it left."""
     args = [
+        "-m",
+        "hydra/launcher=local",
         "trainer.max_steps=400",
         "callbacks.last_checkpoint.every_n_train_steps=3",
         "trainer.val_check_interval=1000",
         "test=false",
         *TINY,
     ]
+    sweeps = Path(cli_env["VFI_LOG_DIR"]) / "train" / "multiruns"
     proc = subprocess.Popen(
         [sys.executable, "-m", "vfi.train", *args],
         cwd=REPO,
         env=cli_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        start_new_session=True,  # the submitit job processes too
     )
     try:
         deadline = time.time() + 300
-        while time.time() < deadline and not list(
-            Path(cli_env["VFI_LOG_DIR"]).glob("train/runs/*/checkpoints/last.ckpt")
-        ):
+        while time.time() < deadline and not list(sweeps.glob("*/0/checkpoints/last.ckpt")):
             assert proc.poll() is None, "training ended before writing last.ckpt"
             time.sleep(0.5)
         time.sleep(2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    (last,) = Path(cli_env["VFI_LOG_DIR"]).glob("train/runs/*/checkpoints/last.ckpt")
+    (last,) = sweeps.glob("*/0/checkpoints/last.ckpt")
     step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
     assert step >= 3 and step % 3 == 0
-    out = run_cli(
-        "vfi.train",
-        "ckpt_path=last",
-        *args[: -len(TINY) - 1],
-        f"trainer.max_steps={step + 2}",
-        *TINY,
-        "test=false",
-        env=cli_env,
-    ).stdout
-    assert f"training starts at global step {step}" in out
+    run_cli("vfi.train", *args, "ckpt_path=last", f"trainer.max_steps={step + 2}", env=cli_env)
+    (resubmitted,) = [p for p in sweeps.iterdir() if p != last.parents[2]]
+    (log,) = resubmitted.glob(".submitit/*/*_0_log.out")
+    out = log.read_text()
+    assert f"resuming from {last}" in out and f"training starts at global step {step}" in out
 
 
 def test_eval_factor_scores_every_inner_frame(task_env, tmp_path):
@@ -471,3 +469,18 @@ def test_bench_bad_arguments_are_one_line(capsys, argv, needle):
     with pytest.raises(SystemExit) as stop:
         main(argv)
     assert stop.value.code == 2 and needle in one_line(capsys.readouterr().err)
+
+
+def test_requeued_job_resumes_its_own_last_checkpoint(task_env, tmp_path, capsys):
+    """A SLURM requeue restarts the same job in its own folder: a run whose output folder
+    already holds checkpoints/last.ckpt resumes it without ckpt_path (fresh runs get fresh
+    folders, so this only happens on a requeue)."""
+    job = tmp_path / "multiruns" / "sweep" / "0"
+    args = ["trainer=debug", "test=false", "callbacks.last_checkpoint.every_n_train_steps=1"]
+    run_task("vfi.train", [*args, *TINY], job)
+    assert torch.load(job / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    capsys.readouterr()
+    run_task("vfi.train", [*args, "trainer.max_steps=3", *TINY], job)
+    out = capsys.readouterr().out
+    assert f"resuming from {job / 'checkpoints' / 'last.ckpt'}" in out
+    assert "training starts at global step 2" in out

@@ -31,8 +31,10 @@ def train(cfg: DictConfig) -> dict[str, float] | float:
     name = cfg.get("optimized_metric")
     if name is not None and not str(name).startswith(("val/", "train/")):
         raise VFIError(f"optimized_metric must name a logged val/ or train/ metric, got {name!r}")
-    runs_dir = Path(cfg.paths.log_dir) / cfg.task_name
-    ckpt_path = resolve_checkpoint(cfg.ckpt_path, runs_dir, own_dir=cfg.paths.output_dir)
+    ckpt_path = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
+    own_last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if ckpt_path is None and own_last.is_file():  # a requeued job, restarted in its own folder
+        ckpt_path = str(own_last)
     if ckpt_path:
         check_resumable(ckpt_path, cfg.model)
     datamodule = instantiate(cfg.data)

@@ -112,21 +112,13 @@ def checkpoint_or_release(ckpt_path: str | None, model_given: bool, runs_dir: st
     return resolve_checkpoint(ckpt_path, runs_dir)
 
 
-def resolve_checkpoint(
-    ckpt_path: str | None, runs_dir: str | Path, own_dir: str | Path | None = None
-) -> str | None:
-    """``None`` stays None; ``"last"`` is ``own_dir``'s ``checkpoints/last.ckpt`` when it
-    exists (a requeued SLURM job restarts in its own folder, beside other jobs of its sweep),
-    else the newest ``last.ckpt`` under ``runs_dir``; ``"best"`` the newest ``best-*.ckpt``
-    there; ``"release"`` the released weights that ship with the package (``vfi/weights``);
-    a glob pattern (the shell leaves ``key=...*...`` words alone) its newest match; any other
-    value must be an existing file."""
+def resolve_checkpoint(ckpt_path: str | None, runs_dir: str | Path) -> str | None:
+    """``None`` stays None; ``"last"`` / ``"best"`` is the newest ``last.ckpt`` /
+    ``best-*.ckpt`` under ``runs_dir``; ``"release"`` the released weights that ship with the
+    package (``vfi/weights``); a glob pattern (the shell leaves ``key=...*...`` words alone)
+    its newest match; any other value must be an existing file."""
     if ckpt_path is None:
         return None
-    if str(ckpt_path) == "last" and own_dir is not None:
-        own = Path(own_dir) / "checkpoints" / "last.ckpt"
-        if own.is_file():
-            return str(own)
     if str(ckpt_path) == "release":
         if not RELEASE_CHECKPOINT.is_file():
             raise VFIError(
