@@ -112,6 +112,15 @@ def checkpoint_or_release(ckpt_path: str | None, model_given: bool, runs_dir: st
     return resolve_checkpoint(ckpt_path, runs_dir)
 
 
+def newest_match(pattern: str, missing: str) -> str:
+    """The most recently modified file matching the glob ``pattern`` (``**`` spans folders),
+    else a VFIError with the message ``missing``."""
+    found = sorted(glob.glob(pattern, recursive=True), key=os.path.getmtime)
+    if not found:
+        raise VFIError(missing)
+    return found[-1]
+
+
 def resolve_checkpoint(ckpt_path: str | None, runs_dir: str | Path) -> str | None:
     """``None`` stays None; ``"last"`` / ``"best"`` is the newest ``last.ckpt`` /
     ``best-*.ckpt`` under ``runs_dir``; ``"release"`` the released weights that ship with the
@@ -129,15 +138,10 @@ def resolve_checkpoint(ckpt_path: str | None, runs_dir: str | Path) -> str | Non
     names = {"last": "last.ckpt", "best": "best-*.ckpt"}
     if str(ckpt_path) in names:
         name = names[str(ckpt_path)]
-        found = sorted(Path(runs_dir).glob(f"**/checkpoints/{name}"), key=os.path.getmtime)
-        if not found:
-            raise VFIError(f"ckpt_path={ckpt_path}: no {name} under {runs_dir}")
-        return str(found[-1])
+        pattern = str(Path(runs_dir) / "**" / "checkpoints" / name)
+        return newest_match(pattern, f"ckpt_path={ckpt_path}: no {name} under {runs_dir}")
     if any(char in str(ckpt_path) for char in "*?["):
-        found = sorted(glob.glob(str(ckpt_path), recursive=True), key=os.path.getmtime)
-        if not found:
-            raise VFIError(f"checkpoint not found: nothing matches {ckpt_path}")
-        return found[-1]
+        return newest_match(str(ckpt_path), f"checkpoint not found: nothing matches {ckpt_path}")
     if not Path(ckpt_path).is_file():
         raise VFIError(f"checkpoint not found: {ckpt_path}")
     return str(ckpt_path)
