@@ -62,6 +62,7 @@ TASKS = {
     "vfi.eval": ("eval", "evaluate"),
     "vfi.interpolate": ("interpolate", "interpolate"),
     "vfi.data.bench": ("data_bench", "bench"),
+    "vfi.data.convert": ("convert", "convert"),
 }
 
 

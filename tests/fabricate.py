@@ -46,15 +46,18 @@ def atd12k(root: Path) -> Path:
     return root
 
 
-def vimeo90k(root: Path, septuplet: bool = False) -> Path:
-    """Three sequences in the train list, two in the test list; frame i has level 40 s + 5 i."""
+def vimeo90k(root: Path, septuplet: bool = False, num_train: int = 3) -> Path:
+    """``num_train`` sequences in the train list (3 by default), two in the test list; frame i
+    of sequence s has level 40 s + 5 i (mod 256)."""
     n, prefix = (7, "sep") if septuplet else (3, "tri")
-    names = ["00001/0001", "00001/0002", "00002/0001", "00003/0007", "00003/0008"]
+    train = ["00001/0001", "00001/0002", "00002/0001"]
+    train += [f"00004/{k:04d}" for k in range(1, num_train - 2)]
+    names = [*train[:num_train], "00003/0007", "00003/0008"]
     for s, name in enumerate(names):
         for i in range(1, n + 1):
-            write_frame(root / "sequences" / name / f"im{i}.png", 40 * s + 5 * i)
-    (root / f"{prefix}_trainlist.txt").write_text("\n".join(names[:3]) + "\n")
-    (root / f"{prefix}_testlist.txt").write_text("\n".join(names[3:]) + "\n\n")
+            write_frame(root / "sequences" / name / f"im{i}.png", (40 * s + 5 * i) % 256)
+    (root / f"{prefix}_trainlist.txt").write_text("\n".join(names[:-2]) + "\n")
+    (root / f"{prefix}_testlist.txt").write_text("\n".join(names[-2:]) + "\n\n")
     return root
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO, one_line, run_cli, run_task, task_error
+from conftest import REPO, needs_shared, one_line, run_cli, run_task, task_error
 
 pytestmark = pytest.mark.slow
 # 32 px training items; validation and test on 64 px centre crops of the clips
@@ -161,6 +161,19 @@ def test_worker_errors_are_one_line(task_env, tmp_path, capsys):
     assert stop.value.code == 2 and "Traceback" not in err, err
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("INFO:")]
     assert lines == [f"vfi.eval: error: corrupt or truncated image: {image}"], err
+
+
+@needs_shared
+def test_crops_too_small_for_the_lpips_loss_are_one_line(task_env, tmp_path, capsys):
+    """The bridge trains with an LPIPS term; AlexNet has nothing left of a 16 px crop."""
+    args = ["data=flying", "data.train.size=[16,16]", "data.batch_size=2", "data.num_workers=0"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:  # in training: after Lightning's INFO lines
+        run_task("vfi.train", [*args, "trainer.fast_dev_run=true"], tmp_path / "run")
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("INFO:")]
+    assert stop.value.code == 2 and "Traceback" not in err and len(lines) == 1, err
+    assert "at least 31 px, got 16x16" in lines[0] and "data.train.size" in lines[0]
 
 
 def test_undecodable_video_is_one_line(task_env, tmp_path, capsys):

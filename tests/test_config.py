@@ -1,6 +1,7 @@
 """Every config option composes and instantiates; Hydra plumbing is wired as documented."""
 
 import os
+import sys
 
 import pytest
 import torch
@@ -110,3 +111,33 @@ def test_optuna_presets_search_the_models_parameters():
         assert cfg.optimized_metric == "val/psnr" and cfg.model._target_.split(".")[-2] == name
         for key in sweeper.params:
             assert OmegaConf.select(cfg, key) is not None, key
+
+
+def _stub(folder, name: str, output: str = "") -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(f"#!/bin/sh\nprintf '{output}'\n")
+    (folder / name).chmod(0o755)
+
+
+def test_launchers_that_cannot_start_get_one_line(tmp_path, monkeypatch, capsys):
+    """Before Hydra launches: an unknown partition (the stub sinfo lists cpu and gpu), no
+    sbatch on this machine, and a missing submitit each end with one line, exit 2."""
+    from vfi.utils.run import check_command_line
+
+    def refusal(*args) -> str:
+        with pytest.raises(SystemExit) as stop:
+            check_command_line(["-m", *args, "trainer=debug"], "train", "vfi.train")
+        assert stop.value.code == 2
+        (line,) = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+        return line
+
+    bin_dir = tmp_path / "bin"
+    _stub(bin_dir, "sinfo", "gpu\\ncpu\\ngpu\\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    assert "needs SLURM's sbatch" in refusal("hydra/launcher=slurm")
+    _stub(bin_dir, "sbatch")
+    line = refusal("hydra/launcher=slurm", "hydra.launcher.partition=gpux")
+    assert line.endswith("unknown SLURM partition 'gpux' (sinfo lists: cpu, gpu)"), line
+    check_command_line(["-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"], "train", "x")
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit now fails
+    assert "needs submitit" in refusal("hydra/launcher=local")

@@ -13,7 +13,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from vfi.utils.run import CONF_DIR, check_group_choices
 
 CONFIGS = {"vfi.train": "train", "vfi.eval": "eval", "vfi.interpolate": "interpolate"}
-CONFIGS["vfi.data.bench"] = "data_bench"
+CONFIGS.update({"vfi.data.bench": "data_bench", "vfi.data.convert": "convert"})
 
 
 def readme_commands() -> list[tuple[str, list[str]]]:

@@ -40,7 +40,9 @@ def bench(cfg: DictConfig) -> list[tuple[int, float]]:
     warnings.filterwarnings("ignore", message=".*worker processes in total.*")
     if cfg.split not in ("train", "val", "test"):
         raise VFIError(f"split must be train, val or test, got {cfg.split!r}")
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(
+        cfg.data, **{s: None for s in ("train", "val", "test") if s != cfg.split}
+    )
     datamodule.setup("fit" if cfg.split != "test" else "test")
     if cfg.split not in datamodule.datasets:
         raise VFIError(f"the data config has no {cfg.split} split")

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
+from litdata import StreamingDataLoader, StreamingDataset
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, IterableDataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
@@ -86,6 +87,7 @@ class VFIDataModule(L.LightningDataModule):
         self.options = options
         self.factories = {"train": train, "val": val, "test": test}
         self.datasets: dict[str, Dataset] = {}
+        self.built_for = rank_and_world()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise VFIError(f"data.{name} must be an integer of at least 1, got {value!r}")
@@ -109,6 +111,11 @@ class VFIDataModule(L.LightningDataModule):
         return self.batch_size // world
 
     def setup(self, stage: str | None = None) -> None:
+        # datasets that split themselves over DDP ranks when built (litdata's shards) are
+        # built again once the process group exists (entry points set up early, to fail fast)
+        if self.built_for != rank_and_world():
+            self.datasets.clear()
+            self.built_for = rank_and_world()
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
         for split in wanted.get(stage, ("train", "val", "test")):
             factory = self.factories[split]
@@ -130,6 +137,17 @@ class VFIDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
+        if isinstance(dataset, StreamingDataset):
+            # litdata shuffles and splits the shards over workers and ranks itself, and its
+            # loader passes each epoch's shuffle on to the (persistent) workers
+            return StreamingDataLoader(
+                dataset,
+                batch_size=batch_size,
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+                persistent_workers=self.num_workers > 0,
+                collate_fn=collate_items,
+            )
         return DataLoader(
             dataset,
             batch_size=batch_size,

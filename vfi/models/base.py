@@ -334,6 +334,12 @@ class TrainableInterpolator(InterpolatorModule):
                 "model.lpips_weight > 0 needs LPIPS weights: set paths.lpips_backbone "
                 "(or model.lpips_weight=0)"
             )
+        if min(pred.shape[-2:]) < LPIPS_MIN_SIZE:
+            raise VFIError(
+                f"model.lpips_weight > 0 needs training crops of at least {LPIPS_MIN_SIZE} px, "
+                f"got {pred.shape[-2]}x{pred.shape[-1]}: give larger ones "
+                "(data.train.augment.crop, or data.train.size for flying) or model.lpips_weight=0"
+            )
         net = self.lpips_net.to(pred.device)
         return self.lpips_weight * net(pred.clamp(-1, 1), target).mean()
 

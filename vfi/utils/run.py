@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import warnings
 from collections.abc import Callable
@@ -89,9 +92,49 @@ def check_log_dir(log_dir: str, prog: str) -> None:
         fail(prog, f"paths.log_dir={log_dir}: {existing} is not writable (give another folder)")
 
 
+def check_launcher(args: list[str], prog: str) -> None:
+    """Exit with one line when a submitit launcher cannot start here: submitit is not
+    installed, ``hydra/launcher=slurm`` finds no ``sbatch``, or its partition is not one
+    that ``sinfo`` lists."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides(
+            [a for a in args if "=" in a and not a.startswith("-")]
+        )
+    except Exception:  # noqa: BLE001 - Hydra reports malformed overrides itself
+        return
+    values = {o.key_or_group: o.value() for o in overrides if not o.is_sweep_override()}
+    launcher = values.get("hydra/launcher")
+    if launcher not in ("slurm", "local"):
+        return
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        fail(prog, f"hydra/launcher={launcher} needs submitit: pip install hydra-submitit-launcher")
+    if launcher == "local":
+        return
+    if shutil.which("sbatch") is None:
+        fail(
+            prog,
+            "hydra/launcher=slurm needs SLURM's sbatch on PATH (none here): submit from the "
+            "cluster, or run here with hydra/launcher=local",
+        )
+    partition = values.get("hydra.launcher.partition")
+    if partition is None or shutil.which("sinfo") is None:
+        return
+    listed = subprocess.run(
+        ["sinfo", "--noheader", "--format=%R"], capture_output=True, text=True, timeout=60
+    ).stdout.split()
+    if listed and str(partition) not in listed:
+        names = ", ".join(sorted(set(listed)))
+        fail(prog, f"unknown SLURM partition {partition!r} (sinfo lists: {names})")
+
+
 def check_command_line(args: list[str], config_name: str, prog: str) -> None:
-    """The checks before Hydra runs a task: config choices, then the overrides."""
+    """The checks before Hydra runs a task: config choices, the launcher, the overrides."""
     check_group_choices(args, prog)
+    check_launcher(args, prog)
     check_overrides(args, config_name, prog)
 
 
@@ -117,8 +160,11 @@ def quiet_warnings() -> None:
         ".*LeafSpec.*",
         ".*Checkpoint directory .* exists and is not empty.*",
         ".*when logging on epoch level in distributed setting.*",  # means are gathered rows
+        ".*`IterableDataset` has `__len__` defined.*",  # litdata's shards split themselves
+        ".*buffer is not writable.*",  # litdata's tensors, only read
     ):
         warnings.filterwarnings("ignore", message=pattern)
+    logging.getLogger("litdata").setLevel(logging.WARNING)  # its INFO lines say how it reads
 
 
 def missing_values(node, prefix: str = "") -> list[str]:
