@@ -219,3 +219,22 @@ def test_remote_out_is_built_locally_then_uploaded_index_last(vimeo, tmp_path, m
         read_index("s3://bucket/nothing")
     with pytest.raises(VFIError, match="already holds a shard set"):
         write_shards(folder, url, chunk_items=1, staging=str(tmp_path / "staging"))
+
+
+@pytest.mark.slow
+def test_resume_mid_epoch_continues_the_shard_stream(task_env, vimeo, shards, tmp_path):
+    """Lightning saves the litdata loader's position in the checkpoint: 2 steps, then a resume
+    to 8 steps (one epoch of 16 items in batches of 2) takes the 12 items not yet seen."""
+    seen = tmp_path / "seen"
+    args = [
+        "model=resshift", "data=shards", f"data.root={shards}", "data.train.augment.crop=[16,16]",
+        "trainer=debug", "data.batch_size=2", "data.num_workers=2", "logger=none",
+        "+callbacks.seen._target_=seen_items.SeenItems", f"+callbacks.seen.out={seen}",
+    ]  # fmt: skip
+    run_task("vfi.train", args, tmp_path / "run")
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    run_task("vfi.train", [*args, f"ckpt_path={ckpt}", "trainer.max_steps=8"], tmp_path / "run2")
+    rows = [json.loads(line) for line in open(seen / "rank0.jsonl")]
+    ids = [i for row in rows for i in row["ids"]]
+    train = {r.id for r in benchmarks.vimeo90k(str(vimeo), "train", "septuplet").records}
+    assert len(rows) == 8 and len(ids) == NUM_TRAIN and set(ids) == train, rows
