@@ -283,6 +283,17 @@ def calibration_scale(ratios: Tensor, coverage: float = 0.95) -> Tensor:
     return (torch.quantile(ratios.flatten().double(), coverage) / z).float()
 
 
+def network_inputs(network: torch.nn.Module, i0: Tensor, i1: Tensor) -> dict[str, Tensor]:
+    """The extra inputs of a multi-frame network (one with ``context_frames`` = M > 0, such as
+    :class:`vfi.nets.shiftnet.ShiftNet`): ``context`` [B, M, 3, H, W], the outer neighbours
+    replaced by copies of i0 and i1 [B, 3, H, W] as at a sequence's ends (I0, I0, I1, I1 for
+    M = 4); none for a one-frame network."""
+    m = getattr(network, "context_frames", 0)
+    if not m:
+        return {}
+    return {"context": torch.stack([i0] * (m // 2) + [i1] * (m // 2), dim=1)}
+
+
 def charbonnier(x: Tensor, y: Tensor, eps: float = 1e-3) -> Tensor:
     """mean sqrt((x - y)^2 + eps^2)."""
     return torch.sqrt((x - y) ** 2 + eps**2).mean()

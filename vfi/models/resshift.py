@@ -13,6 +13,7 @@ from vfi.errors import VFIError
 from vfi.models.base import (
     TrainableInterpolator,
     check_tau,
+    network_inputs,
     pick_ground_truth,
     sample_statistics,
 )
@@ -80,7 +81,8 @@ class ResShiftVFI(TrainableInterpolator):
         return softmax_splat(i0, t * f01, z0), softmax_splat(i1, (1 - t) * f10, z1)
 
     def prior(self, i0: Tensor, i1: Tensor, tau: Tensor, eps: float = 1e-6) -> dict[str, Tensor]:
-        """y = ((1-tau) v0 W0 + tau v1 W1) / ((1-tau) v0 + tau v1 + eps) and its parts.
+        """y = ((1-tau) v0 W0 + tau v1 W1) / ((1-tau) v0 + tau v1 + eps) and its parts (with
+        the inputs i0, i1, for a multi-frame denoiser's context).
 
         i0, i1: [B, 3, H, W] (H, W divisible by ``self.multiple``); tau: [B].
         """
@@ -90,10 +92,11 @@ class ResShiftVFI(TrainableInterpolator):
         v0, v1 = self.visibility_net(w0, w1, f_t0, f_t1, tau)
         t = tau.view(-1, 1, 1, 1)
         y = ((1 - t) * v0 * w0 + t * v1 * w1) / ((1 - t) * v0 + t * v1 + eps)
-        return {"y": y, "w0": w0, "w1": w1, "v0": v0, "v1": v1}
+        return {"y": y, "w0": w0, "w1": w1, "v0": v0, "v1": v1, "i0": i0, "i1": i1}
 
     def predict_x0(self, x_t: Tensor, t: Tensor, cond: dict[str, Tensor], tau: Tensor) -> Tensor:
-        """x0_hat = y + UNet([x_t / sqrt(kappa^2 eta_t + 1), y, W0, W1, v0, v1], t, tau)."""
+        """x0_hat = y + D([x_t / sqrt(kappa^2 eta_t + 1), y, W0, W1, v0, v1], t, tau), with the
+        context frames for a multi-frame denoiser D."""
         inp = torch.cat(
             [
                 rs.scale_input(x_t, t, self.etas, self.kappa),
@@ -106,7 +109,8 @@ class ResShiftVFI(TrainableInterpolator):
             dim=1,
         )
         self.network_calls += 1
-        return cond["y"] + self.denoiser(inp, t, tau)
+        extra = network_inputs(self.denoiser, cond["i0"], cond["i1"])
+        return cond["y"] + self.denoiser(inp, t, tau, **extra)
 
     # --- tau re-estimation ---------------------------------------------------------------
     @torch.no_grad()

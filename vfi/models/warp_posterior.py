@@ -11,7 +11,12 @@ from torch import Tensor, nn
 
 from vfi.diffusion import warp_posterior as wp
 from vfi.errors import VFIError
-from vfi.models.base import TrainableInterpolator, check_tau, sample_statistics
+from vfi.models.base import (
+    TrainableInterpolator,
+    check_tau,
+    network_inputs,
+    sample_statistics,
+)
 from vfi.ops import (
     BackwardWarp,
     intermediate_flows,
@@ -141,12 +146,16 @@ class WarpPosteriorVFI(TrainableInterpolator):
         dl = torch.as_tensor(dl, dtype=velocity_k.dtype, device=velocity_k.device)
         return -dl.view(-1, 1, 1, 1) * velocity_k
 
-    def refine(self, mean: Tensor, x_k: Tensor, terms: dict, l_prev: Tensor, dl: Tensor) -> Tensor:
-        """R_theta(mu~, x_k, P_{k-1}[I0], B_{k-1}[I1], v0, v1, c; l_{k-1}, l_k - l_{k-1})."""
+    def refine(
+        self, mean: Tensor, x_k: Tensor, terms: dict, l_prev: Tensor, dl: Tensor, pair: tuple
+    ) -> Tensor:
+        """R_theta(mu~, x_k, P_{k-1}[I0], B_{k-1}[I1], v0, v1, c; l_{k-1}, l_k - l_{k-1}), and
+        the context frames for a multi-frame refiner from ``pair`` (I0, I1), each
+        [B, 3, H, W]."""
         names = ("w0", "w1", "v0", "v1", "confidence")
         inp = torch.cat([mean, x_k, *(terms[name] for name in names)], dim=1)
         self.network_calls += 1
-        return self.refiner(inp, dl * 1000.0, l_prev)
+        return self.refiner(inp, dl * 1000.0, l_prev, **network_inputs(self.refiner, *pair))
 
     def step_posterior(
         self, x_k: Tensor, prev: dict, cur: dict, l_prev: Tensor, l_k: Tensor
@@ -231,7 +240,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
             x_k = clean + beta_k.sqrt() * torch.randn_like(clean)
 
         mean = self.step_posterior(x_k, prev, cur, l_prev, l_k)
-        x_hat = mean + self.refine(mean, x_k, prev, l_prev.to(i0), (l_k - l_prev).to(i0))
+        x_hat = mean + self.refine(mean, x_k, prev, l_prev.to(i0), (l_k - l_prev).to(i0), (i0, i1))
         return self.supervised_loss(x_hat, mean, gt_prev, self.prior_weight)
 
     # --- sampling ------------------------------------------------------------------------
@@ -253,6 +262,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         (a dict) receives the bridge terms of every grid index used, repeated per sample."""
         f01, f10 = self.flow_net(i0, i1)
         cache = {} if cache is None else cache
+        pair = (i0.repeat(num_samples, 1, 1, 1), i1.repeat(num_samples, 1, 1, 1))
 
         def terms(k: int) -> dict:
             """Bridge terms at l_k for the B items, repeated for the K samples, with S_k's flow
@@ -272,11 +282,10 @@ class WarpPosteriorVFI(TrainableInterpolator):
         def refine(mean: Tensor, x_k: Tensor, j: int) -> Tensor:
             l_prev = torch.full((len(mean),), float(times[j]), device=mean.device)
             dl = torch.full_like(l_prev, float(times[j + 1] - times[j]))
-            return self.refine(mean, x_k, terms(j), l_prev, dl)
+            return self.refine(mean, x_k, terms(j), l_prev, dl, pair)
 
         return wp.reverse_bridge(
-            i0.repeat(num_samples, 1, 1, 1),
-            i1.repeat(num_samples, 1, 1, 1),
+            *pair,
             times,
             prior_mean=lambda k: terms(k)["mu"],
             one_step_warp=lambda k: BackwardWarp(terms(k)["step"]),

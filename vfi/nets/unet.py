@@ -19,7 +19,8 @@ def sinusoidal_embedding(x: Tensor, dim: int, max_period: float = 10000.0) -> Te
 
 
 def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, channels), channels)
+    """GroupNorm with 8 groups, or the largest count that divides ``channels``."""
+    return nn.GroupNorm(math.gcd(8, channels), channels)
 
 
 class ResBlock(nn.Module):

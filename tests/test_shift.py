@@ -1,0 +1,154 @@
+"""The grouped spatial-temporal shift against an explicit index computation, and the
+ShiftNet backbone built on it."""
+
+import itertools
+
+import fabricate
+import pytest
+import torch
+
+from vfi.nets.shiftnet import ShiftNet
+from vfi.ops.shift import group_sizes, grouped_shift, shift_pattern, shift_zero
+
+
+def explicit_shift(x: torch.Tensor, shifts) -> torch.Tensor:
+    """out[b, n, c, y, x] = x[b, n - dt, c, y - dy, x - dx] (0 outside), element by element."""
+    b, n, c, h, w = x.shape
+    group = [g for g, size in enumerate(group_sizes(c, len(shifts))) for _ in range(size)]
+    out = torch.zeros_like(x)
+    for i, f, ch, yy, xx in itertools.product(range(b), range(n), range(c), range(h), range(w)):
+        dt, dy, dx = shifts[group[ch]]
+        sf, sy, sx = f - dt, yy - dy, xx - dx
+        if 0 <= sf < n and 0 <= sy < h and 0 <= sx < w:
+            out[i, f, ch, yy, xx] = x[i, sf, ch, sy, sx]
+    return out
+
+
+def test_grouped_shift_is_the_explicit_index_computation():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 11, 5, 6, generator=g)
+    # uneven groups (11 channels in 5), offsets beyond the frames and the image
+    shifts = [(0, 0, 0), (1, -2, 3), (-1, 1, 0), (2, 0, -1), (-4, 5, 6)]
+    assert torch.equal(grouped_shift(x, shifts), explicit_shift(x, shifts))
+    pattern = shift_pattern([-1, 0, 1], [1])
+    x = torch.randn(1, 3, 27, 4, 4, generator=g)
+    assert torch.equal(grouped_shift(x, pattern), explicit_shift(x, pattern))
+
+
+@pytest.mark.parametrize("offset", [-3, -1, 0, 2, 7])
+def test_shift_is_a_roll_with_zero_fill(offset):
+    x = torch.arange(1.0, 6.0)
+    kept = torch.arange(5) - offset
+    expected = torch.where((kept >= 0) & (kept < 5), torch.roll(x, offset), torch.zeros(5))
+    assert torch.equal(shift_zero(x, offset, 0), expected)
+
+
+def test_shift_pattern_groups():
+    pattern = shift_pattern([-1, 0, 1], [1, 2])
+    assert len(pattern) == 3 * 17 and len(set(pattern)) == len(pattern)
+    assert (0, 0, 0) in pattern and (1, -2, 2) in pattern
+
+
+def _net(temporal) -> ShiftNet:
+    torch.manual_seed(0)
+    net = ShiftNet(in_channels=15, base_channels=32, channel_mult=(1, 2), temporal=temporal)
+    torch.nn.init.normal_(net.out[-1].weight, std=0.1)  # the output starts at zero otherwise
+    return net
+
+
+def test_shiftnet_reads_the_context_only_through_temporal_shifts():
+    x = torch.randn(2, 15, 16, 24)
+    context = torch.randn(2, 4, 3, 16, 24, requires_grad=True)
+    t, tau = torch.tensor([3.0, 5.0]), torch.tensor([0.25, 0.5])
+    out = _net([-1, 0, 1])(x, t, tau, context)
+    assert out.shape == (2, 3, 16, 24)
+    (grad,) = torch.autograd.grad(out.square().sum(), context)
+    # I0 and I1 (next to the input's frame) reach it in one shift, I_-1 and I2 in two: the
+    # 2-level U-Net has four shift blocks on the way
+    assert all(grad[:, m].abs().sum() > 0 for m in range(4))
+    out = _net([0])(x, t, tau, context)
+    (grad,) = torch.autograd.grad(out.square().sum(), context)
+    assert torch.count_nonzero(grad) == 0  # no temporal shift: every frame on its own
+
+
+def test_shiftnet_output_starts_at_zero_and_checks_its_inputs():
+    net = ShiftNet(in_channels=7, base_channels=16, channel_mult=(1, 2, 4), spatial=[])
+    out = net(torch.randn(1, 7, 8, 8), torch.zeros(1), torch.zeros(1), torch.randn(1, 4, 3, 8, 8))
+    assert net.multiple == 4 and torch.count_nonzero(out) == 0
+    with pytest.raises(ValueError, match="context must be"):
+        net(torch.randn(1, 7, 8, 8), torch.zeros(1), torch.zeros(1), torch.randn(1, 2, 3, 8, 8))
+    with pytest.raises(ValueError, match="fewer than the 27 shift groups"):
+        ShiftNet(base_channels=16, temporal=[-1, 0, 1], spatial=[1])
+
+
+NETWORKS = [("warp_posterior", "refiner"), ("resshift", "denoiser")]
+
+
+def _model(name: str, group: str, option: str, *overrides: str):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from vfi.utils.run import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "paths.output_dir=/x",
+                f"model={name}",
+                f"model/{group}={option}",
+                *overrides,
+            ],
+        )
+    return instantiate(cfg.model).eval()
+
+
+@pytest.mark.parametrize("name, group", NETWORKS)
+def test_shiftnet_option_is_wired_into_the_model(name, group):
+    """model/<network>=shiftnet builds a ShiftNet; with its output convolution at zero (as at
+    initialisation) and the same motion networks, the model interpolates exactly as with the
+    U-Net (whose output also starts at zero), from the same noise."""
+    from vfi.utils.run import group_options
+
+    assert group_options(f"model/{group}") == ["shiftnet", "unet"]
+    unet, shift = _model(name, group, "unet"), _model(name, group, "shiftnet")
+    assert isinstance(getattr(shift, group), ShiftNet)
+    for part in ("flow_net", "visibility_net"):
+        getattr(shift, part).load_state_dict(getattr(unet, part).state_dict())
+    g = torch.Generator().manual_seed(0)
+    i0, i1 = torch.rand(2, 1, 3, 32, 48, generator=g) * 2 - 1
+    outs = [m.interpolate(i0, i1, 0.5, 2, torch.Generator().manual_seed(1)) for m in (unet, shift)]
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+def test_two_frame_items_replicate_the_outer_neighbours():
+    from vfi.models.base import network_inputs
+
+    i0, i1 = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    context = network_inputs(ShiftNet(base_channels=27, channel_mult=(1,)), i0, i1)["context"]
+    assert torch.equal(context, torch.stack([i0, i0, i1, i1], dim=1))
+    assert network_inputs(torch.nn.Conv2d(1, 1, 1), i0, i1) == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, group", NETWORKS)
+@pytest.mark.parametrize("data", ["flying", "vimeo90k"])
+def test_shiftnet_options_train(task_env, tmp_path, capsys, name, group, data):
+    """fast_dev_run with the ShiftNet backbone (narrowed) on flying and on a fabricated
+    Vimeo-90K septuplet tree."""
+    from conftest import run_task
+
+    if data == "flying":
+        data_args = ["data=flying", "data.train.size=[32,32]", "+data.val.crop=[32,32]",
+                     "+data.test.crop=[32,32]"]  # fmt: skip
+    else:
+        root = fabricate.vimeo90k(tmp_path / "vimeo", septuplet=True)
+        data_args = ["data=vimeo90k", f"data.root={root}", "data.variant=septuplet",
+                     "data.train.augment.crop=[32,32]"]  # fmt: skip
+    args = [
+        f"model={name}", f"model/{group}=shiftnet", f"model.{group}.base_channels=32",
+        f"model.{group}.channel_mult=[1,2]", *data_args, "data.batch_size=2",
+        "data.num_workers=0", "trainer.fast_dev_run=true", "logger=none",
+    ]  # fmt: skip
+    metrics = run_task("vfi.train", args, tmp_path / "run")
+    assert "test/psnr" in capsys.readouterr().out and metrics["test/psnr"] > 0
