@@ -161,7 +161,9 @@ def test_ifd_mode_trains_with_reestimated_tau(monkeypatch):
     batch = default_collate([ds[i] for i in range(2)])
     seen = []
     real_prior = model.prior
-    monkeypatch.setattr(model, "prior", lambda a, b, tau: seen.append(tau) or real_prior(a, b, tau))
+    monkeypatch.setattr(
+        model, "prior", lambda a, b, tau, outer: seen.append(tau) or real_prior(a, b, tau, outer)
+    )
     monkeypatch.setattr(model, "estimate_tau", lambda *a: torch.tensor([0.3, 0.6]))
     model.training_step(batch, 0).backward()
     assert torch.equal(seen[0], torch.tensor([0.3, 0.6]))

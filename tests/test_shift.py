@@ -134,16 +134,18 @@ def test_two_frame_items_replicate_the_outer_neighbours():
 @pytest.mark.parametrize("name, group", NETWORKS)
 @pytest.mark.parametrize("data", ["flying", "vimeo90k"])
 def test_shiftnet_options_train(task_env, tmp_path, capsys, name, group, data):
-    """fast_dev_run with the ShiftNet backbone (narrowed) on flying and on a fabricated
-    Vimeo-90K septuplet tree."""
+    """fast_dev_run with the ShiftNet backbone (narrowed) on flying (outer neighbours in
+    training; the clips it is tested on replicate I0, I1) and on a fabricated Vimeo-90K
+    septuplet tree with its outer neighbours everywhere (no fallback)."""
     from conftest import run_task
 
     if data == "flying":
-        data_args = ["data=flying", "data.train.size=[32,32]", "+data.val.crop=[32,32]",
-                     "+data.test.crop=[32,32]"]  # fmt: skip
+        data_args = ["data=flying", "data.train.size=[32,32]", "data.train.outer=true",
+                     "+data.val.crop=[32,32]", "+data.test.crop=[32,32]"]  # fmt: skip
     else:
         root = fabricate.vimeo90k(tmp_path / "vimeo", septuplet=True)
         data_args = ["data=vimeo90k", f"data.root={root}", "data.variant=septuplet",
+                     "data.outer=true", "model.outer_fallback=false",
                      "data.train.augment.crop=[32,32]"]  # fmt: skip
     args = [
         f"model={name}", f"model/{group}=shiftnet", f"model.{group}.base_channels=32",
@@ -152,3 +154,76 @@ def test_shiftnet_options_train(task_env, tmp_path, capsys, name, group, data):
     ]  # fmt: skip
     metrics = run_task("vfi.train", args, tmp_path / "run")
     assert "test/psnr" in capsys.readouterr().out and metrics["test/psnr"] > 0
+
+
+def test_outer_neighbours_reach_the_network():
+    from vfi.models.base import network_inputs
+
+    i0, i1, outer = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8), torch.randn(2, 2, 3, 8, 8)
+    context = network_inputs(ShiftNet(), i0, i1, outer)["context"]
+    assert torch.equal(context, torch.stack([outer[:, 0], i0, i1, outer[:, 1]], dim=1))
+
+
+def test_vimeo_septuplets_give_outer_neighbours_and_reversal_swaps_them(tmp_path):
+    from vfi.data import benchmarks
+    from vfi.data.items import Augment
+    from vfi.data.shards import shard_dataset, write_shards
+    from vfi.errors import VFIError
+
+    root = fabricate.vimeo90k(tmp_path / "vimeo", septuplet=True)
+    item = benchmarks.vimeo90k(str(root), "train", "septuplet", outer=True)[1]
+    s = 1  # frame i of sequence s has level 40 s + 5 i
+    levels = [fabricate.level(item[k]) for k in ("I0", "I1")] + [fabricate.level(item["gt"][0])]
+    assert levels == [40 * s + 15, 40 * s + 25, 40 * s + 20] and item["taus"].tolist() == [0.5]
+    assert [fabricate.level(f) for f in item["outer"]] == [40 * s + 5, 40 * s + 35]
+    torch.manual_seed(0)
+    flipped = benchmarks.vimeo90k(
+        str(root), "train", "septuplet", outer=True, augment=Augment(reverse=True)
+    )
+    seen = {tuple(fabricate.level(f) for f in flipped[1]["outer"]) for _ in range(12)}
+    assert seen == {(45, 75), (75, 45)}  # reversed items swap I_-1 and I2 as they swap I0, I1
+    reversed_items = [flipped[1] for _ in range(8)]
+    for it in reversed_items:
+        first = fabricate.level(it["I0"])
+        assert fabricate.level(it["outer"][0]) == (45 if first == 55 else 75)
+    with pytest.raises(VFIError, match="outer=true needs variant=septuplet"):
+        benchmarks.vimeo90k(str(fabricate.vimeo90k(tmp_path / "tri")), "train", outer=True)
+    # shards keep them
+    folder = benchmarks.vimeo90k(str(root), "test", "septuplet", outer=True)
+    write_shards(folder, str(tmp_path / "shards" / "test"), chunk_items=1)
+    streamed = shard_dataset(str(tmp_path / "shards"), "test")
+    assert all(torch.equal(streamed[i]["outer"], folder[i]["outer"]) for i in range(len(folder)))
+
+
+def test_flying_outer_frames_extend_the_motion():
+    from vfi.data.flying import FlyingDataset
+
+    plain, outer = (
+        FlyingDataset(length=2, size=(32, 32)),
+        FlyingDataset(length=2, size=(32, 32), outer=True),
+    )
+    a, b = plain[1], outer[1]
+    assert all(torch.equal(a[k], b[k]) for k in ("I0", "gt", "I1", "taus")) and "outer" not in a
+    assert (b["outer"][0] - b["I0"]).abs().mean() > 0.01  # the scene moves on
+    still = dict(size=(32, 32), max_shift=0.0, max_background_shift=0.0, max_rotation=0.0,
+                 max_zoom=0.0, static_background=1.0, outer=True)  # fmt: skip
+    item = FlyingDataset(length=1, **still)[0]
+    assert torch.allclose(item["outer"][0], item["I0"], atol=1e-5)
+    assert torch.allclose(item["outer"][1], item["I1"], atol=1e-5)
+
+
+def test_two_frame_data_without_the_fallback_is_one_line(task_env, tmp_path, capsys):
+    from conftest import run_task
+
+    args = [
+        "model=warp_posterior", "model/refiner=shiftnet", "model.outer_fallback=false",
+        "data=flying", "data.train.size=[32,32]", "data.batch_size=2", "data.num_workers=0",
+        "model.refiner.channel_mult=[1,2]", "trainer.fast_dev_run=true", "logger=none",
+    ]  # fmt: skip
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_task("vfi.train", args, tmp_path / "run")
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("INFO:")]
+    assert stop.value.code == 2 and "Traceback" not in err and len(lines) == 1, err
+    assert "data=flying gives 2-frame items" in lines[0] and "outer_fallback" in lines[0]

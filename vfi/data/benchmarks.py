@@ -139,15 +139,20 @@ VIMEO_LAYOUT = (
 
 
 def vimeo90k(
-    root: str, split: str = "train", variant: str = "triplet", **kwargs
+    root: str, split: str = "train", variant: str = "triplet", outer: bool = False, **kwargs
 ) -> ImageItemDataset:
     """Vimeo-90K. ``variant=triplet``: im1, im3 with im2 at 1/2. ``variant=septuplet``: im1,
-    im7 with im2..im6 at 1/6..5/6."""
+    im7 with im2..im6 at 1/6..5/6; with ``outer``, im3, im5 with im4 at 1/2 and the outer
+    neighbours im1, im7 (the 4-frame context of multi-frame networks)."""
     base = _root(root, "vimeo90k", VIMEO_LAYOUT)
     if split not in ("train", "test"):
         raise VFIError(f"vimeo90k: split must be train or test, got {split!r}")
     if variant not in ("triplet", "septuplet"):
         raise VFIError(f"vimeo90k: variant must be triplet or septuplet, got {variant!r}")
+    if outer and variant != "septuplet":
+        raise VFIError(
+            "vimeo90k: triplets have no outer neighbours; outer=true needs variant=septuplet"
+        )
     n, prefix = (3, "tri") if variant == "triplet" else (7, "sep")
     listing = base / f"{prefix}_{split}list.txt"
     if not listing.is_file():
@@ -158,9 +163,14 @@ def vimeo90k(
         name = line.strip()
         if not name:
             continue
-        paths = [sequences / name / f"im{i}.png" for i in range(1, n + 1)]
-        where = f"{listing}:{number} ({name!r})"
-        records.append(Record(name, _checked(paths, where), window_taus(n - 1).tolist()))
+        paths = _checked(
+            [sequences / name / f"im{i}.png" for i in range(1, n + 1)],
+            f"{listing}:{number} ({name!r})",
+        )
+        if outer:
+            records.append(Record(name, paths[2:5], [0.5], outer=[paths[0], paths[6]]))
+        else:
+            records.append(Record(name, paths, window_taus(n - 1).tolist()))
     return ImageItemDataset(records, f"vimeo90k {variant} {split} ({listing})", **kwargs)
 
 

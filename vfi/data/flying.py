@@ -135,6 +135,7 @@ class FlyingDataset(Dataset):
         tau_range: tau is drawn uniformly from this range (both ends inside (0, 1)).
         num_frames: 3 for one ground truth at a random tau; N > 3 for the inner N - 2 of N
             frames evenly spaced over [0, 1].
+        outer: also render the outer neighbours at t = -1 and t = 2 (``outer`` of the item).
         seed: base seed.
     """
 
@@ -150,6 +151,7 @@ class FlyingDataset(Dataset):
         static_background: float = 0.0,
         tau_range: tuple[float, float] = (0.5, 0.5),
         num_frames: int = 3,
+        outer: bool = False,
         seed: int = 0,
     ):
         lo, hi = tau_range
@@ -167,6 +169,7 @@ class FlyingDataset(Dataset):
         self.static_background = static_background
         self.tau_range = (lo, hi)
         self.num_frames = num_frames
+        self.outer = outer
         self.seed = seed
         h, w = self.size
         ys, xs = torch.meshgrid(
@@ -204,4 +207,8 @@ class FlyingDataset(Dataset):
         else:
             times = torch.tensor([0.0, tau, 1.0])
         frames = torch.stack([self.render(layers, float(t)) for t in times])
-        return make_item(frames, times[1:-1], f"flying/{self.seed}/{index}")
+        name = f"flying/{self.seed}/{index}"
+        if not self.outer:
+            return make_item(frames, times[1:-1], name)
+        outer = torch.stack([self.render(layers, -1.0), self.render(layers, 2.0)])
+        return make_item(frames, times[1:-1], name, outer=outer)

@@ -4,7 +4,8 @@ An item is a dict with ``I0`` and ``I1`` [3, H, W], the ground-truth frames ``gt
 that lie between them at times ``taus`` [N] (in (0, 1), increasing) and an ``id`` string for
 reports; images are float32 in [-1, 1]. Annotated benchmarks add ``level`` (ATD-12K: 0 easy,
 1 medium, 2 hard, -1 unknown) and ``roi`` [4] (x, y, width, height of the motion region; all
-zero when unknown).
+zero when unknown); sources asked for ``outer=true`` add ``outer`` [2, 3, H, W], the frames
+I_-1 and I2 one gap before I0 and after I1 (for multi-frame networks).
 """
 
 from __future__ import annotations
@@ -166,12 +167,14 @@ class Augment:
 @dataclass
 class Record:
     """One item on disk: ``paths`` of I0, the ground truths and I1, the ground truths' ``taus``,
-    an ``id`` and extra tensors (``level``, ``roi``) copied into the item."""
+    an ``id``, extra tensors (``level``, ``roi``) copied into the item, and optionally the
+    ``outer`` neighbours' paths (I_-1, I2: one gap before I0 and after I1)."""
 
     id: str
     paths: list[Path]
     taus: list[float]
     extra: dict = field(default_factory=dict)
+    outer: list[Path] | None = None
 
 
 class ImageItemDataset(Dataset):
@@ -213,13 +216,18 @@ class ImageItemDataset(Dataset):
         return len(self.records)
 
     def read_frames(self, record: Record) -> Tensor:
-        """uint8 frames [N + 2, 3, H, W] of a record, after checking they share one size."""
-        frames = [read_image(p) for p in record.paths]
+        """uint8 frames [N + 2, 3, H, W] of a record (with its outer neighbours first and
+        last: [N + 4, ...]), after checking they share one size."""
+        paths = (
+            record.paths
+            if record.outer is None
+            else [record.outer[0], *record.paths, record.outer[1]]
+        )
+        frames = [read_image(p) for p in paths]
         sizes = {tuple(f.shape[-2:]) for f in frames}
         if len(sizes) > 1:
             listed = ", ".join(
-                f"{p.name} {f.shape[-2]}x{f.shape[-1]}"
-                for p, f in zip(record.paths, frames, strict=True)
+                f"{p.name} {f.shape[-2]}x{f.shape[-1]}" for p, f in zip(paths, frames, strict=True)
             )
             raise VFIError(f"frames of {record.paths[0].parent} differ in size: {listed}")
         return torch.stack(frames)
@@ -235,6 +243,9 @@ class ImageItemDataset(Dataset):
             return None
         frames = centre_crop(resize_frames(frames, self.resize), self.crop, record.id)
         frames, taus = to_model_range(frames), torch.tensor(record.taus, dtype=torch.float32)
-        if self.augment is not None:
+        if self.augment is not None:  # the outer frames too: reversal swaps them
             frames, taus = self.augment(frames, taus, record.id)
-        return make_item(frames, taus, record.id, **record.extra)
+        if record.outer is None:
+            return make_item(frames, taus, record.id, **record.extra)
+        outer = torch.stack([frames[0], frames[-1]])
+        return make_item(frames[1:-1], taus, record.id, outer=outer, **record.extra)

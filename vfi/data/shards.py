@@ -8,8 +8,9 @@ holding litdata chunk files and an ``index.json`` whose ``vfi`` entry marks it::
 
 An item is stored as its frames I0, ground truths, I1 (``frame0`` .. ``frame{N+1}``, each a PNG
 or JPEG byte string, or a raw uint8 tensor [3, H, W]), ``taus`` [N], ``id`` and its extra
-tensors (``level``, ``roi``). Items are quantised to uint8, which is exact for every dataset
-read from 8-bit images or video.
+tensors (``level``, ``roi``), and ``outer0``, ``outer1`` for items with outer neighbours.
+Items are quantised to uint8, which is exact for every dataset read from 8-bit images or
+video.
 """
 
 from __future__ import annotations
@@ -75,13 +76,19 @@ def decode_frame(value: bytes | memoryview | Tensor) -> Tensor:
 
 
 def encode_item(item: dict, encoding: str, quality: int = 95) -> dict:
-    """The stored record of an item (see the module docstring)."""
+    """The stored record of an item (see the module docstring); its outer neighbours, when it
+    has them, are encoded as ``outer0`` and ``outer1``."""
     frames = to_uint8(torch.cat([item["I0"][None], item["gt"], item["I1"][None]]))
     record = {f"frame{j}": encode_frame(f, encoding, quality) for j, f in enumerate(frames)}
+    if "outer" in item:
+        outer = to_uint8(item["outer"])
+        record.update(
+            {f"outer{j}": encode_frame(f, encoding, quality) for j, f in enumerate(outer)}
+        )
     record["taus"] = item["taus"].float()
     record["id"] = item["id"]
     for key, value in item.items():
-        if key not in ("I0", "gt", "I1", "taus", "id"):
+        if key not in ("I0", "gt", "I1", "taus", "id", "outer"):
             record[key] = torch.as_tensor(value)
     return record
 
@@ -110,11 +117,16 @@ class DecodeItem:
 
     def __call__(self, record: dict) -> dict:
         keys = sorted((k for k in record if FRAME_KEY.fullmatch(k)), key=lambda k: int(k[5:]))
-        frames = to_model_range(torch.stack([decode_frame(record[k]) for k in keys]))
+        outer = "outer0" in record
+        stacked = ["outer0", *keys, "outer1"] if outer else keys
+        frames = to_model_range(torch.stack([decode_frame(record[k]) for k in stacked]))
         taus = record["taus"]
-        if self.augment is not None:
+        if self.augment is not None:  # the outer frames too: reversal swaps them
             frames, taus = self.augment(frames, taus, record["id"])
-        extra = {k: v for k, v in record.items() if k not in keys and k not in ("taus", "id")}
+        skip = {*stacked, "taus", "id"}
+        extra = {k: v for k, v in record.items() if k not in skip}
+        if outer:
+            frames, extra["outer"] = frames[1:-1], torch.stack([frames[0], frames[-1]])
         return make_item(frames, taus, record["id"], **extra)
 
 

@@ -20,6 +20,7 @@ from vfi.metrics import (
     uncertainty_metrics,
     warping_error,
 )
+from vfi.ops import pad_to_multiple
 from vfi.ops.dis import DISFlow
 from vfi.ops.scene import replace_at_cuts, scene_cuts
 from vfi.utils.dist import gather_objects
@@ -116,12 +117,16 @@ class InterpolatorModule(L.LightningModule):
         with the metrics."""
         return {}
 
+    # whether interpolate / interpolate_times take ``outer`` [B, 2, 3, H, W], the frames
+    # I_-1 and I2 next to the pair (used by multi-frame networks)
+    takes_outer = False
+
     def interpolate_times(
-        self, i0: Tensor, i1: Tensor, times: list[float], num_samples: int = 1
+        self, i0: Tensor, i1: Tensor, times: list[float], num_samples: int = 1, **kwargs
     ) -> list[tuple[Tensor, Tensor]]:
         """Frames at several times, (mean, std) per time; by default one :meth:`interpolate`
         call per time (models that produce every time in one pass override this)."""
-        return [self.interpolate(i0, i1, t, num_samples) for t in times]
+        return [self.interpolate(i0, i1, t, num_samples, **kwargs) for t in times]
 
     def cut_mask(self, i0: Tensor, i1: Tensor) -> Tensor:
         """Bool [B]: the items whose pair straddles a scene cut (all false without
@@ -152,12 +157,13 @@ class InterpolatorModule(L.LightningModule):
         size, samples = batch["I0"].shape[0], self.samples[stage]
         start, calls = time.perf_counter(), self.network_calls
         i0, i1 = batch["I0"], batch["I1"]
+        extra = {"outer": batch.get("outer")} if self.takes_outer else {}
         if batch["gt"].shape[1] > 1:  # one time grid for the whole batch
             times = [float(t) for t in batch["taus"][0]]
-            outs, taus = self.interpolate_times(i0, i1, times, samples), times
+            outs, taus = self.interpolate_times(i0, i1, times, samples, **extra), times
         else:
             taus = [batch["taus"][:, 0]]  # one time per item
-            outs = [self.interpolate(i0, i1, taus[0], samples)]
+            outs = [self.interpolate(i0, i1, taus[0], samples, **extra)]
             times = [float(batch["taus"][0, 0])]
         outs = replace_at_cuts(outs, i0, i1, taus, self.cut_mask(i0, i1))
         seconds = time.perf_counter() - start
@@ -283,15 +289,29 @@ def calibration_scale(ratios: Tensor, coverage: float = 0.95) -> Tensor:
     return (torch.quantile(ratios.flatten().double(), coverage) / z).float()
 
 
-def network_inputs(network: torch.nn.Module, i0: Tensor, i1: Tensor) -> dict[str, Tensor]:
+def network_inputs(
+    network: torch.nn.Module, i0: Tensor, i1: Tensor, outer: Tensor | None = None
+) -> dict[str, Tensor]:
     """The extra inputs of a multi-frame network (one with ``context_frames`` = M > 0, such as
-    :class:`vfi.nets.shiftnet.ShiftNet`): ``context`` [B, M, 3, H, W], the outer neighbours
-    replaced by copies of i0 and i1 [B, 3, H, W] as at a sequence's ends (I0, I0, I1, I1 for
-    M = 4); none for a one-frame network."""
+    :class:`vfi.nets.shiftnet.ShiftNet`): ``context`` [B, M, 3, H, W], the M / 2 frames
+    before the gap and after it: (I_-1, I0, I1, I2) for M = 4, from i0, i1 [B, 3, H, W] and
+    their outer neighbours ``outer`` [B, 2, 3, H, W] (I_-1, I2); without them, copies of i0
+    and i1 as at a sequence's ends (I0, I0, I1, I1). None for a one-frame network."""
     m = getattr(network, "context_frames", 0)
     if not m:
         return {}
-    return {"context": torch.stack([i0] * (m // 2) + [i1] * (m // 2), dim=1)}
+    before, after = (i0, i1) if outer is None else (outer[:, 0], outer[:, 1])
+    frames = [before] * (m // 2 - 1) + [i0, i1] + [after] * (m // 2 - 1)
+    return {"context": torch.stack(frames, dim=1)}
+
+
+def pad_outer(outer: Tensor | None, multiple: int) -> Tensor | None:
+    """Outer neighbours [B, 2, 3, H, W] padded as :func:`vfi.ops.pad_to_multiple` pads the
+    pair (None stays None)."""
+    if outer is None:
+        return None
+    padded = pad_to_multiple(outer.flatten(0, 1), multiple)[0]
+    return padded.view(*outer.shape[:2], *padded.shape[1:])
 
 
 def charbonnier(x: Tensor, y: Tensor, eps: float = 1e-3) -> Tensor:
@@ -306,8 +326,12 @@ class TrainableInterpolator(InterpolatorModule):
     Args:
         lr, optimizer, scheduler: learning rate and the Hydra partials of optimizer / scheduler.
         lpips_weight: weight of the LPIPS(prediction, target) term of the training loss.
+        outer_fallback: a multi-frame network on items without outer neighbours (I_-1, I2)
+            gets copies of I0 and I1 instead (True), or the run stops with one line (False).
         val_samples, test_samples, lpips_backbone: as in :class:`InterpolatorModule`.
     """
+
+    takes_outer = True
 
     def __init__(
         self,
@@ -315,11 +339,13 @@ class TrainableInterpolator(InterpolatorModule):
         optimizer: Callable | None = None,
         scheduler: Callable | None = None,
         lpips_weight: float = 0.0,
+        outer_fallback: bool = True,
         val_samples: int = 2,
         test_samples: int = 4,
         **kwargs,
     ):
         super().__init__(val_samples=val_samples, test_samples=test_samples, **kwargs)
+        self.outer_fallback = outer_fallback
         self.lr = lr
         self.optimizer_factory = optimizer or torch.optim.AdamW
         self.scheduler_factory = scheduler
@@ -335,6 +361,21 @@ class TrainableInterpolator(InterpolatorModule):
         if self.trainer.world_size == 1:
             return None
         return torch.stack([p.sum() for p in self.parameters() if p.requires_grad]).sum() * 0
+
+    def context_inputs(
+        self, network: torch.nn.Module, i0: Tensor, i1: Tensor, outer: Tensor | None
+    ) -> dict[str, Tensor]:
+        """:func:`network_inputs` of ``network`` after checking that items without ``outer``
+        may fall back to copies of I0 and I1 (``outer_fallback``); else one line naming the
+        data."""
+        if outer is None and not self.outer_fallback and getattr(network, "context_frames", 0):
+            data = ((self.run_config or {}).get("choices") or {}).get("data", "this data")
+            raise VFIError(
+                f"data={data} gives 2-frame items, and the {type(network).__name__} backbone "
+                "needs their outer neighbours I_-1, I2: use data that has them "
+                "(data.*.outer=true where offered) or set model.outer_fallback=true"
+            )
+        return network_inputs(network, i0, i1, outer)
 
     def lpips_loss(self, pred: Tensor, target: Tensor) -> Tensor:
         """lpips_weight * mean LPIPS(pred, target) (0 when the weight is 0)."""

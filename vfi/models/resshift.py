@@ -13,7 +13,7 @@ from vfi.errors import VFIError
 from vfi.models.base import (
     TrainableInterpolator,
     check_tau,
-    network_inputs,
+    pad_outer,
     pick_ground_truth,
     sample_statistics,
 )
@@ -80,9 +80,11 @@ class ResShiftVFI(TrainableInterpolator):
         z1 = -self.splat_alpha * (i1 - warp_backward(i0, f10)).abs().mean(1, keepdim=True)
         return softmax_splat(i0, t * f01, z0), softmax_splat(i1, (1 - t) * f10, z1)
 
-    def prior(self, i0: Tensor, i1: Tensor, tau: Tensor, eps: float = 1e-6) -> dict[str, Tensor]:
+    def prior(
+        self, i0: Tensor, i1: Tensor, tau: Tensor, outer: Tensor | None = None, eps: float = 1e-6
+    ) -> dict[str, Tensor]:
         """y = ((1-tau) v0 W0 + tau v1 W1) / ((1-tau) v0 + tau v1 + eps) and its parts (with
-        the inputs i0, i1, for a multi-frame denoiser's context).
+        the ``context`` frames of a multi-frame denoiser, from ``outer`` [B, 2, 3, H, W]).
 
         i0, i1: [B, 3, H, W] (H, W divisible by ``self.multiple``); tau: [B].
         """
@@ -92,7 +94,8 @@ class ResShiftVFI(TrainableInterpolator):
         v0, v1 = self.visibility_net(w0, w1, f_t0, f_t1, tau)
         t = tau.view(-1, 1, 1, 1)
         y = ((1 - t) * v0 * w0 + t * v1 * w1) / ((1 - t) * v0 + t * v1 + eps)
-        return {"y": y, "w0": w0, "w1": w1, "v0": v0, "v1": v1, "i0": i0, "i1": i1}
+        parts = {"y": y, "w0": w0, "w1": w1, "v0": v0, "v1": v1}
+        return parts | self.context_inputs(self.denoiser, i0, i1, outer)
 
     def predict_x0(self, x_t: Tensor, t: Tensor, cond: dict[str, Tensor], tau: Tensor) -> Tensor:
         """x0_hat = y + D([x_t / sqrt(kappa^2 eta_t + 1), y, W0, W1, v0, v1], t, tau), with the
@@ -109,7 +112,7 @@ class ResShiftVFI(TrainableInterpolator):
             dim=1,
         )
         self.network_calls += 1
-        extra = network_inputs(self.denoiser, cond["i0"], cond["i1"])
+        extra = {"context": cond["context"]} if "context" in cond else {}
         return cond["y"] + self.denoiser(inp, t, tau, **extra)
 
     # --- tau re-estimation ---------------------------------------------------------------
@@ -138,10 +141,11 @@ class ResShiftVFI(TrainableInterpolator):
             return self.empty_batch_loss()
         i0, i1, it, tau = pick_ground_truth(batch)
         i0, i1, it = pad_to_multiple(torch.cat([i0, i1, it]), self.multiple)[0].chunk(3)
+        outer = pad_outer(batch.get("outer"), self.multiple)
         if self.tau_mode == "ifd":
             tau = self.estimate_tau(i0, i1, it, tau)
             self.log("train/tau_ifd", tau.mean(), batch_size=tau.shape[0])
-        cond = self.prior(i0, i1, tau)
+        cond = self.prior(i0, i1, tau, outer)
         t = torch.randint(1, len(self.etas) + 1, (i0.shape[0],), device=self.device)
         x_t = rs.q_sample(it, cond["y"].detach(), t, self.etas, self.kappa, torch.randn_like(it))
         x0_hat = self.predict_x0(x_t, t, cond, tau)
@@ -156,15 +160,18 @@ class ResShiftVFI(TrainableInterpolator):
         tau: Tensor | float,
         num_samples: int = 1,
         generator: torch.Generator | None = None,
+        outer: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Run the reverse chain K = num_samples times; return the mean and the per-pixel std
         [B, 3, H, W] of the K samples, times the calibration scale (std is 0 for K = 1). Any
-        H, W: padded and cropped back."""
+        H, W: padded and cropped back. ``outer`` [B, 2, 3, H, W]: I_-1 and I2, for a
+        multi-frame denoiser."""
         b = i0.shape[0]
         tau = check_tau(tau).to(i0.device).expand(b).contiguous()
         pair, (h, w) = pad_to_multiple(torch.cat([i0, i1]), self.multiple)
         i0p, i1p = pair.chunk(2)
-        cond = {k: v.repeat(num_samples, 1, 1, 1) for k, v in self.prior(i0p, i1p, tau).items()}
+        prior = self.prior(i0p, i1p, tau, pad_outer(outer, self.multiple))
+        cond = {k: v.repeat(num_samples, *[1] * (v.dim() - 1)) for k, v in prior.items()}
         tau_k = tau.repeat(num_samples)
         x0 = rs.sample_loop(
             lambda x, t: self.predict_x0(x, t, cond, tau_k),

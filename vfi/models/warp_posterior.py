@@ -14,7 +14,7 @@ from vfi.errors import VFIError
 from vfi.models.base import (
     TrainableInterpolator,
     check_tau,
-    network_inputs,
+    pad_outer,
     sample_statistics,
 )
 from vfi.ops import (
@@ -147,15 +147,14 @@ class WarpPosteriorVFI(TrainableInterpolator):
         return -dl.view(-1, 1, 1, 1) * velocity_k
 
     def refine(
-        self, mean: Tensor, x_k: Tensor, terms: dict, l_prev: Tensor, dl: Tensor, pair: tuple
+        self, mean: Tensor, x_k: Tensor, terms: dict, l_prev: Tensor, dl: Tensor, extra: dict
     ) -> Tensor:
-        """R_theta(mu~, x_k, P_{k-1}[I0], B_{k-1}[I1], v0, v1, c; l_{k-1}, l_k - l_{k-1}), and
-        the context frames for a multi-frame refiner from ``pair`` (I0, I1), each
-        [B, 3, H, W]."""
+        """R_theta(mu~, x_k, P_{k-1}[I0], B_{k-1}[I1], v0, v1, c; l_{k-1}, l_k - l_{k-1}), with
+        the ``extra`` inputs of a multi-frame refiner (:meth:`context_inputs`)."""
         names = ("w0", "w1", "v0", "v1", "confidence")
         inp = torch.cat([mean, x_k, *(terms[name] for name in names)], dim=1)
         self.network_calls += 1
-        return self.refiner(inp, dl * 1000.0, l_prev, **network_inputs(self.refiner, *pair))
+        return self.refiner(inp, dl * 1000.0, l_prev, **extra)
 
     def step_posterior(
         self, x_k: Tensor, prev: dict, cur: dict, l_prev: Tensor, l_k: Tensor
@@ -221,6 +220,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         gt_k = frames[rows, match.float().argmax(1)]
 
         i0, i1 = frames[:, 0], frames[:, -1]
+        outer = pad_outer(batch.get("outer"), self.multiple)
         f01, f10 = self.flow_net(i0, i1)
         both = self.bridge_terms(
             torch.cat([i0, i0]),
@@ -233,14 +233,15 @@ class WarpPosteriorVFI(TrainableInterpolator):
         cur = {k: v[b:] for k, v in both.items()}
         if rollout:  # the sampler's own x_k: run the reverse pass from x_T = I1 down to l_k
             k = round(float(l_k[0]) * self.num_steps)
-            x_k = self.sample_path(i0, i1, wp.time_grid(self.num_steps), stop=k)[0]
+            x_k = self.sample_path(i0, i1, wp.time_grid(self.num_steps), stop=k, outer=outer)[0]
         else:
             beta_k = wp.bridge_variance(l_k, self.kappa).to(i0).view(-1, 1, 1, 1)
             clean = torch.where(has_gt.view(-1, 1, 1, 1), gt_k, cur["mu"].detach())
             x_k = clean + beta_k.sqrt() * torch.randn_like(clean)
 
         mean = self.step_posterior(x_k, prev, cur, l_prev, l_k)
-        x_hat = mean + self.refine(mean, x_k, prev, l_prev.to(i0), (l_k - l_prev).to(i0), (i0, i1))
+        extra = self.context_inputs(self.refiner, i0, i1, outer)
+        x_hat = mean + self.refine(mean, x_k, prev, l_prev.to(i0), (l_k - l_prev).to(i0), extra)
         return self.supervised_loss(x_hat, mean, gt_prev, self.prior_weight)
 
     # --- sampling ------------------------------------------------------------------------
@@ -255,14 +256,18 @@ class WarpPosteriorVFI(TrainableInterpolator):
         noise: bool = True,
         generator: torch.Generator | None = None,
         cache: dict[int, dict] | None = None,
+        outer: Tensor | None = None,
     ) -> list[Tensor]:
         """One reverse pass per sample on the grid ``times`` [T'+1] (float64, 0 ... 1), from
         x_T = I1 down to x_stop. i0, i1: [B, 3, H, W] with H, W divisible by ``multiple``.
         Returns [x_stop, ..., x_T], each [num_samples * B, 3, H, W] (sample-major). ``cache``
-        (a dict) receives the bridge terms of every grid index used, repeated per sample."""
+        (a dict) receives the bridge terms of every grid index used, repeated per sample.
+        ``outer`` [B, 2, 3, H, W]: I_-1 and I2, for a multi-frame refiner."""
         f01, f10 = self.flow_net(i0, i1)
         cache = {} if cache is None else cache
         pair = (i0.repeat(num_samples, 1, 1, 1), i1.repeat(num_samples, 1, 1, 1))
+        outer = None if outer is None else outer.repeat(num_samples, 1, 1, 1, 1)
+        extra = self.context_inputs(self.refiner, *pair, outer)
 
         def terms(k: int) -> dict:
             """Bridge terms at l_k for the B items, repeated for the K samples, with S_k's flow
@@ -282,7 +287,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         def refine(mean: Tensor, x_k: Tensor, j: int) -> Tensor:
             l_prev = torch.full((len(mean),), float(times[j]), device=mean.device)
             dl = torch.full_like(l_prev, float(times[j + 1] - times[j]))
-            return self.refine(mean, x_k, terms(j), l_prev, dl, pair)
+            return self.refine(mean, x_k, terms(j), l_prev, dl, extra)
 
         return wp.reverse_bridge(
             *pair,
@@ -319,17 +324,22 @@ class WarpPosteriorVFI(TrainableInterpolator):
         times: list[float],
         num_samples: int = 1,
         generator: torch.Generator | None = None,
+        outer: Tensor | None = None,
     ) -> list[tuple[Tensor, Tensor]]:
         """Every requested time from one reverse pass per sample: (mean, std) [B, 3, H, W] over
         the K = num_samples chains, per time. The requested times are inserted into the grid
-        and the pass stops at the earliest one. Any H, W: padded and cropped back."""
+        and the pass stops at the earliest one. Any H, W: padded and cropped back. ``outer``
+        [B, 2, 3, H, W]: I_-1 and I2, for a multi-frame refiner."""
         targets = [float(t) for t in check_tau(torch.tensor(times)).flatten()]
         grid = wp.time_grid(self.num_steps, targets)
         index = [int(torch.argmin((grid - t).abs())) for t in targets]
         pair, (h, w) = pad_to_multiple(torch.cat([i0, i1]), self.multiple)
         i0p, i1p = pair.chunk(2)
         stop, cache = min(index), {}
-        path = self.sample_path(i0p, i1p, grid, stop, num_samples, generator=generator, cache=cache)
+        outer = pad_outer(outer, self.multiple)
+        path = self.sample_path(
+            i0p, i1p, grid, stop, num_samples, generator=generator, cache=cache, outer=outer
+        )
         outs = []
         for k in index:
             mean, std = sample_statistics(path[k - stop], num_samples, (h, w))
@@ -353,12 +363,17 @@ class WarpPosteriorVFI(TrainableInterpolator):
         tau: Tensor | float,
         num_samples: int = 1,
         generator: torch.Generator | None = None,
+        outer: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Frames at time tau (a float, or [B]; items with different tau run separately)."""
+        """Frames at time tau (a float, or [B]; items with different tau run separately);
+        ``outer`` [B, 2, 3, H, W] as in :meth:`interpolate_times`."""
         tau = check_tau(tau).to(i0.device).expand(i0.shape[0])
         mean, std = torch.empty_like(i0), torch.empty_like(i0)
         for t in tau.unique():
             sel = tau == t
-            out = self.interpolate_times(i0[sel], i1[sel], [float(t)], num_samples, generator)
+            part = None if outer is None else outer[sel]
+            out = self.interpolate_times(
+                i0[sel], i1[sel], [float(t)], num_samples, generator, outer=part
+            )
             mean[sel], std[sel] = out[0]
         return mean, std
