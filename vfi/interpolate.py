@@ -82,8 +82,9 @@ def check_output(path: Path, source: Path | None = None) -> Path:
 class Interpolator:
     """A model run on one device and precision, tile by tile, returning uint8 frames.
 
-    ``frames_between(i0, i1, times)``: i0, i1 uint8 [3, H, W] -> per time (mean uint8
-    [3, H, W], std [H, W, 3] heat map uint8 or None)."""
+    ``frames_between(i0, i1, times, outer)``: i0, i1 uint8 [3, H, W] (and their outer
+    neighbours I_-1, I2, for models that read them) -> per time (mean uint8 [3, H, W], std
+    [H, W, 3] heat map uint8 or None)."""
 
     def __init__(self, model, num_samples: int, uncertainty: bool, tile, overlap: int, device,
                  precision: str):  # fmt: skip
@@ -101,16 +102,22 @@ class Interpolator:
         self.vmax: float | None = None  # one heat-map scale for a whole video
 
     @torch.no_grad()
-    def frames_between(self, i0, i1, times: list[float]):
-        images = [to_model_range(x)[None].to(self.device) for x in (i0, i1)]
+    def frames_between(self, i0, i1, times: list[float], outer=None):
+        use_outer = outer is not None and self.model.takes_outer
+        images = [
+            to_model_range(x)[None].to(self.device) for x in (i0, i1, *(outer if use_outer else ()))
+        ]
 
         def run(crops):
+            extra = {"outer": torch.stack(crops[2:], dim=1)} if use_outer else {}
             with torch.autocast("cuda", self.dtype, enabled=self.dtype is not None):
-                outs = self.model.interpolate_times(crops[0], crops[1], times, self.num_samples)
+                outs = self.model.interpolate_times(
+                    crops[0], crops[1], times, self.num_samples, **extra
+                )
             return [t.float() for pair in outs for t in pair]
 
-        if bool(self.model.cut_mask(*images).all()):  # no motion to follow: the nearer frame
-            flat = [x for t in times for x in nearest_frame(*images, t)]
+        if bool(self.model.cut_mask(*images[:2]).all()):  # no motion to follow: the nearer frame
+            flat = [x for t in times for x in nearest_frame(*images[:2], t)]
         else:
             flat = tiled(run, images, self.tile, self.overlap)
         results = []
@@ -189,31 +196,46 @@ def interpolate_video(cfg: DictConfig, engine: Interpolator, out_dir: Path) -> l
 
 def write_slow_motion(frames, engine, factor: int, outputs: list[Path], rate, crf, source):
     """Write every decoded frame with the factor - 1 interpolations before it into
-    ``outputs`` (the video, and the std heat maps when there are two)."""
+    ``outputs`` (the video, and the std heat maps when there are two). The pair (k, k + 1) is
+    interpolated once frame k + 2 has arrived: frames k - 1 and k + 2 are its outer
+    neighbours (k and k + 1 again at the clip's ends)."""
     times = [j / factor for j in range(1, factor)]
     writers: list[VideoWriter] = []
+
+    def write_input(decoded, frame) -> None:
+        writers[0].write(decoded)  # the input frame as decoded: no RGB round trip
+        if len(writers) > 1:
+            writers[1].write(np.zeros((*frame.shape[-2:], 3), np.uint8))
+
+    def write_between(recent: list, after) -> None:
+        """The frames between the last two of ``recent`` ((decoded, rgb) pairs), then the
+        second of them."""
+        (_, i0), (decoded, i1) = recent[-2:]
+        before = recent[-3][1] if len(recent) == 3 else i0
+        for mean, heat in engine.frames_between(i0, i1, times, outer=(before, after)):
+            writers[0].write(mean.permute(1, 2, 0).numpy())
+            if heat is not None:
+                writers[1].write(heat)
+        write_input(decoded, i1)
+
     try:
-        previous = None
+        recent: list = []  # the last (at most 3) frames not yet done with, oldest first
         for decoded in frames:
             frame = rgb(decoded)
             if not writers:
                 h, w = frame.shape[-2:]
                 writers = [VideoWriter(p, rate, w, h, crf) for p in outputs]
-            if previous is not None:
-                if frame.shape != previous.shape:
-                    raise VFIError(f"{source}: frame size changes mid-stream")
-                for mean, heat in engine.frames_between(previous, frame, times):
-                    writers[0].write(mean.permute(1, 2, 0).numpy())
-                    if heat is not None:
-                        writers[1].write(heat)
-            writers[0].write(decoded)  # the input frame as decoded: no RGB round trip
-            if len(writers) > 1:
-                writers[1].write(np.zeros((*frame.shape[-2:], 3), np.uint8))
-            previous = frame
-        if previous is None:
+                write_input(decoded, frame)
+            elif frame.shape != recent[-1][1].shape:
+                raise VFIError(f"{source}: frame size changes mid-stream")
+            if len(recent) >= 2:
+                write_between(recent, frame)
+            recent = [*recent, (decoded, frame)][-3:]
+        if not recent:
             raise VFIError(f"cannot decode video file {source}: it holds no frames")
-        if writers[0].count == 1:
+        if len(recent) == 1:
             raise VFIError(f"{source} holds a single frame: slow motion needs at least two")
+        write_between(recent, recent[-1][1])
         for writer in writers:
             writer.close()
     except BaseException:

