@@ -331,7 +331,10 @@ class TrainableInterpolator(InterpolatorModule):
         val_samples, test_samples, lpips_backbone: as in :class:`InterpolatorModule`.
     """
 
-    takes_outer = True
+    @property
+    def takes_outer(self) -> bool:
+        """Whether a network reads the outer neighbours (a multi-frame one)."""
+        return any(getattr(net, "context_frames", 0) for net in self.children())
 
     def __init__(
         self,
