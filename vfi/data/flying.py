@@ -206,9 +206,6 @@ class FlyingDataset(Dataset):
             times = torch.linspace(0, 1, self.num_frames)
         else:
             times = torch.tensor([0.0, tau, 1.0])
-        frames = torch.stack([self.render(layers, float(t)) for t in times])
-        name = f"flying/{self.seed}/{index}"
-        if not self.outer:
-            return make_item(frames, times[1:-1], name)
-        outer = torch.stack([self.render(layers, -1.0), self.render(layers, 2.0)])
-        return make_item(frames, times[1:-1], name, outer=outer)
+        rendered = [-1.0, *times.tolist(), 2.0] if self.outer else times.tolist()
+        frames = torch.stack([self.render(layers, float(t)) for t in rendered])
+        return make_item(frames, times[1:-1], f"flying/{self.seed}/{index}", self.outer)

@@ -44,8 +44,18 @@ def window_taus(gap: int) -> Tensor:
     return torch.arange(1, gap, dtype=torch.float32) / gap
 
 
-def make_item(frames: Tensor, taus: Tensor | Sequence[float], item_id: str, **extra) -> dict:
-    """The item of ``frames`` [N + 2, 3, H, W] (I0, the N ground truths, I1) at ``taus`` [N]."""
+def make_item(
+    frames: Tensor,
+    taus: Tensor | Sequence[float],
+    item_id: str,
+    with_outer: bool = False,
+    **extra,
+) -> dict:
+    """The item of ``frames`` [N + 2, 3, H, W] (I0, the N ground truths, I1) at ``taus`` [N];
+    ``with_outer``: frames [N + 4, 3, H, W] with I_-1 first and I2 last, kept as ``outer``."""
+    if with_outer:
+        extra["outer"] = torch.stack([frames[0], frames[-1]])
+        frames = frames[1:-1]
     item = {
         "I0": frames[0],
         "I1": frames[-1],
@@ -245,7 +255,4 @@ class ImageItemDataset(Dataset):
         frames, taus = to_model_range(frames), torch.tensor(record.taus, dtype=torch.float32)
         if self.augment is not None:  # the outer frames too: reversal swaps them
             frames, taus = self.augment(frames, taus, record.id)
-        if record.outer is None:
-            return make_item(frames, taus, record.id, **record.extra)
-        outer = torch.stack([frames[0], frames[-1]])
-        return make_item(frames[1:-1], taus, record.id, outer=outer, **record.extra)
+        return make_item(frames, taus, record.id, record.outer is not None, **record.extra)

@@ -123,11 +123,8 @@ class DecodeItem:
         taus = record["taus"]
         if self.augment is not None:  # the outer frames too: reversal swaps them
             frames, taus = self.augment(frames, taus, record["id"])
-        skip = {*stacked, "taus", "id"}
-        extra = {k: v for k, v in record.items() if k not in skip}
-        if outer:
-            frames, extra["outer"] = frames[1:-1], torch.stack([frames[0], frames[-1]])
-        return make_item(frames, taus, record["id"], **extra)
+        extra = {k: v for k, v in record.items() if k not in {*stacked, "taus", "id"}}
+        return make_item(frames, taus, record["id"], outer, **extra)
 
 
 def read_index(where: str, cache_dir: str | None = None) -> dict:

