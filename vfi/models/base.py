@@ -305,15 +305,6 @@ def network_inputs(
     return {"context": torch.stack(frames, dim=1)}
 
 
-def pad_outer(outer: Tensor | None, multiple: int) -> Tensor | None:
-    """Outer neighbours [B, 2, 3, H, W] padded as :func:`vfi.ops.pad_to_multiple` pads the
-    pair (None stays None)."""
-    if outer is None:
-        return None
-    padded = pad_to_multiple(outer.flatten(0, 1), multiple)[0]
-    return padded.view(*outer.shape[:2], *padded.shape[1:])
-
-
 def charbonnier(x: Tensor, y: Tensor, eps: float = 1e-3) -> Tensor:
     """mean sqrt((x - y)^2 + eps^2)."""
     return torch.sqrt((x - y) ** 2 + eps**2).mean()
@@ -368,10 +359,18 @@ class TrainableInterpolator(InterpolatorModule):
     def context_inputs(
         self, network: torch.nn.Module, i0: Tensor, i1: Tensor, outer: Tensor | None
     ) -> dict[str, Tensor]:
-        """:func:`network_inputs` of ``network`` after checking that items without ``outer``
-        may fall back to copies of I0 and I1 (``outer_fallback``); else one line naming the
+        """:func:`network_inputs` of ``network`` for i0, i1 [K * B, 3, H', W'] (padded to
+        ``multiple``, K samples stacked sample-major) and the items' ``outer`` [B, 2, 3, H, W]
+        as given (padded and repeated here), after checking that items without ``outer`` may
+        fall back to copies of I0 and I1 (``outer_fallback``); else one line naming the
         data."""
-        if outer is None and not self.outer_fallback and getattr(network, "context_frames", 0):
+        if not getattr(network, "context_frames", 0):
+            return {}
+        if outer is not None:
+            padded = pad_to_multiple(outer.flatten(0, 1), self.multiple)[0]
+            outer = padded.view(*outer.shape[:2], *padded.shape[1:])
+            outer = outer.repeat(len(i0) // len(outer), 1, 1, 1, 1)
+        elif not self.outer_fallback:
             data = ((self.run_config or {}).get("choices") or {}).get("data", "this data")
             raise VFIError(
                 f"data={data} gives 2-frame items, and the {type(network).__name__} backbone "

@@ -13,7 +13,6 @@ from vfi.errors import VFIError
 from vfi.models.base import (
     TrainableInterpolator,
     check_tau,
-    pad_outer,
     pick_ground_truth,
     sample_statistics,
 )
@@ -141,7 +140,7 @@ class ResShiftVFI(TrainableInterpolator):
             return self.empty_batch_loss()
         i0, i1, it, tau = pick_ground_truth(batch)
         i0, i1, it = pad_to_multiple(torch.cat([i0, i1, it]), self.multiple)[0].chunk(3)
-        outer = pad_outer(batch.get("outer"), self.multiple)
+        outer = batch.get("outer")
         if self.tau_mode == "ifd":
             tau = self.estimate_tau(i0, i1, it, tau)
             self.log("train/tau_ifd", tau.mean(), batch_size=tau.shape[0])
@@ -170,7 +169,7 @@ class ResShiftVFI(TrainableInterpolator):
         tau = check_tau(tau).to(i0.device).expand(b).contiguous()
         pair, (h, w) = pad_to_multiple(torch.cat([i0, i1]), self.multiple)
         i0p, i1p = pair.chunk(2)
-        prior = self.prior(i0p, i1p, tau, pad_outer(outer, self.multiple))
+        prior = self.prior(i0p, i1p, tau, outer)
         cond = {k: v.repeat(num_samples, *[1] * (v.dim() - 1)) for k, v in prior.items()}
         tau_k = tau.repeat(num_samples)
         x0 = rs.sample_loop(

@@ -14,7 +14,6 @@ from vfi.errors import VFIError
 from vfi.models.base import (
     TrainableInterpolator,
     check_tau,
-    pad_outer,
     sample_statistics,
 )
 from vfi.ops import (
@@ -220,7 +219,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         gt_k = frames[rows, match.float().argmax(1)]
 
         i0, i1 = frames[:, 0], frames[:, -1]
-        outer = pad_outer(batch.get("outer"), self.multiple)
+        outer = batch.get("outer")
         f01, f10 = self.flow_net(i0, i1)
         both = self.bridge_terms(
             torch.cat([i0, i0]),
@@ -266,7 +265,6 @@ class WarpPosteriorVFI(TrainableInterpolator):
         f01, f10 = self.flow_net(i0, i1)
         cache = {} if cache is None else cache
         pair = (i0.repeat(num_samples, 1, 1, 1), i1.repeat(num_samples, 1, 1, 1))
-        outer = None if outer is None else outer.repeat(num_samples, 1, 1, 1, 1)
         extra = self.context_inputs(self.refiner, *pair, outer)
 
         def terms(k: int) -> dict:
@@ -336,7 +334,6 @@ class WarpPosteriorVFI(TrainableInterpolator):
         pair, (h, w) = pad_to_multiple(torch.cat([i0, i1]), self.multiple)
         i0p, i1p = pair.chunk(2)
         stop, cache = min(index), {}
-        outer = pad_outer(outer, self.multiple)
         path = self.sample_path(
             i0p, i1p, grid, stop, num_samples, generator=generator, cache=cache, outer=outer
         )
