@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vfi.nets.unet import _norm, sinusoidal_embedding
+from vfi.nets.unet import StepTauConditioned, _norm
 from vfi.ops.shift import grouped_shift, shift_pattern
 
 
@@ -38,7 +38,7 @@ class ShiftBlock(nn.Module):
         return h + y.view(b, n, *y.shape[1:])
 
 
-class ShiftNet(nn.Module):
+class ShiftNet(StepTauConditioned):
     """[B, in_channels, H, W] plus step t [B], tau [B] and context frames
     [B, context_frames, frame_channels, H, W] to [B, out_channels, H, W].
 
@@ -67,19 +67,12 @@ class ShiftNet(nn.Module):
         temporal: Sequence[int] = (-1, 0, 1),
         spatial: Sequence[int] = (1,),
     ):
-        super().__init__()
+        super().__init__(emb_dim, tau_scale)
         if context_frames < 0 or context_frames % 2:
             raise ValueError(
                 f"context_frames must be even (before and after), got {context_frames}"
             )
         self.context_frames, self.frame_channels = context_frames, frame_channels
-        self.tau_scale, self.emb_dim = tau_scale, emb_dim
-        self.step_mlp = nn.Sequential(
-            nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
-        )
-        self.tau_mlp = nn.Sequential(
-            nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
-        )
         shifts = shift_pattern(temporal, spatial)
         widths = [base_channels * m for m in channel_mult]
         if widths[0] < len(shifts):
@@ -123,8 +116,7 @@ class ShiftNet(nn.Module):
     def forward(self, x: Tensor, t: Tensor, tau: Tensor, context: Tensor) -> Tensor:
         if x.shape[-1] % self.multiple or x.shape[-2] % self.multiple:
             raise ValueError(f"ShiftNet input {tuple(x.shape)} must divide by {self.multiple}")
-        emb = self.step_mlp(sinusoidal_embedding(t, self.emb_dim))
-        emb = emb + self.tau_mlp(sinusoidal_embedding(tau * self.tau_scale, self.emb_dim))
+        emb = self.embed(t, tau)
         h = self.frames(x, context)
         b, n = h.shape[:2]
         skips = []

@@ -38,7 +38,27 @@ class ResBlock(nn.Module):
         return self.skip(x) + self.out_layers(h)
 
 
-class UNet(nn.Module):
+class StepTauConditioned(nn.Module):
+    """Base of the networks conditioned on the step t [B] and the time tau [B]:
+    :meth:`embed` gives emb [B, emb_dim] = MLP(sin(t)) + MLP(sin(tau * tau_scale))."""
+
+    def __init__(self, emb_dim: int, tau_scale: float):
+        super().__init__()
+        self.tau_scale = tau_scale
+        self.emb_dim = emb_dim
+        self.step_mlp = nn.Sequential(
+            nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
+        self.tau_mlp = nn.Sequential(
+            nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
+
+    def embed(self, t: Tensor, tau: Tensor) -> Tensor:
+        emb = self.step_mlp(sinusoidal_embedding(t, self.emb_dim))
+        return emb + self.tau_mlp(sinusoidal_embedding(tau * self.tau_scale, self.emb_dim))
+
+
+class UNet(StepTauConditioned):
     """U-Net mapping [B, in_channels, H, W] plus step t [B] and tau [B] to [B, out_channels, H, W].
 
     H and W must divide by ``multiple`` = 2 ** (len(channel_mult) - 1). The output
@@ -55,15 +75,7 @@ class UNet(nn.Module):
         emb_dim: int = 128,
         tau_scale: float = 1000.0,
     ):
-        super().__init__()
-        self.tau_scale = tau_scale
-        self.emb_dim = emb_dim
-        self.step_mlp = nn.Sequential(
-            nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
-        )
-        self.tau_mlp = nn.Sequential(
-            nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
-        )
+        super().__init__(emb_dim, tau_scale)
         widths = [base_channels * m for m in channel_mult]
         self.multiple = 2 ** (len(widths) - 1)
         self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1)
@@ -98,8 +110,7 @@ class UNet(nn.Module):
     def forward(self, x: Tensor, t: Tensor, tau: Tensor) -> Tensor:
         if x.shape[-1] % self.multiple or x.shape[-2] % self.multiple:
             raise ValueError(f"UNet input {tuple(x.shape)} must divide by {self.multiple}")
-        emb = self.step_mlp(sinusoidal_embedding(t, self.emb_dim))
-        emb = emb + self.tau_mlp(sinusoidal_embedding(tau * self.tau_scale, self.emb_dim))
+        emb = self.embed(t, tau)
         h = self.stem(x)
         skips = []
         for i, blocks in enumerate(self.down):
