@@ -34,16 +34,24 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def check_group_choices(args: list[str], prog: str) -> None:
-    """Exit with one line when a command-line override picks a config group option that does
-    not exist (e.g. ``model=resshfit``); sweeps over options are checked value by value."""
+def parsed_overrides(args: list[str]) -> list | None:
+    """Hydra's parse of the command line's ``key=value`` overrides (None when malformed:
+    Hydra reports those itself)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
-        overrides = OverridesParser.create().parse_overrides(
+        return OverridesParser.create().parse_overrides(
             [a for a in args if "=" in a and not a.startswith("-")]
         )
-    except Exception:  # noqa: BLE001 - Hydra reports malformed overrides itself
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def check_group_choices(args: list[str], prog: str) -> None:
+    """Exit with one line when a command-line override picks a config group option that does
+    not exist (e.g. ``model=resshfit``); sweeps over options are checked value by value."""
+    overrides = parsed_overrides(args)
+    if overrides is None:
         return
     for override in overrides:
         group = override.key_or_group
@@ -96,13 +104,8 @@ def check_launcher(args: list[str], prog: str) -> None:
     """Exit with one line when a submitit launcher cannot start here: submitit is not
     installed, ``hydra/launcher=slurm`` finds no ``sbatch``, or its partition is not one
     that ``sinfo`` lists."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        overrides = OverridesParser.create().parse_overrides(
-            [a for a in args if "=" in a and not a.startswith("-")]
-        )
-    except Exception:  # noqa: BLE001 - Hydra reports malformed overrides itself
+    overrides = parsed_overrides(args)
+    if overrides is None:
         return
     values = {o.key_or_group: o.value() for o in overrides if not o.is_sweep_override()}
     launcher = values.get("hydra/launcher")
