@@ -64,6 +64,11 @@ def test_bad_input_gets_one_line_from_the_command_line(cli_env):
             ["tau_range must lie inside (0, 1)", "1.5"],
         ),
         ("vfi.eval", ["model=blend"], ["no test data"]),
+        (
+            "vfi.eval",
+            ["data=clips", "motion_refresh=often"],
+            ["motion_refresh must be a number of steps (1 or more) or none, got 'often'"],
+        ),
         ("vfi.eval", ["ckpt_path=release", "model=blend", "data=clips"], ["not both"]),
         ("vfi.interpolate", ["ckpt_path=release", "model=blend", "frames=[a,b]"], ["not both"]),
         (
@@ -424,6 +429,19 @@ def test_eval_baselines_in_one_table_and_resume(task_env, tmp_path):
     assert results[0]["metrics"]["test/psnr"] == pytest.approx(mean)
 
 
+def test_eval_switches_motion_refresh_on_for_a_checkpoint(task_env, tmp_path):
+    """motion_refresh=1 on the released weights (tau = 1/2 on the T = 4 grid: steps
+    1 -> 3/4 -> 1/2, the motion re-read before the second): one extra flow-net call per frame,
+    reported and named in the label; the frames stay close to the plain sampler's."""
+    args = ["data=clips", "trainer.limit_test_batches=1", "num_samples=1"]
+    (plain,) = run_task("vfi.eval", args, tmp_path / "plain")
+    (record,) = run_task("vfi.eval", [*args, "motion_refresh=1"], tmp_path / "refresh")
+    plain, refreshed = plain["metrics"], record["metrics"]
+    assert record["model"].endswith("refresh=1") and refreshed["test/refresh_nfe_per_frame"] == 1
+    assert "test/refresh_nfe_per_frame" not in plain
+    assert abs(refreshed["test/psnr"] - plain["test/psnr"]) < 1.0
+
+
 def test_warp_posterior_trains_and_serves_factor_4_in_one_pass(cli_env):
     run_cli("vfi.train", "model=warp_posterior", "trainer=debug", *TINY_DATA, env=cli_env)
     (run,) = _runs(cli_env)
@@ -444,28 +462,22 @@ def test_warp_posterior_trains_and_serves_factor_4_in_one_pass(cli_env):
 
 
 def test_bench_prints_nfe_and_time_per_frame(task_env, tmp_path, capsys):
+    """Three frames per pair: resshift runs 15 steps per frame (refreshing its motion after 5
+    and 10 with motion_refresh=5); the bridge one pass of 3 steps for all three (refreshing
+    before the last two with motion_refresh=1)."""
     from vfi.bench import main
 
     out = tmp_path / "bench.md"
-    main(
-        [
-            "--size",
-            "64",
-            "--repeats",
-            "1",
-            "--models",
-            "resshift",
-            "warp_posterior",
-            "--out",
-            str(out),
-        ]
-    )
+    models = ["resshift", "resshift,model.motion_refresh=5", "warp_posterior",
+              "warp_posterior,model.motion_refresh=1"]  # fmt: skip
+    main(["--size", "64", "--repeats", "1", "--models", *models, "--out", str(out)])
     rows = {
-        line.split("|")[1].strip(): line.split("|")[2:4]
+        line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:5]]
         for line in out.read_text().splitlines()[2:]
     }
-    assert float(rows["resshift"][0]) == 15.0 and float(rows["warp_posterior"][0]) == 1.0
-    assert all(float(r[1]) > 0 for r in rows.values()) and "s / frame" in capsys.readouterr().out
+    want = [[15, 0], [15, 2], [1, 0], [1, 0.67]]  # the table rounds to 2 decimals
+    assert [rows[m][:2] for m in models] == want
+    assert all(r[2] > 0 for r in rows.values()) and "s / frame" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

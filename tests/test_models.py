@@ -162,7 +162,7 @@ def test_ifd_mode_trains_with_reestimated_tau(monkeypatch):
     seen = []
     real_prior = model.prior
     monkeypatch.setattr(
-        model, "prior", lambda a, b, tau, outer: seen.append(tau) or real_prior(a, b, tau, outer)
+        model, "prior", lambda a, b, tau, *rest: seen.append(tau) or real_prior(a, b, tau, *rest)
     )
     monkeypatch.setattr(model, "estimate_tau", lambda *a: torch.tensor([0.3, 0.6]))
     model.training_step(batch, 0).backward()

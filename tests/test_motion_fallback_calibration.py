@@ -7,6 +7,7 @@ from test_warp_posterior_model import build
 
 from vfi.models.base import calibration_scale
 from vfi.nets.flow import PyramidFlowNet
+from vfi.ops import intermediate_flows
 
 
 def _photo() -> torch.Tensor:
@@ -78,8 +79,9 @@ def test_fallback_with_a_random_flow_is_no_worse_than_the_blend():
     plain = build("model.fallback=none")
     inner = (..., slice(16, -16), slice(16, -16))
     err_blend = _mean_error(blend[inner], middle[inner])
+    rough, true = intermediate_flows(*rough, l), intermediate_flows(-s, s, l)
     err_random = _mean_error(fused.bridge_terms(i0, i1, *rough, l)["mu"][inner], middle[inner])
-    err_true = _mean_error(fused.bridge_terms(i0, i1, -s, s, l)["mu"][inner], middle[inner])
+    err_true = _mean_error(fused.bridge_terms(i0, i1, *true, l)["mu"][inner], middle[inner])
     err_plain = _mean_error(plain.bridge_terms(i0, i1, *rough, l)["mu"][inner], middle[inner])
     assert err_random <= err_blend
     assert err_true < 0.5 * err_blend

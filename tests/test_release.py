@@ -30,7 +30,9 @@ def test_release_is_small_and_claims_the_release_config():
     # built with their constructor defaults, which the composed config must keep
     added = set(expected) - set(saved["model"])
     defaults = inspect.signature(TrainableInterpolator.__init__).parameters
-    assert added == {"outer_fallback"} and all(expected[k] == defaults[k].default for k in added)
+    assert added == {"outer_fallback", "motion_refresh"} and all(
+        expected[k] == defaults[k].default for k in added
+    )
     assert {k: v for k, v in saved["model"].items() if k not in IGNORED} == {
         k: v for k, v in expected.items() if k not in IGNORED | added
     }

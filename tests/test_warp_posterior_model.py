@@ -166,8 +166,8 @@ def test_bicubic_prior_warps_with_the_bicubic_kernel():
     i0, i1 = torch.rand(2, 1, 3, 32, 32, generator=g) * 2 - 1
     f01, f10 = torch.randn(2, 1, 2, 32, 32, generator=g) * 1.5
     l = torch.tensor([0.25])
-    terms = model.bridge_terms(i0, i1, f01, f10, l)
-    f_l0, _ = intermediate_flows(f01, f10, l)
+    f_l0, f_l1 = intermediate_flows(f01, f10, l)
+    terms = model.bridge_terms(i0, i1, f_l0, f_l1, l)
     torch.testing.assert_close(terms["w0"], warp_backward(i0, f_l0, mode="bicubic"))
     assert (terms["w0"] - warp_backward(i0, f_l0)).abs().max() > 0.05
 

@@ -1,4 +1,5 @@
-"""python -m vfi.bench: network evaluations and wall time per output frame, models side by side.
+"""python -m vfi.bench: network evaluations (and motion-refresh flow-net evaluations) and wall
+time per output frame, models side by side.
 
 Each model interpolates ``factor - 1`` frames between two real frames (the bikes clip, cropped
 to ``--size``) with its own sampler: one reverse pass for every frame (warp_posterior), one
@@ -59,7 +60,7 @@ def benchmark(model, i0, i1, factor: int, samples: int, repeats: int) -> dict[st
     model.eval()
     with torch.no_grad():
         model.interpolate_times(i0, i1, times, samples)
-        calls = model.network_calls
+        calls, refreshes = model.network_calls, model.refresh_calls
         start = time.perf_counter()
         for _ in range(repeats):
             model.interpolate_times(i0, i1, times, samples)
@@ -67,6 +68,7 @@ def benchmark(model, i0, i1, factor: int, samples: int, repeats: int) -> dict[st
     frames = repeats * len(times)
     return {
         "nfe_per_frame": (model.network_calls - calls) / frames,
+        "refresh_nfe_per_frame": (model.refresh_calls - refreshes) / frames,
         "seconds_per_frame": elapsed / frames,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
     }
@@ -111,12 +113,14 @@ def main(argv: list[str] | None = None) -> None:
         title=f"{args.size}x{args.size}, {args.factor - 1} frames per pair, K = {args.samples}, "
         f"CPU with {torch.get_num_threads()} threads"
     )
-    for column in ("model", "NFE / frame", "s / frame", "params (M)"):
+    columns = ("model", "NFE / frame", "refresh NFE / frame", "s / frame", "params (M)")
+    for column in columns:
         table.add_column(column)
-    lines = ["| model | NFE / frame | s / frame | params (M) |", "|---|---|---|---|"]
+    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for spec, r in rows:
         cells = (
             f"{r['nfe_per_frame']:.2f}",
+            f"{r['refresh_nfe_per_frame']:.2f}",
             f"{r['seconds_per_frame']:.3f}",
             f"{r['params_m']:.2f}",
         )

@@ -123,8 +123,10 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     if ckpt_path:
         ckpt = load_checkpoint(ckpt_path)
         saved = ckpt["vfi_config"]
-        model = model_from_checkpoint(ckpt, cfg.paths.lpips_backbone)
-        jobs.append((f"{saved['choices'].get('model')} ({Path(ckpt_path).name})", model))
+        refresh = cfg.get("motion_refresh")
+        model = model_from_checkpoint(ckpt, cfg.paths.lpips_backbone, refresh)
+        label = f"{saved['choices'].get('model')} ({Path(ckpt_path).name})"
+        jobs.append((label if refresh is None else f"{label} refresh={refresh}", model))
         if data_cfg is None:
             data_cfg, data_name = OmegaConf.create(saved["data"]), saved["choices"].get("data")
     elif cfg.get("model") is not None:

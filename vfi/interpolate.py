@@ -277,7 +277,9 @@ def interpolate(cfg: DictConfig) -> list[Path]:
         cfg.ckpt_path, cfg.get("model") is not None, Path(cfg.paths.log_dir) / "train"
     )
     if ckpt_path:
-        model = model_from_checkpoint(load_checkpoint(ckpt_path), cfg.paths.lpips_backbone)
+        model = model_from_checkpoint(
+            load_checkpoint(ckpt_path), cfg.paths.lpips_backbone, cfg.get("motion_refresh")
+        )
     else:
         model = instantiate(cfg.model)
     device = (

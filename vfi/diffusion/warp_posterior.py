@@ -176,6 +176,7 @@ def reverse_bridge(
     mode: str = "diagonal",
     gram_diag: Callable[[int], Tensor] | None = None,
     refine: Callable[[Tensor, Tensor, int], Tensor] | None = None,
+    on_step: Callable[[Tensor, int], None] | None = None,
     noise: bool = True,
     generator: torch.Generator | None = None,
     stop: int = 0,
@@ -189,6 +190,8 @@ def reverse_bridge(
     prior_mean(k) is mu_k (k = 1..T-1), one_step_warp(k) is S_k (time l_{k-1} -> l_k),
     gram_diag(k) its diag(S_k^T S_k) (None: probed exactly; small inputs only). ``refine``
     adds a learned residual to the posterior mean: x^_{k-1} = mu~ + refine(mu~, x_k, k - 1).
+    ``on_step(x_k, k)`` is called at the start of step k (x_k -> x_{k-1}), before the step asks
+    for any of its terms (e.g. to re-estimate the motion from x_k).
     x_{k-1} = x^_{k-1} + sqrt(var) z; in exact mode the mean comes from conjugate gradients
     (``tol``, ``max_iter``; each step's iterations and residual are appended to ``stats``)
     while the noise uses the diagonal-mode variance.
@@ -203,6 +206,8 @@ def reverse_bridge(
         l_prev, l_k = float(times[k - 1]), float(times[k])
         rho, gamma = transition_coefficients(l_prev, l_k, kappa)
         beta_prev = float(bridge_variance(l_prev, kappa))
+        if on_step is not None:
+            on_step(path[-1], k)
         x_k, warp = path[-1], one_step_warp(k)
         d = None if gram_diag is None else gram_diag(k)
         step_stats: dict = {}

@@ -101,6 +101,7 @@ class InterpolatorModule(L.LightningModule):
         self._cache: dict = {}  # LPIPS / DIS, built lazily, kept out of the state dict
         self.run_config: dict | None = None  # model/data config, saved into checkpoints
         self.network_calls = 0  # denoiser / refiner evaluations so far (one per batched call)
+        self.refresh_calls = 0  # flow-net evaluations by motion refresh (one per batched call)
 
     def interpolate(
         self, i0: Tensor, i1: Tensor, tau: Tensor | float, num_samples: int = 1
@@ -116,6 +117,8 @@ class InterpolatorModule(L.LightningModule):
         """Diagnostics of the sampling since the last call (e.g. solver iterations), logged
         with the metrics."""
         return {}
+
+    motion_refresh = 0  # re-estimate the motion after every m reverse steps (0: never)
 
     # whether interpolate / interpolate_times take ``outer`` [B, 2, 3, H, W], the frames
     # I_-1 and I2 next to the pair (used by multi-frame networks)
@@ -155,7 +158,7 @@ class InterpolatorModule(L.LightningModule):
         if "I0" not in batch:
             return None
         size, samples = batch["I0"].shape[0], self.samples[stage]
-        start, calls = time.perf_counter(), self.network_calls
+        start, calls, refreshes = time.perf_counter(), self.network_calls, self.refresh_calls
         i0, i1 = batch["I0"], batch["I1"]
         extra = {"outer": batch.get("outer")} if self.takes_outer else {}
         if batch["gt"].shape[1] > 1:  # one time grid for the whole batch
@@ -171,6 +174,9 @@ class InterpolatorModule(L.LightningModule):
             self.collect_calibration(outs, batch["gt"])
         scores, curves = self._score(batch, outs, times, samples)
         scores["nfe_per_frame"] = torch.full((size,), (self.network_calls - calls) / len(outs))
+        if self.motion_refresh:
+            extra_calls = (self.refresh_calls - refreshes) / len(outs)
+            scores["refresh_nfe_per_frame"] = torch.full((size,), extra_calls)
         scores["seconds_per_frame"] = torch.full((size,), seconds / (size * len(outs)))
         scores.update({k: torch.full((size,), float(v)) for k, v in self.sampler_stats().items()})
         subsets = self._subset_scores(batch, scores, outs[0][0]) if len(outs) == 1 else []
@@ -305,6 +311,16 @@ def network_inputs(
     return {"context": torch.stack(frames, dim=1)}
 
 
+def refresh_steps(value: int | str | None, name: str = "model.motion_refresh") -> int:
+    """A motion refresh setting (option ``name``) as a number of steps m >= 1, or 0 for
+    none/null."""
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise VFIError(f"{name} must be a number of steps (1 or more) or none, got {value!r}")
+
+
 def charbonnier(x: Tensor, y: Tensor, eps: float = 1e-3) -> Tensor:
     """mean sqrt((x - y)^2 + eps^2)."""
     return torch.sqrt((x - y) ** 2 + eps**2).mean()
@@ -319,6 +335,10 @@ class TrainableInterpolator(InterpolatorModule):
         lpips_weight: weight of the LPIPS(prediction, target) term of the training loss.
         outer_fallback: a multi-frame network on items without outer neighbours (I_-1, I2)
             gets copies of I0 and I1 instead (True), or the run stops with one line (False).
+        motion_refresh: motion-aware sampling (as MADIFF): after every m reverse steps the
+            flows are re-estimated between the current estimate and each input frame and the
+            warped prior is rebuilt (:meth:`refresh_flows`); training sees the same refresh.
+            None (or "none"): the pair's flows throughout.
         val_samples, test_samples, lpips_backbone: as in :class:`InterpolatorModule`.
     """
 
@@ -334,12 +354,14 @@ class TrainableInterpolator(InterpolatorModule):
         scheduler: Callable | None = None,
         lpips_weight: float = 0.0,
         outer_fallback: bool = True,
+        motion_refresh: int | str | None = None,
         val_samples: int = 2,
         test_samples: int = 4,
         **kwargs,
     ):
         super().__init__(val_samples=val_samples, test_samples=test_samples, **kwargs)
         self.outer_fallback = outer_fallback
+        self.motion_refresh = refresh_steps(motion_refresh)
         self.lr = lr
         self.optimizer_factory = optimizer or torch.optim.AdamW
         self.scheduler_factory = scheduler
@@ -378,6 +400,23 @@ class TrainableInterpolator(InterpolatorModule):
                 "(data.*.outer=true where offered) or set model.outer_fallback=true"
             )
         return network_inputs(network, i0, i1, outer)
+
+    def refresh_due(self, done: int, remaining: int) -> bool:
+        """Whether the motion is re-estimated after ``done`` reverse steps, with ``remaining``
+        still to run: after every ``motion_refresh`` steps, never after the last one."""
+        m = self.motion_refresh
+        return bool(m) and remaining > 0 and done > 0 and done % m == 0
+
+    def refresh_flows(self, estimate: Tensor, i0: Tensor, i1: Tensor) -> dict[str, Tensor]:
+        """Motion refresh: flows between a frame estimate at some time t (clamped to [-1, 1])
+        and each input frame, from one batched flow-net call: ``to0`` = F_t->0, ``to1`` =
+        F_t->1, ``from0`` = F_0->t, ``from1`` = F_1->t, each [N, 2, H, W]. All inputs
+        [N, 3, H, W]."""
+        self.refresh_calls += 1
+        x = estimate.clamp(-1, 1)
+        towards, back = self.flow_net(torch.cat([x, x]), torch.cat([i0, i1]))
+        (to0, to1), (from0, from1) = towards.chunk(2), back.chunk(2)
+        return {"to0": to0, "to1": to1, "from0": from0, "from1": from1}
 
     def lpips_loss(self, pred: Tensor, target: Tensor) -> Tensor:
         """lpips_weight * mean LPIPS(pred, target) (0 when the weight is 0)."""

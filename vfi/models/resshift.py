@@ -71,26 +71,51 @@ class ResShiftVFI(TrainableInterpolator):
         self.multiple = math.lcm(getattr(flow_net, "multiple", 1), getattr(denoiser, "multiple", 1))
 
     # --- the prior -----------------------------------------------------------------------
-    def _warp_to_tau(self, i0, i1, f01, f10, f_t0, f_t1, tau):
-        if self.warp == "backward":
-            return warp_backward(i0, f_t0), warp_backward(i1, f_t1)
+    def pair_motion(self, i0: Tensor, i1: Tensor, tau: Tensor) -> dict[str, Tensor]:
+        """The pair's flows F_0->1, F_1->0 (``f01``, ``f10``) and those the prior warps with:
+        to time tau, F_tau->0, F_tau->1 (``f_t0``, ``f_t1``, :func:`intermediate_flows`) and
+        from it, F_0->tau = tau F_0->1, F_1->tau = (1 - tau) F_1->0 (``f_0t``, ``f_1t``)."""
+        f01, f10 = self.flow_net(i0, i1)
+        f_t0, f_t1 = intermediate_flows(f01, f10, tau)
         t = tau.view(-1, 1, 1, 1)
-        z0 = -self.splat_alpha * (i0 - warp_backward(i1, f01)).abs().mean(1, keepdim=True)
-        z1 = -self.splat_alpha * (i1 - warp_backward(i0, f10)).abs().mean(1, keepdim=True)
-        return softmax_splat(i0, t * f01, z0), softmax_splat(i1, (1 - t) * f10, z1)
+        return {
+            "f01": f01, "f10": f10, "f_t0": f_t0, "f_t1": f_t1,
+            "f_0t": t * f01, "f_1t": (1 - t) * f10,
+        }  # fmt: skip
+
+    def refreshed_motion(self, estimate: Tensor, i0: Tensor, i1: Tensor, motion: dict) -> dict:
+        """``motion`` with the flows to and from time tau re-estimated from a frame estimate
+        at tau [N, 3, H, W] (:meth:`refresh_flows`); the splatting importance keeps the pair's
+        F_0->1, F_1->0."""
+        flows = self.refresh_flows(estimate, i0, i1)
+        names = {"f_t0": "to0", "f_t1": "to1", "f_0t": "from0", "f_1t": "from1"}
+        return motion | {name: flows[source] for name, source in names.items()}
+
+    def _warp_to_tau(self, i0: Tensor, i1: Tensor, motion: dict) -> tuple[Tensor, Tensor]:
+        if self.warp == "backward":
+            return warp_backward(i0, motion["f_t0"]), warp_backward(i1, motion["f_t1"])
+        z0 = -self.splat_alpha * (i0 - warp_backward(i1, motion["f01"])).abs().mean(1, keepdim=True)
+        z1 = -self.splat_alpha * (i1 - warp_backward(i0, motion["f10"])).abs().mean(1, keepdim=True)
+        return softmax_splat(i0, motion["f_0t"], z0), softmax_splat(i1, motion["f_1t"], z1)
 
     def prior(
-        self, i0: Tensor, i1: Tensor, tau: Tensor, outer: Tensor | None = None, eps: float = 1e-6
+        self,
+        i0: Tensor,
+        i1: Tensor,
+        tau: Tensor,
+        outer: Tensor | None = None,
+        motion: dict | None = None,
+        eps: float = 1e-6,
     ) -> dict[str, Tensor]:
         """y = ((1-tau) v0 W0 + tau v1 W1) / ((1-tau) v0 + tau v1 + eps) and its parts (with
         the ``context`` frames of a multi-frame denoiser, from ``outer`` [B, 2, 3, H, W]).
 
-        i0, i1: [B, 3, H, W] (H, W divisible by ``self.multiple``); tau: [B].
+        i0, i1: [B, 3, H, W] (H, W divisible by ``self.multiple``); tau: [B]; ``motion``: the
+        flows to warp with (None: :meth:`pair_motion`).
         """
-        f01, f10 = self.flow_net(i0, i1)
-        f_t0, f_t1 = intermediate_flows(f01, f10, tau)
-        w0, w1 = self._warp_to_tau(i0, i1, f01, f10, f_t0, f_t1, tau)
-        v0, v1 = self.visibility_net(w0, w1, f_t0, f_t1, tau)
+        motion = self.pair_motion(i0, i1, tau) if motion is None else motion
+        w0, w1 = self._warp_to_tau(i0, i1, motion)
+        v0, v1 = self.visibility_net(w0, w1, motion["f_t0"], motion["f_t1"], tau)
         t = tau.view(-1, 1, 1, 1)
         y = ((1 - t) * v0 * w0 + t * v1 * w1) / ((1 - t) * v0 + t * v1 + eps)
         parts = {"y": y, "w0": w0, "w1": w1, "v0": v0, "v1": v1}
@@ -144,11 +169,17 @@ class ResShiftVFI(TrainableInterpolator):
         if self.tau_mode == "ifd":
             tau = self.estimate_tau(i0, i1, it, tau)
             self.log("train/tau_ifd", tau.mean(), batch_size=tau.shape[0])
-        cond = self.prior(i0, i1, tau, outer)
+        motion = self.pair_motion(i0, i1, tau)
+        cond = self.prior(i0, i1, tau, outer, motion)
         t = torch.randint(1, len(self.etas) + 1, (i0.shape[0],), device=self.device)
         x_t = rs.q_sample(it, cond["y"].detach(), t, self.etas, self.kappa, torch.randn_like(it))
-        x0_hat = self.predict_x0(x_t, t, cond, tau)
-        return self.supervised_loss(x0_hat, cond["y"], it, self.aux_weight)
+        x0_hat, y = self.predict_x0(x_t, t, cond, tau), cond["y"]
+        if self.motion_refresh:  # as in sampling: the prior rebuilt from the prediction's flows
+            moved = self.refreshed_motion(x0_hat.detach(), i0, i1, motion)
+            fresh = self.prior(i0, i1, tau, outer, moved)
+            x0_hat = torch.cat([x0_hat, self.predict_x0(x_t, t, fresh, tau)])
+            y, it = torch.cat([y, fresh["y"]]), torch.cat([it, it])
+        return self.supervised_loss(x0_hat, y, it, self.aux_weight)
 
     # --- sampling ------------------------------------------------------------------------
     @torch.no_grad()
@@ -164,20 +195,31 @@ class ResShiftVFI(TrainableInterpolator):
         """Run the reverse chain K = num_samples times; return the mean and the per-pixel std
         [B, 3, H, W] of the K samples, times the calibration scale (std is 0 for K = 1). Any
         H, W: padded and cropped back. ``outer`` [B, 2, 3, H, W]: I_-1 and I2, for a
-        multi-frame denoiser."""
+        multi-frame denoiser. With ``motion_refresh`` = m, the prior of each sample is rebuilt
+        after every m steps from the flows of its prediction x0_hat."""
         b = i0.shape[0]
         tau = check_tau(tau).to(i0.device).expand(b).contiguous()
         pair, (h, w) = pad_to_multiple(torch.cat([i0, i1]), self.multiple)
         i0p, i1p = pair.chunk(2)
-        prior = self.prior(i0p, i1p, tau, outer)
-        cond = {k: v.repeat(num_samples, *[1] * (v.dim() - 1)) for k, v in prior.items()}
+        motion = self.pair_motion(i0p, i1p, tau)
+
+        def per_sample(parts: dict) -> dict:
+            return {k: v.repeat(num_samples, *[1] * (v.dim() - 1)) for k, v in parts.items()}
+
+        cond = per_sample(self.prior(i0p, i1p, tau, outer, motion))
         tau_k = tau.repeat(num_samples)
-        x0 = rs.sample_loop(
-            lambda x, t: self.predict_x0(x, t, cond, tau_k),
-            cond["y"],
-            self.etas,
-            self.kappa,
-            generator,
-        )
+        motion = per_sample(motion)
+        i0k, i1k = i0p.repeat(num_samples, 1, 1, 1), i1p.repeat(num_samples, 1, 1, 1)
+
+        def predict(x: Tensor, t: Tensor) -> Tensor:
+            nonlocal cond
+            x0_hat = self.predict_x0(x, t, cond, tau_k)
+            step = int(t[0])
+            if self.refresh_due(len(self.etas) - step + 1, step - 1):
+                moved = self.refreshed_motion(x0_hat, i0k, i1k, motion)
+                cond = self.prior(i0k, i1k, tau_k, outer, moved)
+            return x0_hat
+
+        x0 = rs.sample_loop(predict, cond["y"], self.etas, self.kappa, generator)
         mean, std = sample_statistics(x0, num_samples, (h, w))
         return mean, self.uncertainty_scale.to(std) * std

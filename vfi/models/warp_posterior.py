@@ -20,6 +20,7 @@ from vfi.ops import (
     BackwardWarp,
     intermediate_flows,
     pad_to_multiple,
+    rescaled_flows,
     warp_backward,
     warp_gram_diagonal,
 )
@@ -102,15 +103,15 @@ class WarpPosteriorVFI(TrainableInterpolator):
         self.cg_stats: list[dict] = []  # exact mode: iterations and residual of every step
 
     # --- the bridge's operators ----------------------------------------------------------
-    def bridge_terms(self, i0: Tensor, i1: Tensor, f01: Tensor, f10: Tensor, l: Tensor) -> dict:
-        """The prior at times l [B]: P[I0], B[I1] (``w0``, ``w1``), v0, v1, the motion
-        confidence c, the mean
+    def bridge_terms(self, i0: Tensor, i1: Tensor, f_l0: Tensor, f_l1: Tensor, l: Tensor) -> dict:
+        """The prior at times l [B], from the flows F_l->0, F_l->1 [B, 2, H, W] (e.g.
+        :func:`vfi.ops.intermediate_flows` of the pair's): P[I0], B[I1] (``w0``, ``w1``), v0,
+        v1, the motion confidence c, the mean
 
             mu = c ((1-l) v0 P[I0] + l v1 B[I1]) / ((1-l) v0 + l v1 + eps)
                  + (1 - c) ((1-l) I0 + l I1),
 
         and the motion per unit time at l, F_l->1 - F_l->0 (``velocity``); all [B, C, H, W]."""
-        f_l0, f_l1 = intermediate_flows(f01, f10, l)
         w0 = warp_backward(i0, f_l0, mode=self.warp_mode)
         w1 = warp_backward(i1, f_l1, mode=self.warp_mode)
         v0, v1, *logit = self.visibility_net(w0, w1, f_l0, f_l1, l)
@@ -221,14 +222,9 @@ class WarpPosteriorVFI(TrainableInterpolator):
         i0, i1 = frames[:, 0], frames[:, -1]
         outer = batch.get("outer")
         f01, f10 = self.flow_net(i0, i1)
-        both = self.bridge_terms(
-            torch.cat([i0, i0]),
-            torch.cat([i1, i1]),
-            torch.cat([f01, f01]),
-            torch.cat([f10, f10]),
-            torch.cat([l_prev, l_k]),
-        )
-        prev = {k: v[:b] for k, v in both.items()}
+        ends, l_both = (torch.cat([i0, i0]), torch.cat([i1, i1])), torch.cat([l_prev, l_k])
+        flows = intermediate_flows(torch.cat([f01, f01]), torch.cat([f10, f10]), l_both)
+        both = self.bridge_terms(*ends, *flows, l_both)
         cur = {k: v[b:] for k, v in both.items()}
         if rollout:  # the sampler's own x_k: run the reverse pass from x_T = I1 down to l_k
             k = round(float(l_k[0]) * self.num_steps)
@@ -237,11 +233,33 @@ class WarpPosteriorVFI(TrainableInterpolator):
             beta_k = wp.bridge_variance(l_k, self.kappa).to(i0).view(-1, 1, 1, 1)
             clean = torch.where(has_gt.view(-1, 1, 1, 1), gt_k, cur["mu"].detach())
             x_k = clean + beta_k.sqrt() * torch.randn_like(clean)
+        if self.motion_refresh:  # as in sampling: the step's flows re-read from x_k
+            both = self.bridge_terms(
+                *ends, *self.refreshed_flows(x_k, i0, i1, l_both, flows), l_both
+            )
+            cur = {k: v[b:] for k, v in both.items()}
+        prev = {k: v[:b] for k, v in both.items()}
 
         mean = self.step_posterior(x_k, prev, cur, l_prev, l_k)
         extra = self.context_inputs(self.refiner, i0, i1, outer)
         x_hat = mean + self.refine(mean, x_k, prev, l_prev.to(i0), (l_k - l_prev).to(i0), extra)
         return self.supervised_loss(x_hat, mean, gt_prev, self.prior_weight)
+
+    def refreshed_flows(
+        self, x_k: Tensor, i0: Tensor, i1: Tensor, l: Tensor, flows: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """Training's motion refresh: F_l->0, F_l->1 at the step's times l = (l_{k-1}, l_k)
+        [2B] from the flows between the state x_k [B, 3, H, W] at l_k and I0, I1
+        (:meth:`refresh_flows`, rescaled by :func:`vfi.ops.rescaled_flows`). Items at
+        l_k = 1 (x_k = I1, never refreshed when sampling) keep ``flows``, the pair's
+        [2B, 2, H, W] each."""
+        moved = self.refresh_flows(x_k, i0, i1)
+        l_k = l[len(x_k) :].repeat(2)
+        inner = (l_k < 1).view(-1, 1, 1, 1)
+        at = torch.where(l_k < 1, l_k, 0.5)
+        g0, g1 = (moved[name].repeat(2, 1, 1, 1) for name in ("to0", "to1"))
+        fresh = rescaled_flows(g0, g1, at, l)
+        return tuple(torch.where(inner, f, pair) for f, pair in zip(fresh, flows, strict=True))
 
     # --- sampling ------------------------------------------------------------------------
     @torch.no_grad()
@@ -260,20 +278,35 @@ class WarpPosteriorVFI(TrainableInterpolator):
         """One reverse pass per sample on the grid ``times`` [T'+1] (float64, 0 ... 1), from
         x_T = I1 down to x_stop. i0, i1: [B, 3, H, W] with H, W divisible by ``multiple``.
         Returns [x_stop, ..., x_T], each [num_samples * B, 3, H, W] (sample-major). ``cache``
-        (a dict) receives the bridge terms of every grid index used, repeated per sample.
-        ``outer`` [B, 2, 3, H, W]: I_-1 and I2, for a multi-frame refiner."""
+        (a dict) receives, per grid index k, the bridge terms that x_k was drawn with, per
+        sample. ``outer`` [B, 2, 3, H, W]: I_-1 and I2, for a multi-frame refiner.
+
+        With ``motion_refresh`` = m, after every m steps the flows are re-estimated between
+        each sample's state x_k and I0, I1 and the terms from l_k down are rebuilt from them
+        (:func:`vfi.ops.rescaled_flows`), until the next refresh."""
         f01, f10 = self.flow_net(i0, i1)
         cache = {} if cache is None else cache
         pair = (i0.repeat(num_samples, 1, 1, 1), i1.repeat(num_samples, 1, 1, 1))
         extra = self.context_inputs(self.refiner, *pair, outer)
+        motion: dict = {}  # after a refresh: the flows from the state at time "at", per sample
+        current: dict[int, dict] = {}  # the terms at a refresh's own index, rebuilt
+
+        def flows(l: float) -> tuple[Tensor, Tensor]:
+            if motion:
+                return rescaled_flows(motion["to0"], motion["to1"], motion["at"], l)
+            return intermediate_flows(f01, f10, l)
 
         def terms(k: int) -> dict:
-            """Bridge terms at l_k for the B items, repeated for the K samples, with S_k's flow
-            and diag(S_k^T S_k) (k >= 1)."""
+            """Bridge terms at l_k for the K samples (computed once for the B items while they
+            share the pair's flows), with S_k's flow and diag(S_k^T S_k) (k >= 1)."""
+            if k in current:
+                return current[k]
             if k not in cache:
-                l = torch.full((len(i0),), float(times[k]), device=i0.device)
-                found = self.bridge_terms(i0, i1, f01, f10, l)
-                found = {name: v.repeat(num_samples, 1, 1, 1) for name, v in found.items()}
+                f_l0, f_l1 = flows(float(times[k]))
+                n = len(f_l0)
+                l = torch.full((n,), float(times[k]), device=i0.device)
+                found = self.bridge_terms(pair[0][:n], pair[1][:n], f_l0, f_l1, l)
+                found = {name: v.repeat(len(pair[0]) // n, 1, 1, 1) for name, v in found.items()}
                 if k > 0:
                     found["step"] = self.step_flow(
                         found["velocity"], float(times[k] - times[k - 1])
@@ -281,6 +314,15 @@ class WarpPosteriorVFI(TrainableInterpolator):
                     found["gram"] = warp_gram_diagonal(found["step"])
                 cache[k] = found
             return cache[k]
+
+        def refresh(x_k: Tensor, k: int) -> None:
+            if not self.refresh_due(len(times) - 1 - k, k - max(stop, 1)):
+                return
+            motion.update(self.refresh_flows(x_k, *pair), at=float(times[k]))
+            built = cache.pop(k)
+            current.clear()
+            current[k] = terms(k)
+            cache[k] = built
 
         def refine(mean: Tensor, x_k: Tensor, j: int) -> Tensor:
             l_prev = torch.full((len(mean),), float(times[j]), device=mean.device)
@@ -296,6 +338,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
             mode=self.posterior_mode,
             gram_diag=lambda k: terms(k)["gram"],
             refine=refine,
+            on_step=refresh,
             noise=noise,
             generator=generator,
             stop=stop,
@@ -340,8 +383,12 @@ class WarpPosteriorVFI(TrainableInterpolator):
         outs = []
         for k in index:
             mean, std = sample_statistics(path[k - stop], num_samples, (h, w))
-            terms = {name: v[: len(i0)] for name, v in cache[k].items()}
-            spread = self.hypothesis_variance(terms, i0p, i1p, float(grid[k]))[..., :h, :w]
+            # the terms are per sample after a motion refresh: their spreads are averaged
+            reps = num_samples if self.motion_refresh else 1
+            terms = {name: v[: reps * len(i0)] for name, v in cache[k].items()}
+            ends = (i0p.repeat(reps, 1, 1, 1), i1p.repeat(reps, 1, 1, 1))
+            spread = self.hypothesis_variance(terms, *ends, float(grid[k]))
+            spread = spread.view(reps, *i0p.shape).mean(0)[..., :h, :w]
             outs.append((mean, self.total_std(std, spread)))
         return outs
 

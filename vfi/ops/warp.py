@@ -151,6 +151,22 @@ def intermediate_flows(f01: Tensor, f10: Tensor, t: Tensor | float) -> tuple[Ten
     return f_t0, f_t1
 
 
+def rescaled_flows(
+    g0: Tensor, g1: Tensor, at: Tensor | float, t: Tensor | float
+) -> tuple[Tensor, Tensor]:
+    """Flows from time t to the input frames, given those measured from a frame at time ``at``
+    (0 < at < 1; e.g. a partly denoised estimate, for motion refresh), under linear motion:
+
+    F_t->0 = (t / at) G_0,   F_t->1 = ((1 - t) / (1 - at)) G_1
+
+    g0, g1: [B, 2, H, W] = F_at->0, F_at->1; at, t: floats or [B]. At t = at they are G_0, G_1;
+    for a translation they agree with :func:`intermediate_flows` of the true F_0->1, F_1->0.
+    """
+    at = torch.as_tensor(at, dtype=g0.dtype, device=g0.device).reshape(-1, 1, 1, 1)
+    t = torch.as_tensor(t, dtype=g0.dtype, device=g0.device).reshape(-1, 1, 1, 1)
+    return t / at * g0, (1 - t) / (1 - at) * g1
+
+
 def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
     """Replicate-pad [B, C, H, W] on the bottom/right so H and W divide by ``multiple``.
 

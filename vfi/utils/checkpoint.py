@@ -27,16 +27,25 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict | str | Path, lpips_backbone: str | None = None):
+def model_from_checkpoint(
+    ckpt: dict | str | Path,
+    lpips_backbone: str | None = None,
+    motion_refresh: int | str | None = None,
+):
     """Rebuild the LightningModule from a checkpoint's saved model config and load its
-    (EMA) weights. Returns the module in eval mode."""
+    (EMA) weights. Returns the module in eval mode. ``motion_refresh``: the sampler's motion
+    refresh (every m steps, or "none"; None keeps the checkpoint's own)."""
     from hydra.utils import instantiate
+
+    from vfi.models.base import refresh_steps
 
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
     model_cfg = dict(ckpt["vfi_config"]["model"], lpips_backbone=lpips_backbone)
     model = instantiate(model_cfg)
     model.load_state_dict(ckpt["state_dict"])
+    if motion_refresh is not None:
+        model.motion_refresh = refresh_steps(motion_refresh, "motion_refresh")
     return model.eval()
 
 
