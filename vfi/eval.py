@@ -98,7 +98,7 @@ def peak_memory_mb() -> float:
 def baseline(name: str, paths: DictConfig):
     """A baseline model from its config (``vfi/conf/model/<name>.yaml``)."""
     path = CONF_DIR / "model" / f"{name}.yaml"
-    if not path.is_file() or name in ("resshift", "warp_posterior"):
+    if not path.is_file() or name in ("resshift", "warp_posterior", "autoencoder"):
         raise VFIError(f"unknown baseline {name!r} (expected blend, classical or ffmpeg)")
     cfg = OmegaConf.merge({"paths": paths}, {"model": OmegaConf.load(path)})
     return instantiate(cfg.model)

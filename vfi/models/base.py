@@ -159,16 +159,7 @@ class InterpolatorModule(L.LightningModule):
             return None
         size, samples = batch["I0"].shape[0], self.samples[stage]
         start, calls, refreshes = time.perf_counter(), self.network_calls, self.refresh_calls
-        i0, i1 = batch["I0"], batch["I1"]
-        extra = {"outer": batch.get("outer")} if self.takes_outer else {}
-        if batch["gt"].shape[1] > 1:  # one time grid for the whole batch
-            times = [float(t) for t in batch["taus"][0]]
-            outs, taus = self.interpolate_times(i0, i1, times, samples, **extra), times
-        else:
-            taus = [batch["taus"][:, 0]]  # one time per item
-            outs = [self.interpolate(i0, i1, taus[0], samples, **extra)]
-            times = [float(batch["taus"][0, 0])]
-        outs = replace_at_cuts(outs, i0, i1, taus, self.cut_mask(i0, i1))
+        outs, times = self.evaluation_outputs(batch, samples)
         seconds = time.perf_counter() - start
         if stage == "val":
             self.collect_calibration(outs, batch["gt"])
@@ -183,6 +174,23 @@ class InterpolatorModule(L.LightningModule):
         rows = item_rows(batch, scores, subsets, curves)
         self._rows += rows
         return {"rows": rows, "outs": outs, "times": times, "batch": batch}
+
+    def evaluation_outputs(
+        self, batch: dict, samples: int
+    ) -> tuple[list[tuple[Tensor, Tensor]], list[float]]:
+        """The frames an evaluation scores: (mean, std) [B, 3, H, W] per ground truth of the
+        batch (interpolated with ``samples`` samples; pairs across a scene cut answered by
+        :func:`replace_at_cuts`), and their times (the first item's)."""
+        i0, i1 = batch["I0"], batch["I1"]
+        extra = {"outer": batch.get("outer")} if self.takes_outer else {}
+        if batch["gt"].shape[1] > 1:  # one time grid for the whole batch
+            times = [float(t) for t in batch["taus"][0]]
+            outs, taus = self.interpolate_times(i0, i1, times, samples, **extra), times
+        else:
+            taus = [batch["taus"][:, 0]]  # one time per item
+            outs = [self.interpolate(i0, i1, taus[0], samples, **extra)]
+            times = [float(batch["taus"][0, 0])]
+        return replace_at_cuts(outs, i0, i1, taus, self.cut_mask(i0, i1)), times
 
     def _score(
         self, batch: dict, outs: list[tuple[Tensor, Tensor]], times: list[float], samples: int

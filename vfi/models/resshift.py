@@ -6,10 +6,12 @@ import math
 
 import kornia
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vfi.diffusion import resshift as rs
 from vfi.errors import VFIError
+from vfi.models.autoencoder import load_autoencoder
 from vfi.models.base import (
     TrainableInterpolator,
     check_tau,
@@ -31,6 +33,10 @@ class ResShiftVFI(TrainableInterpolator):
     tau_mode: "fixed" (the dataset's tau) or "ifd" (re-estimated from flows during training).
     ifd_threshold, ifd_kernel, ifd_tau_range: the IFD estimate's grey-level threshold (images
         in [0, 1]), opening kernel size and the clamp applied to its result.
+    space: "pixel", or "latent": the chain runs on the latents of a frame autoencoder
+        (``autoencoder``: the checkpoint of a ``model=autoencoder`` run, frozen; after LDMVFI)
+        at 1/f of the frame size, with the prior and its parts encoded, and its result decoded
+        with the input frames.
     other keyword arguments (lr, optimizer, scheduler, lpips_weight on LPIPS(x0_hat, I_tau),
         val_samples, test_samples, lpips_backbone) go to
         :class:`vfi.models.base.TrainableInterpolator`.
@@ -49,9 +55,13 @@ class ResShiftVFI(TrainableInterpolator):
         ifd_threshold: float = 0.04,
         ifd_kernel: int = 3,
         ifd_tau_range: tuple[float, float] = (0.05, 0.95),
+        space: str = "pixel",
+        autoencoder: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if space not in ("pixel", "latent"):
+            raise VFIError(f"model.space must be 'pixel' or 'latent', got {space!r}")
         if warp not in ("backward", "softmax_splat"):
             raise VFIError(f"model.warp must be 'backward' or 'softmax_splat', got {warp!r}")
         if tau_mode not in ("fixed", "ifd"):
@@ -68,7 +78,59 @@ class ResShiftVFI(TrainableInterpolator):
         self.ifd_threshold = ifd_threshold
         self.ifd_kernel = ifd_kernel
         self.ifd_tau_range = tuple(ifd_tau_range)
-        self.multiple = math.lcm(getattr(flow_net, "multiple", 1), getattr(denoiser, "multiple", 1))
+        if space == "latent" and not autoencoder:
+            raise VFIError(
+                "model.space=latent needs model.autoencoder=<the checkpoint of a "
+                "model=autoencoder run>"
+            )
+        self.autoencoder = load_autoencoder(autoencoder) if space == "latent" else None
+        factor = self.check_latent_space(autoencoder)
+        self.multiple = math.lcm(
+            getattr(flow_net, "multiple", 1), factor * getattr(denoiser, "multiple", 1)
+        )
+
+    def check_latent_space(self, path: str | None) -> int:
+        """The denoiser's downsampling f relative to the frames (1 in pixel space), after
+        checking the latent mode's settings (one line each)."""
+        if self.autoencoder is None:
+            return 1
+        if self.lpips_weight > 0:
+            raise VFIError(
+                "model.space=latent trains in the latent space, where LPIPS has no meaning: "
+                "set model.lpips_weight=0"
+            )
+        channels = self.autoencoder.latent_channels
+        if channels != 3:
+            raise VFIError(
+                f"model.autoencoder={path} has {channels} latent channels; the denoiser reads "
+                "and writes 3 (train it with model.autoencoder.latent_channels=3)"
+            )
+        return self.autoencoder.factor
+
+    # --- the diffusion space ---------------------------------------------------------------
+    def to_space(self, parts: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The denoiser's conditioning in the chain's space: the prior's parts as they are in
+        pixel space; in latent space E(y), E(W0), E(W1) (and E of the context frames) and
+        v0, v1 averaged over f x f blocks, all [B, C, H/f, W/f]."""
+        if self.autoencoder is None:
+            return parts
+        encode, f = self.autoencoder.encode, self.autoencoder.factor
+        y, w0, w1 = encode(torch.cat([parts["y"], parts["w0"], parts["w1"]])).chunk(3)
+        out = {"y": y, "w0": w0, "w1": w1}
+        out |= {name: F.avg_pool2d(parts[name], f) for name in ("v0", "v1")}
+        if "context" in parts:
+            frames = parts["context"]
+            out["context"] = encode(frames.flatten(0, 1)).view(*frames.shape[:2], *y.shape[1:])
+        return out
+
+    def frame_to_space(self, frame: Tensor) -> Tensor:
+        """A frame [B, 3, H, W] in the chain's space (its latent E(frame) in latent space)."""
+        return frame if self.autoencoder is None else self.autoencoder.encode(frame)
+
+    def space_to_frame(self, x: Tensor, i0: Tensor, i1: Tensor) -> Tensor:
+        """A state of the chain as a frame [B, 3, H, W]: decoded with the input frames
+        i0, i1 in latent space (D(x; I0, I1))."""
+        return x if self.autoencoder is None else self.autoencoder.decode(x, i0, i1)
 
     # --- the prior -----------------------------------------------------------------------
     def pair_motion(self, i0: Tensor, i1: Tensor, tau: Tensor) -> dict[str, Tensor]:
@@ -170,16 +232,19 @@ class ResShiftVFI(TrainableInterpolator):
             tau = self.estimate_tau(i0, i1, it, tau)
             self.log("train/tau_ifd", tau.mean(), batch_size=tau.shape[0])
         motion = self.pair_motion(i0, i1, tau)
-        cond = self.prior(i0, i1, tau, outer, motion)
+        cond = self.to_space(self.prior(i0, i1, tau, outer, motion))
+        target = self.frame_to_space(it)
         t = torch.randint(1, len(self.etas) + 1, (i0.shape[0],), device=self.device)
-        x_t = rs.q_sample(it, cond["y"].detach(), t, self.etas, self.kappa, torch.randn_like(it))
+        noise = torch.randn_like(target)
+        x_t = rs.q_sample(target, cond["y"].detach(), t, self.etas, self.kappa, noise)
         x0_hat, y = self.predict_x0(x_t, t, cond, tau), cond["y"]
         if self.motion_refresh:  # as in sampling: the prior rebuilt from the prediction's flows
-            moved = self.refreshed_motion(x0_hat.detach(), i0, i1, motion)
-            fresh = self.prior(i0, i1, tau, outer, moved)
+            estimate = self.space_to_frame(x0_hat.detach(), i0, i1)
+            moved = self.refreshed_motion(estimate, i0, i1, motion)
+            fresh = self.to_space(self.prior(i0, i1, tau, outer, moved))
             x0_hat = torch.cat([x0_hat, self.predict_x0(x_t, t, fresh, tau)])
-            y, it = torch.cat([y, fresh["y"]]), torch.cat([it, it])
-        return self.supervised_loss(x0_hat, y, it, self.aux_weight)
+            y, target = torch.cat([y, fresh["y"]]), torch.cat([target, target])
+        return self.supervised_loss(x0_hat, y, target, self.aux_weight)
 
     # --- sampling ------------------------------------------------------------------------
     @torch.no_grad()
@@ -206,7 +271,7 @@ class ResShiftVFI(TrainableInterpolator):
         def per_sample(parts: dict) -> dict:
             return {k: v.repeat(num_samples, *[1] * (v.dim() - 1)) for k, v in parts.items()}
 
-        cond = per_sample(self.prior(i0p, i1p, tau, outer, motion))
+        cond = per_sample(self.to_space(self.prior(i0p, i1p, tau, outer, motion)))
         tau_k = tau.repeat(num_samples)
         motion = per_sample(motion)
         i0k, i1k = i0p.repeat(num_samples, 1, 1, 1), i1p.repeat(num_samples, 1, 1, 1)
@@ -216,10 +281,12 @@ class ResShiftVFI(TrainableInterpolator):
             x0_hat = self.predict_x0(x, t, cond, tau_k)
             step = int(t[0])
             if self.refresh_due(len(self.etas) - step + 1, step - 1):
-                moved = self.refreshed_motion(x0_hat, i0k, i1k, motion)
-                cond = self.prior(i0k, i1k, tau_k, outer, moved)
+                estimate = self.space_to_frame(x0_hat, i0k, i1k)
+                moved = self.refreshed_motion(estimate, i0k, i1k, motion)
+                cond = self.to_space(self.prior(i0k, i1k, tau_k, outer, moved))
             return x0_hat
 
         x0 = rs.sample_loop(predict, cond["y"], self.etas, self.kappa, generator)
+        x0 = self.space_to_frame(x0, i0k, i1k)
         mean, std = sample_statistics(x0, num_samples, (h, w))
         return mean, self.uncertainty_scale.to(std) * std

@@ -24,17 +24,20 @@ def _norm(channels: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv residual block with an additive embedding (scale-free FiLM)."""
+    """GroupNorm-SiLU-conv residual block with an additive embedding (scale-free FiLM; none
+    for ``emb_dim`` = 0)."""
 
-    def __init__(self, cin: int, cout: int, emb_dim: int):
+    def __init__(self, cin: int, cout: int, emb_dim: int = 0):
         super().__init__()
         self.in_layers = nn.Sequential(_norm(cin), nn.SiLU(), nn.Conv2d(cin, cout, 3, 1, 1))
-        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, cout))
+        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, cout)) if emb_dim else None
         self.out_layers = nn.Sequential(_norm(cout), nn.SiLU(), nn.Conv2d(cout, cout, 3, 1, 1))
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.in_layers(x) + self.emb(emb)[:, :, None, None]
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        h = self.in_layers(x)
+        if self.emb is not None:
+            h = h + self.emb(emb)[:, :, None, None]
         return self.skip(x) + self.out_layers(h)
 
 
