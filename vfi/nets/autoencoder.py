@@ -140,6 +140,8 @@ class FrameAutoencoder(nn.Module):
         self.to_latent = nn.Sequential(
             _norm(widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], moments, 1)
         )
+        if regularizer == "kl":  # start nearly deterministic: std e^-3, so the latent is read
+            nn.init.constant_(self.to_latent[-1].bias[latent_channels:], -6.0)
         self.quantizer = (
             VectorQuantizer(codebook_size, latent_channels, beta) if regularizer == "vq" else None
         )
