@@ -309,6 +309,7 @@ def test_trained_autoencoder_rebuilds_the_clips_above_the_floor(task_env, tmp_pa
         "data=clips",
         "trainer.max_steps=40",
         "trainer.val_check_interval=40",
+        "trainer.limit_val_batches=2",
         "logger=none",
     ]
     metrics = run_task("vfi.train", args, tmp_path / "run")
