@@ -296,33 +296,32 @@ class WarpPosteriorVFI(TrainableInterpolator):
                 return rescaled_flows(motion["to0"], motion["to1"], motion["at"], l)
             return intermediate_flows(f01, f10, l)
 
-        def terms(k: int) -> dict:
+        def build(k: int) -> dict:
             """Bridge terms at l_k for the K samples (computed once for the B items while they
             share the pair's flows), with S_k's flow and diag(S_k^T S_k) (k >= 1)."""
+            f_l0, f_l1 = flows(float(times[k]))
+            n = len(f_l0)
+            l = torch.full((n,), float(times[k]), device=i0.device)
+            found = self.bridge_terms(pair[0][:n], pair[1][:n], f_l0, f_l1, l)
+            found = {name: v.repeat(len(pair[0]) // n, 1, 1, 1) for name, v in found.items()}
+            if k > 0:
+                found["step"] = self.step_flow(found["velocity"], float(times[k] - times[k - 1]))
+                found["gram"] = warp_gram_diagonal(found["step"])
+            return found
+
+        def terms(k: int) -> dict:
             if k in current:
                 return current[k]
             if k not in cache:
-                f_l0, f_l1 = flows(float(times[k]))
-                n = len(f_l0)
-                l = torch.full((n,), float(times[k]), device=i0.device)
-                found = self.bridge_terms(pair[0][:n], pair[1][:n], f_l0, f_l1, l)
-                found = {name: v.repeat(len(pair[0]) // n, 1, 1, 1) for name, v in found.items()}
-                if k > 0:
-                    found["step"] = self.step_flow(
-                        found["velocity"], float(times[k] - times[k - 1])
-                    )
-                    found["gram"] = warp_gram_diagonal(found["step"])
-                cache[k] = found
+                cache[k] = build(k)
             return cache[k]
 
         def refresh(x_k: Tensor, k: int) -> None:
             if not self.refresh_due(len(times) - 1 - k, k - max(stop, 1)):
                 return
             motion.update(self.refresh_flows(x_k, *pair), at=float(times[k]))
-            built = cache.pop(k)
             current.clear()
-            current[k] = terms(k)
-            cache[k] = built
+            current[k] = build(k)
 
         def refine(mean: Tensor, x_k: Tensor, j: int) -> Tensor:
             l_prev = torch.full((len(mean),), float(times[j]), device=mean.device)
