@@ -97,8 +97,9 @@ def cut_positions(frames: Tensor, batch: int = 32) -> np.ndarray:
 def scaled_frames(path: str | Path, scale: float = 1.0) -> tuple[Tensor, float]:
     """:func:`decode_video` of a file, resized by ``scale`` (:func:`resize_frames`): uint8
     frames [N, 3, H, W] and the frame rate. Kept for the process (the last 16 files and scales:
-    a run's validation and test sets, and every run of a sweep, decode each clip once); a file
-    that changes on disk is decoded again. The frames are shared: never modify them in place."""
+    a run's validation and test sets, and the runs of an in-process sweep, decode each clip
+    once); a file that changes on disk is decoded again. The frames are shared: never modify
+    them in place."""
     stat = Path(path).stat() if Path(path).is_file() else None
     key = (stat.st_mtime_ns, stat.st_size) if stat else None
     return _scaled_frames(str(path), float(scale), key)
