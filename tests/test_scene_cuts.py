@@ -108,6 +108,31 @@ def test_nearest_frame_and_replacement():
     assert torch.equal(std[0], torch.ones(3, 8, 8)) and torch.equal(std[1], (i1 - i0)[1].abs() / 2)
 
 
+def test_interpolate_engine_replaces_outer_neighbours_across_a_cut():
+    """A model that reads I_-1, I2 gets I0 for an I_-1 from another shot and I1 for an I2 from
+    another shot; neighbours of the same shot (the photo moved on) reach it unchanged."""
+    to_uint8 = lambda x: ((x[0] + 1) * 127.5).round().byte()  # noqa: E731
+
+    class OuterReader(BlendInterpolator):
+        takes_outer, seen = True, []
+
+        def interpolate_times(self, i0, i1, times, num_samples=1, outer=None):
+            self.seen.append(outer)
+            return super().interpolate_times(i0, i1, times, num_samples)
+
+    model = OuterReader(scene_cut=False)
+    engine = Interpolator(model, 1, False, None, 0, "cpu", "fp32")
+    i0, i1, _ = translated_pair(8, 0)
+    before, after = translated_pair(-8, 0)[1], translated_pair(16, 0)[1]
+    other = _photo("coffee", 320)[..., :192, :]
+    i0, i1, before, after, other = (to_uint8(x) for x in (i0, i1, before, after, other))
+    for outer, want in [((before, after), (before, after)), ((other, after), (i0, after)),
+                        ((before, other), (before, i1))]:  # fmt: skip
+        engine.frames_between(i0, i1, [0.5], outer=outer)
+        got = to_uint8(model.seen[-1][:, 0]), to_uint8(model.seen[-1][:, 1])
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
 @pytest.mark.parametrize("scene_cut", [True, False])
 def test_interpolate_engine_answers_a_cut_with_the_nearer_frame(scene_cut):
     """vfi.interpolate's engine: across a cut the frame at 1/2 is I0 (with scene_cut), else the

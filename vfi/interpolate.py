@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from rich.progress import track
 
 from vfi.data.items import read_image, to_model_range, to_uint8
-from vfi.data.video import open_video, rgb
+from vfi.data.video import open_video, replace_outer_across_cuts, rgb
 from vfi.errors import VFIError
 from vfi.ops.scene import nearest_frame
 from vfi.ops.tiles import tiled
@@ -83,8 +83,9 @@ class Interpolator:
     """A model run on one device and precision, tile by tile, returning uint8 frames.
 
     ``frames_between(i0, i1, times, outer)``: i0, i1 uint8 [3, H, W] (and their outer
-    neighbours I_-1, I2, for models that read them) -> per time (mean uint8 [3, H, W], std
-    [H, W, 3] heat map uint8 or None)."""
+    neighbours I_-1, I2, for models that read them; I0 or I1 stands in for one that a scene
+    cut separates from them) -> per time (mean uint8 [3, H, W], std [H, W, 3] heat map uint8
+    or None)."""
 
     def __init__(self, model, num_samples: int, uncertainty: bool, tile, overlap: int, device,
                  precision: str):  # fmt: skip
@@ -104,6 +105,8 @@ class Interpolator:
     @torch.no_grad()
     def frames_between(self, i0, i1, times: list[float], outer=None):
         use_outer = outer is not None and self.model.takes_outer
+        if use_outer:
+            outer = replace_outer_across_cuts(torch.stack([outer[0], i0, i1, outer[1]]))[[0, 3]]
         images = [
             to_model_range(x)[None].to(self.device) for x in (i0, i1, *(outer if use_outer else ()))
         ]
