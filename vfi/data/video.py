@@ -250,12 +250,16 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+_OUTER_DIS = DISFlow("medium")  # one per process (built on first use, never pickled)
+
+
 def replace_outer_across_cuts(frames: Tensor) -> Tensor:
     """uint8 frames [N + 4, 3, H, W] (I_-1, I0, ..., I1, I2) with I_-1 replaced by I0 where a
     scene cut separates them (:func:`vfi.ops.scene.scene_cuts`), and I2 by I1 likewise: the
-    outer neighbours of :class:`VideoFileDataset` and :class:`VideoStreamDataset`."""
+    outer neighbours of :class:`VideoFileDataset`, :class:`VideoStreamDataset` and
+    ``vfi.interpolate``."""
     pairs = to_model_range(frames[[0, -2]]), to_model_range(frames[[1, -1]])
-    before, after = scene_cuts(*pairs, DISFlow("medium")).tolist()
+    before, after = scene_cuts(*pairs, _OUTER_DIS).tolist()
     frames = frames.clone()
     if before:
         frames[0] = frames[1]
