@@ -13,6 +13,7 @@ from PIL import Image
 from test_motion_fallback_calibration import translated_pair
 
 from vfi.models.base import TrainableInterpolator
+from vfi.models.warp_posterior import WarpPosteriorVFI
 from vfi.utils.checkpoint import RELEASE_CHECKPOINT, load_checkpoint, model_from_checkpoint
 from vfi.utils.run import CONF_DIR
 
@@ -29,8 +30,11 @@ def test_release_is_small_and_claims_the_release_config():
     # options added since the release was trained: its saved config omits them, so it was
     # built with their constructor defaults, which the composed config must keep
     added = set(expected) - set(saved["model"])
-    defaults = inspect.signature(TrainableInterpolator.__init__).parameters
-    assert added == {"outer_fallback", "motion_refresh"} and all(
+    defaults = {
+        **inspect.signature(TrainableInterpolator.__init__).parameters,
+        **inspect.signature(WarpPosteriorVFI.__init__).parameters,
+    }
+    assert added == {"outer_fallback", "motion_refresh", "flip_views"} and all(
         expected[k] == defaults[k].default for k in added
     )
     assert {k: v for k, v in saved["model"].items() if k not in IGNORED} == {

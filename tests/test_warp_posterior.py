@@ -129,7 +129,7 @@ def test_warp_gram_diagonal_matches_probing():
     assert torch.allclose(warp_gram_diagonal(flow), probed, atol=1e-12)
 
 
-def _blend_bridge(i0, i1, times, kappa=1.0, noise=False, generator=None):
+def _blend_bridge(i0, i1, times, kappa=1.0, noise=False, generator=None, denoised=False):
     """Zero flow, v0 = v1 = 1: mu_k is the normalised blend and S_k = I."""
     from vfi.diffusion.warp_posterior import reverse_bridge
 
@@ -147,7 +147,32 @@ def _blend_bridge(i0, i1, times, kappa=1.0, noise=False, generator=None):
         gram_diag=lambda k: torch.ones_like(i0),
         noise=noise,
         generator=generator,
+        denoised=denoised,
     )
+
+
+def test_denoised_path_is_the_posterior_mean_of_the_noisy_states():
+    """With S = I the posterior mean is the Brownian bridge's closed form
+    mu_{k-1} + (l_{k-1} / l_k) (x_k - mu_k): the denoised estimates of one seeded pass are
+    that mean of the same pass's noisy states, which the chain goes on from."""
+    from vfi.diffusion.warp_posterior import time_grid
+
+    g = torch.Generator().manual_seed(5)
+    i0 = torch.rand(2, 3, 5, 6, generator=g, dtype=torch.float64)
+    i1 = torch.rand(2, 3, 5, 6, generator=g, dtype=torch.float64)
+    times = time_grid(4, [0.3])
+    states = _blend_bridge(i0, i1, times, 0.5, True, torch.Generator().manual_seed(9))
+    estimates = _blend_bridge(i0, i1, times, 0.5, True, torch.Generator().manual_seed(9), True)
+    assert torch.equal(estimates[0], i0) and torch.equal(estimates[-1], i1)
+
+    def mu(l):
+        return ((1 - l) * i0 + l * i1) / (1 + 1e-6)
+
+    for k in range(2, len(times)):
+        l_prev, l_k = float(times[k - 1]), float(times[k])
+        closed = mu(l_prev) + l_prev / l_k * (states[k] - (mu(l_k) if k < len(times) - 1 else i1))
+        torch.testing.assert_close(estimates[k - 1], closed, rtol=0, atol=1e-9)
+        assert (estimates[k - 1] - states[k - 1]).abs().max() > 1e-3  # the noise is left out
 
 
 def test_time_grid_inserts_targets():

@@ -180,6 +180,7 @@ def reverse_bridge(
     noise: bool = True,
     generator: torch.Generator | None = None,
     stop: int = 0,
+    denoised: bool = False,
     tol: float = 1e-10,
     max_iter: int = 200,
     stats: list | None = None,
@@ -195,13 +196,17 @@ def reverse_bridge(
     x_{k-1} = x^_{k-1} + sqrt(var) z; in exact mode the mean comes from conjugate gradients
     (``tol``, ``max_iter``; each step's iterations and residual are appended to ``stats``)
     while the noise uses the diagonal-mode variance.
+
+    ``denoised``: return the estimates x^_k (0 < k < T, before their noise) in place of the
+    states x_k: the frames the refiner was trained to predict, while the chain itself goes on
+    from the noisy states (as DDPM's last step returns its mean).
     """
     num = len(times) - 1
 
     def mu(k: int) -> Tensor:
         return i0 if k == 0 else i1 if k == num else prior_mean(k)
 
-    path = [i1]
+    path, estimates = [i1], [i1]
     for k in range(num, max(stop, 1), -1):
         l_prev, l_k = float(times[k - 1]), float(times[k])
         rho, gamma = transition_coefficients(l_prev, l_k, kappa)
@@ -218,6 +223,7 @@ def reverse_bridge(
             stats.append(step_stats)
         if refine is not None:
             mean = mean + refine(mean, x_k, k - 1)
+        estimates.append(mean)
         if noise:
             if var is None:  # exact mode: the noise uses the diagonal variance
                 d = gram_diagonal(warp, x_k) if d is None else d
@@ -225,6 +231,7 @@ def reverse_bridge(
             z = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
             mean = mean + var.sqrt() * z
         path.append(mean)
+    path = estimates if denoised else path
     if stop == 0:
         path.append(i0)  # k = 1: beta_0 = 0, so x_0 = mu_0 = I0 exactly
     return path[::-1]

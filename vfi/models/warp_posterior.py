@@ -17,7 +17,9 @@ from vfi.models.base import (
     sample_statistics,
 )
 from vfi.ops import (
+    FLIPS,
     BackwardWarp,
+    flip_views,
     intermediate_flows,
     pad_to_multiple,
     rescaled_flows,
@@ -50,6 +52,10 @@ class WarpPosteriorVFI(TrainableInterpolator):
         rounding, on the [-1, 1] scale) before the calibration scale.
     warp_mode: "bilinear" or "bicubic" sampling of the prior's warped frames P[I0], B[I1]
         (the posterior's one-step operator S_k stays bilinear: its Gram diagonal is closed-form).
+    flip_views: when sampling K chains, chain s sees the pair flipped by
+        ``vfi.ops.FLIPS[s % V]`` (none, horizontal, vertical, both; V = gcd(K, 4)) and its
+        frames are flipped back: a geometric self-ensemble at the same number of network calls
+        (the flows are estimated once per view).
     other keyword arguments (lr, optimizer, scheduler, lpips_weight, val_samples,
         test_samples, lpips_backbone) go to :class:`vfi.models.base.TrainableInterpolator`.
     """
@@ -71,6 +77,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         fallback_gain: float = 4.0,
         uncertainty_floor: float = 2.0 / 255,
         warp_mode: str = "bilinear",
+        flip_views: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -99,6 +106,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         self.fallback_gain = fallback_gain
         self.uncertainty_floor = uncertainty_floor
         self.warp_mode = warp_mode
+        self.flip_views = flip_views
         self.multiple = math.lcm(getattr(flow_net, "multiple", 1), getattr(refiner, "multiple", 1))
         self.cg_stats: list[dict] = []  # exact mode: iterations and residual of every step
 
@@ -274,12 +282,14 @@ class WarpPosteriorVFI(TrainableInterpolator):
         generator: torch.Generator | None = None,
         cache: dict[int, dict] | None = None,
         outer: Tensor | None = None,
+        denoised: bool = False,
     ) -> list[Tensor]:
         """One reverse pass per sample on the grid ``times`` [T'+1] (float64, 0 ... 1), from
         x_T = I1 down to x_stop. i0, i1: [B, 3, H, W] with H, W divisible by ``multiple``.
-        Returns [x_stop, ..., x_T], each [num_samples * B, 3, H, W] (sample-major). ``cache``
-        (a dict) receives, per grid index k, the bridge terms that x_k was drawn with, per
-        sample. ``outer`` [B, 2, 3, H, W]: I_-1 and I2, for a multi-frame refiner.
+        Returns [x_stop, ..., x_T], each [num_samples * B, 3, H, W] (sample-major; with
+        ``denoised``, the estimates x^_k, see :func:`vfi.diffusion.warp_posterior.reverse_bridge`).
+        ``cache`` (a dict) receives, per grid index k, the bridge terms that x_k was drawn
+        with, per sample. ``outer`` [B, 2, 3, H, W]: I_-1 and I2, for a multi-frame refiner.
 
         With ``motion_refresh`` = m, after every m steps the flows are re-estimated between
         each sample's state x_k and I0, I1 and the terms from l_k down are rebuilt from them
@@ -341,10 +351,15 @@ class WarpPosteriorVFI(TrainableInterpolator):
             noise=noise,
             generator=generator,
             stop=stop,
+            denoised=denoised,
             tol=self.cg_tol,
             max_iter=self.cg_max_iter,
             stats=self.cg_stats,
         )
+
+    def views(self, num_samples: int) -> int:
+        """V: how many flip views K = num_samples chains take (``flip_views``), gcd(K, 4)."""
+        return math.gcd(num_samples, len(FLIPS)) if self.flip_views else 1
 
     def sampler_stats(self) -> dict[str, float]:
         """Exact mode: mean conjugate-gradient iterations per step and the largest relative
@@ -373,21 +388,36 @@ class WarpPosteriorVFI(TrainableInterpolator):
         targets = [float(t) for t in check_tau(torch.tensor(times)).flatten()]
         grid = wp.time_grid(self.num_steps, targets)
         index = [int(torch.argmin((grid - t).abs())) for t in targets]
+        b, views = len(i0), self.views(num_samples)
+        i0, i1 = (flip_views(x.repeat(views, 1, 1, 1), views, views) for x in (i0, i1))
+        if outer is not None:
+            outer = flip_views(outer.repeat(views, 1, 1, 1, 1), views, views)
         pair, (h, w) = pad_to_multiple(torch.cat([i0, i1]), self.multiple)
         i0p, i1p = pair.chunk(2)
         stop, cache = min(index), {}
         path = self.sample_path(
-            i0p, i1p, grid, stop, num_samples, generator=generator, cache=cache, outer=outer
+            i0p,
+            i1p,
+            grid,
+            stop,
+            num_samples // views,
+            generator=generator,
+            cache=cache,
+            outer=outer,
+            denoised=True,
         )
         outs = []
-        for k in index:
-            mean, std = sample_statistics(path[k - stop], num_samples, (h, w))
-            # the terms are per sample after a motion refresh: their spreads are averaged
-            reps = num_samples if self.motion_refresh else 1
+        for k in index:  # cropped in each view's coordinates, then mapped back
+            samples = flip_views(path[k - stop][..., :h, :w], views, num_samples)
+            mean, std = sample_statistics(samples, num_samples, (h, w))
+            # the terms are per view, or per sample after a motion refresh: their spreads are
+            # mapped back and averaged
+            reps = num_samples // views if self.motion_refresh else 1
             terms = {name: v[: reps * len(i0)] for name, v in cache[k].items()}
             ends = (i0p.repeat(reps, 1, 1, 1), i1p.repeat(reps, 1, 1, 1))
-            spread = self.hypothesis_variance(terms, *ends, float(grid[k]))
-            spread = spread.view(reps, *i0p.shape).mean(0)[..., :h, :w]
+            spread = self.hypothesis_variance(terms, *ends, float(grid[k]))[..., :h, :w]
+            spread = flip_views(spread, views, reps * views)
+            spread = spread.view(reps * views, b, *spread.shape[1:]).mean(0)
             outs.append((mean, self.total_std(std, spread)))
         return outs
 

@@ -1,7 +1,9 @@
 """Differentiable warping, splatting and padding operators (plain torch, CPU and GPU)."""
 
 from vfi.ops.warp import (
+    FLIPS,
     BackwardWarp,
+    flip_views,
     intermediate_flows,
     pad_to_multiple,
     rescaled_flows,
@@ -13,7 +15,9 @@ from vfi.ops.warp import (
 )
 
 __all__ = [
+    "FLIPS",
     "BackwardWarp",
+    "flip_views",
     "intermediate_flows",
     "pad_to_multiple",
     "rescaled_flows",

@@ -167,6 +167,25 @@ def rescaled_flows(
     return t / at * g0, (1 - t) / (1 - at) * g1
 
 
+FLIPS = ((), (-1,), (-2,), (-2, -1))  # the flip views: none, horizontal, vertical, both
+
+
+def flip_views(x: Tensor, views: int, num_samples: int) -> Tensor:
+    """Sample s of x [K * B, ..., H, W] (K = num_samples stacked sample-major, K a multiple of
+    ``views``, which is 1, 2 or 4) flipped by ``FLIPS[s % views]``: none, horizontal,
+    vertical, both. Every flip is its own inverse, so the same call maps the views back."""
+    if views == 1:
+        return x
+    if views not in (2, 4) or num_samples % views or len(x) % num_samples:
+        raise ValueError(
+            f"views must be 1, 2 or 4 and divide the {num_samples} samples of a batch of "
+            f"{len(x)}, got {views}"
+        )
+    blocks = x.view(num_samples // views, views, len(x) // num_samples, *x.shape[1:])
+    per_view = [blocks[:, v].flip(FLIPS[v]) if v else blocks[:, v] for v in range(views)]
+    return torch.stack(per_view, 1).view_as(x)
+
+
 def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
     """Replicate-pad [B, C, H, W] on the bottom/right so H and W divide by ``multiple``.
 

@@ -1,0 +1,60 @@
+"""Flip views: the K chains of the bridge sample the pair under horizontal and vertical flips
+(a geometric self-ensemble), checked against explicit indexing and separate flipped runs."""
+
+import numpy as np
+import pytest
+import torch
+from test_motion_fallback_calibration import translated_pair
+
+from vfi.ops import flip_views
+from vfi.utils.checkpoint import RELEASE_CHECKPOINT, model_from_checkpoint
+
+
+@pytest.mark.parametrize("views", [1, 2, 4])
+def test_flip_views_matches_explicit_indexing(views):
+    """Sample s of [K * B, C, H, W] (sample-major) is reversed along W when s % views is 1
+    or 3, along H when it is 2 or 3; the call is its own inverse."""
+    k, b = 8, 3
+    x = torch.randn(k * b, 2, 5, 7)
+    out = flip_views(x, views, k)
+    ref = x.numpy().reshape(k, b, 2, 5, 7).copy()
+    for s in range(k):
+        v = s % views
+        if v in (1, 3):
+            ref[s] = ref[s][..., ::-1]
+        if v in (2, 3):
+            ref[s] = ref[s][..., ::-1, :]
+    np.testing.assert_array_equal(out.numpy(), ref.reshape(k * b, 2, 5, 7))
+    assert torch.equal(flip_views(out, views, k), x)
+
+
+def test_flip_views_refuses_a_count_that_does_not_divide_the_samples():
+    with pytest.raises(ValueError, match="views must be 1, 2 or 4"):
+        flip_views(torch.zeros(6, 1, 2, 2), 4, 6)
+
+
+def test_release_views_equal_separately_flipped_runs():
+    """The released weights at tau = 3/4 (one reverse step from x_T = I1, so the denoised
+    estimate draws no noise): K = 4 chains with flip views give the mean and spread of four
+    K = 1 runs on the flipped pair, flipped back. The pair (40 x 56) is padded to 48 x 64 in
+    each view's own coordinates, so the views are cropped before they are flipped back."""
+    model = model_from_checkpoint(RELEASE_CHECKPOINT)
+    i0, i1, _ = translated_pair(6, -4, h=40, w=56)
+    assert model.flip_views and model.views(4) == 4 and model.views(3) == 1
+    mean, std = model.interpolate(i0, i1, 0.75, num_samples=4)
+    model.flip_views = False
+    runs, spreads = [], []
+    for dims in ((), (-1,), (-2,), (-2, -1)):
+
+        def flip(x, dims=dims):
+            return x.flip(dims) if dims else x
+
+        m, s = model.interpolate(flip(i0), flip(i1), 0.75, num_samples=1)
+        runs.append(flip(m))
+        # K = 1: std = scale sqrt(spread + floor^2), so the view's hypothesis spread is
+        spreads.append(flip((s / model.uncertainty_scale) ** 2 - model.uncertainty_floor**2))
+    runs = torch.stack(runs)
+    torch.testing.assert_close(mean, runs.mean(0), rtol=0, atol=1e-5)
+    assert float((runs - runs[0]).abs().max()) > 1e-2  # the nets are not flip-equivariant
+    var = runs.var(0, unbiased=False) + torch.stack(spreads).mean(0) + model.uncertainty_floor**2
+    torch.testing.assert_close(std, model.uncertainty_scale * var.sqrt(), rtol=1e-4, atol=1e-5)
