@@ -382,9 +382,11 @@ class WarpPosteriorVFI(TrainableInterpolator):
         outer: Tensor | None = None,
     ) -> list[tuple[Tensor, Tensor]]:
         """Every requested time from one reverse pass per sample: (mean, std) [B, 3, H, W] over
-        the K = num_samples chains, per time. The requested times are inserted into the grid
-        and the pass stops at the earliest one. Any H, W: padded and cropped back. ``outer``
-        [B, 2, 3, H, W]: I_-1 and I2, for a multi-frame refiner."""
+        the K = num_samples chains' denoised estimates, per time. The requested times are
+        inserted into the grid and the pass stops at the earliest one. With ``flip_views`` the
+        chains take V = :meth:`views` flips of the pair, each padded in its own coordinates,
+        cropped and flipped back. Any H, W: padded and cropped back. ``outer`` [B, 2, 3, H, W]:
+        I_-1 and I2, for a multi-frame refiner."""
         targets = [float(t) for t in check_tau(torch.tensor(times)).flatten()]
         grid = wp.time_grid(self.num_steps, targets)
         index = [int(torch.argmin((grid - t).abs())) for t in targets]
