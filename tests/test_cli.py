@@ -69,6 +69,11 @@ def test_bad_input_gets_one_line_from_the_command_line(cli_env):
             ["data=clips", "motion_refresh=often"],
             ["motion_refresh must be a number of steps (1 or more) or none, got 'often'"],
         ),
+        (
+            "vfi.interpolate",
+            ["frames=[a,b]", "flip_views=sometimes"],
+            ["flip_views must be true, false or null, got 'sometimes'"],
+        ),
         ("vfi.eval", ["ckpt_path=release", "model=blend", "data=clips"], ["not both"]),
         ("vfi.interpolate", ["ckpt_path=release", "model=blend", "frames=[a,b]"], ["not both"]),
         (

@@ -4,10 +4,15 @@
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from test_motion_fallback_calibration import translated_pair
 
+from vfi.errors import VFIError
 from vfi.ops import flip_views
-from vfi.utils.checkpoint import RELEASE_CHECKPOINT, model_from_checkpoint
+from vfi.utils.checkpoint import RELEASE_CHECKPOINT, load_checkpoint, model_from_checkpoint
+from vfi.utils.run import CONF_DIR
 
 
 @pytest.mark.parametrize("views", [1, 2, 4])
@@ -58,3 +63,17 @@ def test_release_views_equal_separately_flipped_runs():
     assert float((runs - runs[0]).abs().max()) > 1e-2  # the nets are not flip-equivariant
     var = runs.var(0, unbiased=False) + torch.stack(spreads).mean(0) + model.uncertainty_floor**2
     torch.testing.assert_close(std, model.uncertainty_scale * var.sqrt(), rtol=1e-4, atol=1e-5)
+
+
+def test_checkpoint_flip_views_override():
+    """vfi.eval / vfi.interpolate's flip_views=true|false sets a bridge checkpoint's views; a
+    checkpoint of another model is refused with one line."""
+    ckpt = load_checkpoint(RELEASE_CHECKPOINT)
+    assert model_from_checkpoint(ckpt, flip_views=False).views(4) == 1
+    assert model_from_checkpoint(ckpt, flip_views=None).views(4) == 4
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["model=resshift", "paths.output_dir=/tmp/unused"])
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    other = {"vfi_config": {"model": model_cfg}, "state_dict": instantiate(cfg.model).state_dict()}
+    with pytest.raises(VFIError, match="flip_views applies to the bridge .* ResShiftVFI"):
+        model_from_checkpoint(other, flip_views=True)

@@ -123,10 +123,11 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     if ckpt_path:
         ckpt = load_checkpoint(ckpt_path)
         saved = ckpt["vfi_config"]
-        refresh = cfg.get("motion_refresh")
-        model = model_from_checkpoint(ckpt, cfg.paths.lpips_backbone, refresh)
+        refresh, flips = cfg.get("motion_refresh"), cfg.get("flip_views")
+        model = model_from_checkpoint(ckpt, cfg.paths.lpips_backbone, refresh, flips)
         label = f"{saved['choices'].get('model')} ({Path(ckpt_path).name})"
-        jobs.append((label if refresh is None else f"{label} refresh={refresh}", model))
+        label += "" if refresh is None else f" refresh={refresh}"
+        jobs.append((label if flips is None else f"{label} flip_views={flips}", model))
         if data_cfg is None:
             data_cfg, data_name = OmegaConf.create(saved["data"]), saved["choices"].get("data")
     elif cfg.get("model") is not None:

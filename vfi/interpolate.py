@@ -281,7 +281,10 @@ def interpolate(cfg: DictConfig) -> list[Path]:
     )
     if ckpt_path:
         model = model_from_checkpoint(
-            load_checkpoint(ckpt_path), cfg.paths.lpips_backbone, cfg.get("motion_refresh")
+            load_checkpoint(ckpt_path),
+            cfg.paths.lpips_backbone,
+            cfg.get("motion_refresh"),
+            cfg.get("flip_views"),
         )
     else:
         model = instantiate(cfg.model)
