@@ -206,14 +206,14 @@ def reverse_bridge(
     def mu(k: int) -> Tensor:
         return i0 if k == 0 else i1 if k == num else prior_mean(k)
 
-    path, estimates = [i1], [i1]
+    path, x_k = [i1], i1
     for k in range(num, max(stop, 1), -1):
         l_prev, l_k = float(times[k - 1]), float(times[k])
         rho, gamma = transition_coefficients(l_prev, l_k, kappa)
         beta_prev = float(bridge_variance(l_prev, kappa))
         if on_step is not None:
-            on_step(path[-1], k)
-        x_k, warp = path[-1], one_step_warp(k)
+            on_step(x_k, k)
+        warp = one_step_warp(k)
         d = None if gram_diag is None else gram_diag(k)
         step_stats: dict = {}
         mean, var = posterior(
@@ -223,15 +223,15 @@ def reverse_bridge(
             stats.append(step_stats)
         if refine is not None:
             mean = mean + refine(mean, x_k, k - 1)
-        estimates.append(mean)
         if noise:
             if var is None:  # exact mode: the noise uses the diagonal variance
                 d = gram_diagonal(warp, x_k) if d is None else d
                 var, _ = diagonal_variance(d, rho, gamma, beta_prev)
             z = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
-            mean = mean + var.sqrt() * z
-        path.append(mean)
-    path = estimates if denoised else path
+            x_k = mean + var.sqrt() * z
+        else:
+            x_k = mean
+        path.append(mean if denoised else x_k)
     if stop == 0:
         path.append(i0)  # k = 1: beta_0 = 0, so x_0 = mu_0 = I0 exactly
     return path[::-1]
