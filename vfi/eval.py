@@ -4,21 +4,26 @@ checkpoint (or a baseline model=...) and any baselines on one test set, in one t
 Every scored item is appended to ``items/<model>__<data>.jsonl`` as soon as its batch ends;
 ``resume=<earlier eval folder>`` continues in that folder and scores only the items missing
 there. The run writes metrics.json, results.md and report.png (metrics per model and the
-sparsification curves of models scored with several samples).
+sparsification curves of models scored with several samples). Besides a row per model the
+tables get a row per motion bin (``motion_bins``, items split by ``motion_px`` as SNU-FILM's
+easy / medium / hard / extreme) and, with ``per_clip=true``, per clip and per clip and bin.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
+import math
 import re
 import resource
+from itertools import pairwise
 from pathlib import Path
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import Dataset, IterableDataset, Subset
 
 from vfi.callbacks import EvalPanels, ItemRows
@@ -99,7 +104,7 @@ def baseline(name: str, paths: DictConfig):
     """A baseline model from its config (``vfi/conf/model/<name>.yaml``)."""
     path = CONF_DIR / "model" / f"{name}.yaml"
     if not path.is_file() or name in ("resshift", "warp_posterior", "autoencoder"):
-        raise VFIError(f"unknown baseline {name!r} (expected blend, classical or ffmpeg)")
+        raise VFIError(f"unknown baseline {name!r} (expected blend, classical, ffmpeg or rife)")
     cfg = OmegaConf.merge({"paths": paths}, {"model": OmegaConf.load(path)})
     return instantiate(cfg.model)
 
@@ -112,6 +117,7 @@ def slug(text: str) -> str:
 def evaluate(cfg: DictConfig) -> list[dict]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     choices = dict(HydraConfig.get().runtime.choices)
+    thresholds = motion_thresholds(cfg.get("motion_bins"))
     out_dir = Path(cfg.resume) if cfg.get("resume") else Path(cfg.paths.output_dir)
     if cfg.get("resume") and not out_dir.is_dir():
         raise VFIError(f"resume folder not found: {out_dir}")
@@ -144,10 +150,10 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     datamodule.setup("test")
     loggers = instantiate_loggers(cfg.logger)
     try:
-        records, clip_records, curves = score_jobs(
-            cfg, jobs, datamodule, str(data_name), out_dir, loggers
+        records, groups, curves = score_jobs(
+            cfg, jobs, datamodule, str(data_name), out_dir, loggers, thresholds
         )
-        print(write_metrics(records + clip_records, out_dir))
+        print(write_metrics(records + groups, out_dir))
         report = plot_report(records, curves, out_dir / "report.png")
         log_panel(loggers, "eval/report", report)
         for logger in wandb_loggers(loggers):
@@ -159,12 +165,15 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     return records
 
 
-def score_jobs(cfg, jobs, datamodule, data_name: str, out_dir: Path, loggers: list):
+def score_jobs(
+    cfg, jobs, datamodule, data_name: str, out_dir: Path, loggers: list, thresholds: list[float]
+):
     """Score every (label, model) on the test set, appending per-item rows to its JSONL and
-    skipping the items already there; returns the records, the per-clip records (with
-    ``per_clip=true``; else empty) and the mean curves per model."""
+    skipping the items already there; returns the records (``{"model", "data", "items",
+    "metrics"}``, one per model), the records of their groups of items (:func:`group_records`)
+    and the mean curves per model."""
     dataset = datamodule.datasets["test"]
-    records, clip_records, curves = [], [], {}
+    records, groups, curves = [], [], {}
     for label, model in jobs:
         if cfg.get("num_samples"):
             model.samples["test"] = int(cfg.num_samples)
@@ -202,14 +211,28 @@ def score_jobs(cfg, jobs, datamodule, data_name: str, out_dir: Path, loggers: li
         if not metrics:
             raise VFIError(f"no item of {data_name} was scored (is the test set empty?)")
         metrics["test/peak_memory_mb"] = peak_memory_mb()
-        records.append({"model": label, "data": data_name, "metrics": metrics})
-        if cfg.get("per_clip"):
-            for clip, group in clip_groups(rows).items():
-                clip_metrics = aggregate(group)[0]
-                clip_records.append(
-                    {"model": label, "data": f"{data_name} [{clip}]", "metrics": clip_metrics}
-                )
-    return records, clip_records, curves
+        records.append({"model": label, "data": data_name, "items": len(rows), "metrics": metrics})
+        groups += group_records(label, data_name, rows, thresholds, bool(cfg.get("per_clip")))
+    return records, groups, curves
+
+
+def group_records(
+    label: str, data_name: str, rows: list[dict], thresholds: list[float], per_clip: bool
+) -> list[dict]:
+    """Records (``{"model", "data", "items", "metrics"}``) of groups of one model's per-item
+    rows, for the non-empty groups: one per motion bin (``data [motion hard 12-32 px]``) and,
+    with ``per_clip``, one per clip (``data [bikes]``) followed by one per bin of that clip
+    (``data [bikes, motion hard 12-32 px]``)."""
+    named = {f"{data_name} [{b}]": group for b, group in motion_groups(rows, thresholds).items()}
+    if per_clip:
+        for clip, clip_rows in clip_groups(rows).items():
+            named[f"{data_name} [{clip}]"] = clip_rows
+            for b, group in motion_groups(clip_rows, thresholds).items():
+                named[f"{data_name} [{clip}, {b}]"] = group
+    return [
+        {"model": label, "data": data, "items": len(group), "metrics": aggregate(group)[0]}
+        for data, group in named.items()
+    ]
 
 
 def clip_groups(rows: list[dict]) -> dict[str, list[dict]]:
@@ -218,6 +241,53 @@ def clip_groups(rows: list[dict]) -> dict[str, list[dict]]:
     for row in rows:
         groups.setdefault(str(row.get("id", "")).split("/")[0], []).append(row)
     return groups
+
+
+MOTION_NAMES = ("easy", "medium", "hard", "extreme")  # SNU-FILM's, for 3 thresholds
+
+
+def motion_thresholds(value) -> list[float]:
+    """The ``motion_bins`` option as thresholds in pixels, after checking it is a list of
+    increasing positive finite numbers; [] (no motion rows) for null or []."""
+    value = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+    if value is None:
+        return []
+    numbers = isinstance(value, list) and all(
+        isinstance(t, int | float) and not isinstance(t, bool) and 0 < t < math.inf for t in value
+    )
+    if not numbers or any(a >= b for a, b in pairwise(value)):
+        raise VFIError(
+            "motion_bins must be increasing positive thresholds in pixels, e.g. [4,12,32] "
+            f"(or null for no motion rows), got {value!r}"
+        )
+    return [float(t) for t in value]
+
+
+def motion_labels(thresholds: list[float]) -> list[str]:
+    """The labels of the N + 1 bins that N thresholds in pixels make: SNU-FILM's names for
+    3 (``motion easy <4 px``, ``motion medium 4-12 px``, ``motion hard 12-32 px``,
+    ``motion extreme >=32 px``), else ``motion0 <t0 px``, ``motion1 t0-t1 px``, ..."""
+    edges = [f"{t:g}" for t in thresholds]
+    ranges = [f"<{edges[0]}", *(f"{a}-{b}" for a, b in pairwise(edges)), f">={edges[-1]}"]
+    if len(thresholds) == len(MOTION_NAMES) - 1:
+        names = [f"motion {name}" for name in MOTION_NAMES]
+    else:
+        names = [f"motion{k}" for k in range(len(ranges))]
+    return [f"{name} {r} px" for name, r in zip(names, ranges, strict=True)]
+
+
+def motion_groups(rows: list[dict], thresholds: list[float]) -> dict[str, list[dict]]:
+    """Per-item rows grouped by motion bin, keyed by :func:`motion_labels` in bin order: a
+    row goes to bin k, the number of thresholds at or below its ``motion_px`` (a value on a
+    threshold opens the upper bin). Empty bins and rows without ``motion_px`` (scored before
+    it existed) are left out; no thresholds, no groups."""
+    if not thresholds:
+        return {}
+    bins: list[list[dict]] = [[] for _ in range(len(thresholds) + 1)]
+    for row in rows:
+        if "motion_px" in row:
+            bins[bisect.bisect_right(thresholds, row["motion_px"])].append(row)
+    return {label: b for label, b in zip(motion_labels(thresholds), bins, strict=True) if b}
 
 
 def main() -> None:

@@ -130,6 +130,19 @@ def warping_error(frames: Tensor, flows_fw: Tensor, flows_bw: Tensor) -> Tensor:
     return torch.stack(errors).mean(0)
 
 
+def motion_magnitude(flow: Tensor, q: float = 0.95) -> Tensor:
+    """The q-quantile (0 <= q <= 1) over pixels of the flow magnitude |F| per item, linearly
+    interpolated between the sorted values as numpy's default (no size limit, unlike
+    torch.quantile): the motion size SNU-FILM-style difficulty bins split items by.
+
+    flow: [B, 2, H, W] (pixels). Returns [B], in the flow's units."""
+    ranked = flow.float().norm(dim=1).flatten(1).sort(dim=1).values  # [B, H * W]
+    position = q * (ranked.shape[1] - 1)
+    low = int(position)
+    high = min(low + 1, ranked.shape[1] - 1)
+    return torch.lerp(ranked[:, low], ranked[:, high], position - low)
+
+
 SPARSIFICATION_FRACTIONS = torch.linspace(0, 0.99, 100)
 
 

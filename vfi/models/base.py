@@ -16,6 +16,7 @@ from vfi.metrics import (
     LPIPS_MIN_SIZE,
     SSIM_WINDOW,
     image_metrics,
+    motion_magnitude,
     try_load_lpips,
     uncertainty_metrics,
     warping_error,
@@ -201,10 +202,16 @@ class InterpolatorModule(L.LightningModule):
         frames), the calibration of the std with K > 1 samples (``spearman``, ``ause``,
         ``coverage2``, averaged over times) and, for ``tau_mode=ifd`` models, the error of the
         re-estimated tau (``tau_ifd_error``). Also the mean sparsification curve and oracle
-        [B, F] (None for K = 1)."""
+        [B, F] (None for K = 1).
+
+        ``motion_px``: the item's motion, the 95th percentile over pixels of |F_0->1| (DIS from
+        I0 to I1, in pixels), from the inputs only (the same for every model; what
+        ``vfi.eval motion_bins=`` splits items by)."""
         truth = batch["gt"]
         per_time = [image_metrics(m, truth[:, j], self.lpips_net) for j, (m, _) in enumerate(outs)]
-        scores: dict[str, Tensor] = {}
+        scores: dict[str, Tensor] = {
+            "motion_px": motion_magnitude(self._dis_flow(batch["I0"], batch["I1"]))
+        }
         if len(outs) > 1:
             for t, s in zip(times, per_time, strict=True):
                 scores.update({f"{name}_tau{t:g}": v for name, v in s.items()})
