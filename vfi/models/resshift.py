@@ -23,7 +23,9 @@ from vfi.ops import intermediate_flows, pad_to_multiple, softmax_splat, warp_bac
 
 class ResShiftVFI(TrainableInterpolator):
     """Args:
-    flow_net: bidirectional flow estimator (I0, I1) -> (F_0->1, F_1->0).
+    flow_net: the motion: a bidirectional flow estimator (I0, I1) -> (F_0->1, F_1->0), or one
+        that measures it at tau (``measures_at_time``, e.g. :class:`vfi.nets.rife.RifeMotion`:
+        F_tau->0, F_tau->1 and a fusion mask m that sets the prior's weights, backward warping).
     visibility_net: (W0, W1, F_t->0, F_t->1, tau) -> (v0, v1).
     denoiser: U-Net (input, t, tau) -> residual; x0_hat = y + residual.
     schedule: keyword arguments of :func:`vfi.diffusion.resshift.eta_schedule`.
@@ -66,6 +68,13 @@ class ResShiftVFI(TrainableInterpolator):
             raise VFIError(f"model.warp must be 'backward' or 'softmax_splat', got {warp!r}")
         if tau_mode not in ("fixed", "ifd"):
             raise VFIError(f"model.tau_mode must be 'fixed' or 'ifd', got {tau_mode!r}")
+        if getattr(flow_net, "measures_at_time", False) and (
+            warp != "backward" or self.motion_refresh or tau_mode != "fixed"
+        ):
+            raise VFIError(
+                f"{type(flow_net).__name__} motion works with model.warp=backward, "
+                "model.tau_mode=fixed and no model.motion_refresh (they need two-frame flows)"
+            )
         self.flow_net = flow_net
         self.visibility_net = visibility_net
         self.denoiser = denoiser
@@ -136,7 +145,11 @@ class ResShiftVFI(TrainableInterpolator):
     def pair_motion(self, i0: Tensor, i1: Tensor, tau: Tensor) -> dict[str, Tensor]:
         """The pair's flows F_0->1, F_1->0 (``f01``, ``f10``) and those the prior warps with:
         to time tau, F_tau->0, F_tau->1 (``f_t0``, ``f_t1``, :func:`intermediate_flows`) and
-        from it, F_0->tau = tau F_0->1, F_1->tau = (1 - tau) F_1->0 (``f_0t``, ``f_1t``)."""
+        from it, F_0->tau = tau F_0->1, F_1->tau = (1 - tau) F_1->0 (``f_0t``, ``f_1t``). A
+        per-time estimator gives F_tau->0, F_tau->1 and its fusion mask (``mask``) only."""
+        if getattr(self.flow_net, "measures_at_time", False):
+            found = self.flow_net(i0, i1, tau)
+            return {"f_t0": found["to0"], "f_t1": found["to1"], "mask": found["mask"]}
         f01, f10 = self.flow_net(i0, i1)
         f_t0, f_t1 = intermediate_flows(f01, f10, tau)
         t = tau.view(-1, 1, 1, 1)
@@ -169,8 +182,10 @@ class ResShiftVFI(TrainableInterpolator):
         motion: dict | None = None,
         eps: float = 1e-6,
     ) -> dict[str, Tensor]:
-        """y = ((1-tau) v0 W0 + tau v1 W1) / ((1-tau) v0 + tau v1 + eps) and its parts (with
-        the ``context`` frames of a multi-frame denoiser, from ``outer`` [B, 2, 3, H, W]).
+        """y = (a W0 + b W1) / (a + b + eps) with a = (1-tau) v0, b = tau v1, or with a measured
+        fusion mask m (``motion["mask"]``) a = 2 m v0, b = 2 (1 - m) v1 (then the ``v0``, ``v1``
+        parts); with its parts (and the ``context`` frames of a multi-frame denoiser, from
+        ``outer`` [B, 2, 3, H, W]).
 
         i0, i1: [B, 3, H, W] (H, W divisible by ``self.multiple``); tau: [B]; ``motion``: the
         flows to warp with (None: :meth:`pair_motion`).
@@ -179,7 +194,11 @@ class ResShiftVFI(TrainableInterpolator):
         w0, w1 = self._warp_to_tau(i0, i1, motion)
         v0, v1 = self.visibility_net(w0, w1, motion["f_t0"], motion["f_t1"], tau)
         t = tau.view(-1, 1, 1, 1)
-        y = ((1 - t) * v0 * w0 + t * v1 * w1) / ((1 - t) * v0 + t * v1 + eps)
+        a, b = (1 - t) * v0, t * v1
+        if "mask" in motion:  # the measured fusion mask, modulated by the net (v = 1/2 at start)
+            v0 = a = 2 * motion["mask"] * v0
+            v1 = b = 2 * (1 - motion["mask"]) * v1
+        y = (a * w0 + b * w1) / (a + b + eps)
         parts = {"y": y, "w0": w0, "w1": w1, "v0": v0, "v1": v1}
         return parts | self.context_inputs(self.denoiser, i0, i1, outer)
 

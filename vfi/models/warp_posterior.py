@@ -31,7 +31,12 @@ from vfi.ops.fusion import fuse, mixture_variance, motion_confidence
 
 class WarpPosteriorVFI(TrainableInterpolator):
     """Args:
-    flow_net: bidirectional flow estimator (I0, I1) -> (F_0->1, F_1->0).
+    flow_net: the motion: a bidirectional flow estimator (I0, I1) -> (F_0->1, F_1->0) whose
+        flows at time l are the linear-motion ones (:func:`vfi.ops.intermediate_flows`), or
+        an estimator that measures the motion at a time t (``measures_at_time``: e.g.
+        :class:`vfi.nets.rife.RifeMotion`, (I0, I1, t) -> F_t->0, F_t->1 and a fusion mask m),
+        whose flows at the grid's other times are rescaled (:func:`vfi.ops.rescaled_flows`)
+        and whose mask sets the prior's fusion weights (:meth:`bridge_terms`).
     visibility_net: (P_k[I0], B_k[I1], F_l->0, F_l->1, l) -> (v0, v1).
     refiner: U-Net R_theta (input [B, 15, H, W], step size, l) -> residual added to mu~.
     num_steps: T of the uniform grid l_k = k / T (requested times are inserted).
@@ -91,6 +96,11 @@ class WarpPosteriorVFI(TrainableInterpolator):
             raise VFIError(f"model.warp_mode must be 'bilinear' or 'bicubic', got {warp_mode!r}")
         if fallback not in ("confidence", "none"):
             raise VFIError(f"model.fallback must be 'confidence' or 'none', got {fallback!r}")
+        if getattr(flow_net, "measures_at_time", False) and self.motion_refresh:
+            raise VFIError(
+                "model.motion_refresh needs a two-frame flow net (model/motion=dis or learned), "
+                f"not {type(flow_net).__name__}"
+            )
         self.flow_net = flow_net
         self.visibility_net = visibility_net
         self.refiner = refiner
@@ -111,20 +121,35 @@ class WarpPosteriorVFI(TrainableInterpolator):
         self.cg_stats: list[dict] = []  # exact mode: iterations and residual of every step
 
     # --- the bridge's operators ----------------------------------------------------------
-    def bridge_terms(self, i0: Tensor, i1: Tensor, f_l0: Tensor, f_l1: Tensor, l: Tensor) -> dict:
-        """The prior at times l [B], from the flows F_l->0, F_l->1 [B, 2, H, W] (e.g.
-        :func:`vfi.ops.intermediate_flows` of the pair's): P[I0], B[I1] (``w0``, ``w1``), v0,
-        v1, the motion confidence c, the mean
+    def bridge_terms(
+        self,
+        i0: Tensor,
+        i1: Tensor,
+        f_l0: Tensor,
+        f_l1: Tensor,
+        l: Tensor,
+        mask: Tensor | None = None,
+    ) -> dict:
+        """The prior at times l [B], from the flows F_l->0, F_l->1 [B, 2, H, W] and a measured
+        fusion mask m [B, 1, H, W] or None (:meth:`motion_at`): P[I0], B[I1] (``w0``, ``w1``),
+        the fusion weights a, b, the motion confidence c, the mean
 
-            mu = c ((1-l) v0 P[I0] + l v1 B[I1]) / ((1-l) v0 + l v1 + eps)
-                 + (1 - c) ((1-l) I0 + l I1),
+            mu = c (a P[I0] + b B[I1]) / (a + b + eps) + (1 - c) ((1-l) I0 + l I1),
 
-        and the motion per unit time at l, F_l->1 - F_l->0 (``velocity``); all [B, C, H, W]."""
+        with a = (1-l) v0, b = l v1 from the visibility net's v0, v1 (no mask), or
+        a = 2 m v0, b = 2 (1 - m) v1 (the measured mask, modulated by the net, which starts at
+        v = 1/2), and the motion per unit time at l, F_l->1 - F_l->0 (``velocity``); all
+        [B, C, H, W]. ``v0``, ``v1`` (the refiner's inputs) are the visibility net's outputs, or
+        a, b with a mask."""
         w0 = warp_backward(i0, f_l0, mode=self.warp_mode)
         w1 = warp_backward(i1, f_l1, mode=self.warp_mode)
         v0, v1, *logit = self.visibility_net(w0, w1, f_l0, f_l1, l)
         t = l.to(i0).view(-1, 1, 1, 1)
-        a, b = (1 - t) * v0, t * v1
+        if mask is None:
+            a, b = (1 - t) * v0, t * v1
+        else:
+            v0 = a = 2 * mask * v0
+            v1 = b = 2 * (1 - mask) * v1
         norm = a + b + self.eps
         warped = (a * w0 + b * w1) / norm
         if self.fallback == "confidence":
@@ -134,7 +159,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
             c = torch.ones_like(v0)
         mu = fuse(warped, (1 - t) * i0 + t * i1, c)
         return {
-            "mu": mu, "w0": w0, "w1": w1, "v0": v0, "v1": v1, "confidence": c,
+            "mu": mu, "w0": w0, "w1": w1, "v0": v0, "v1": v1, "a": a, "b": b, "confidence": c,
             "velocity": f_l1 - f_l0,
         }  # fmt: skip
 
@@ -142,11 +167,37 @@ class WarpPosteriorVFI(TrainableInterpolator):
         """Variance [B, C, H, W] about mu of the four hypotheses the prior fuses at time l,
         P[I0], B[I1], I0, I1, with weights c a / Z, c b / Z, (1 - c)(1 - l), (1 - c) l
         (``terms`` from :meth:`bridge_terms` for the B items of i0, i1)."""
-        c = terms["confidence"]
-        a, b = (1 - l) * terms["v0"], l * terms["v1"]
+        c, a, b = terms["confidence"], terms["a"], terms["b"]
         norm = a + b + self.eps
         weights = [c * a / norm, c * b / norm, (1 - c) * (1 - l), (1 - c) * l]
         return mixture_variance([terms["w0"], terms["w1"], i0, i1], weights, terms["mu"])
+
+    @property
+    def measures_at_time(self) -> bool:
+        """Whether the flow net measures the motion at a time t (see the class docstring)."""
+        return getattr(self.flow_net, "measures_at_time", False)
+
+    def pair_motion(self, i0: Tensor, i1: Tensor, at: Tensor | float) -> dict:
+        """The motion of the pair i0, i1 [B, 3, H, W] for :meth:`motion_at`: F_0->1, F_1->0
+        (``f01``, ``f10``) from a two-frame flow net, or the flows F_at->0, F_at->1 (``to0``,
+        ``to1``) and the mask (``mask``) that a per-time estimator measures at time(s) ``at``
+        (a float or [B])."""
+        if not self.measures_at_time:
+            f01, f10 = self.flow_net(i0, i1)
+            return {"f01": f01, "f10": f10}
+        found = self.flow_net(i0, i1, at)
+        return {"at": at, "to0": found["to0"], "to1": found["to1"], "mask": found["mask"]}
+
+    @staticmethod
+    def motion_at(motion: dict, l: Tensor | float) -> tuple[Tensor, Tensor, Tensor | None]:
+        """F_l->0, F_l->1 [B, 2, H, W] and the fusion mask [B, 1, H, W] (None without one) at
+        time(s) l (a float or [B]) from a :meth:`pair_motion` (or a motion refresh's flows from a
+        state at time ``at``): the linear-motion flows of F_0->1, F_1->0, or the flows measured
+        at ``at`` rescaled to l (:func:`vfi.ops.rescaled_flows`) with the mask measured there."""
+        if "f01" in motion:
+            return (*intermediate_flows(motion["f01"], motion["f10"], l), None)
+        flows = rescaled_flows(motion["to0"], motion["to1"], motion["at"], l)
+        return (*flows, motion.get("mask"))
 
     @staticmethod
     def step_flow(velocity_k: Tensor, dl: Tensor | float) -> Tensor:
@@ -229,10 +280,11 @@ class WarpPosteriorVFI(TrainableInterpolator):
 
         i0, i1 = frames[:, 0], frames[:, -1]
         outer = batch.get("outer")
-        f01, f10 = self.flow_net(i0, i1)
+        motion = self.pair_motion(i0, i1, l_prev)  # a per-time estimator measures it at l_{k-1}
+        motion = {k: torch.cat([v, v]) if torch.is_tensor(v) else v for k, v in motion.items()}
         ends, l_both = (torch.cat([i0, i0]), torch.cat([i1, i1])), torch.cat([l_prev, l_k])
-        flows = intermediate_flows(torch.cat([f01, f01]), torch.cat([f10, f10]), l_both)
-        both = self.bridge_terms(*ends, *flows, l_both)
+        *flows, mask = self.motion_at(motion, l_both)
+        both = self.bridge_terms(*ends, *flows, l_both, mask)
         cur = {k: v[b:] for k, v in both.items()}
         if rollout:  # the sampler's own x_k: run the reverse pass from x_T = I1 down to l_k
             k = round(float(l_k[0]) * self.num_steps)
@@ -243,7 +295,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
             x_k = clean + beta_k.sqrt() * torch.randn_like(clean)
         if self.motion_refresh:  # as in sampling: the step's flows re-read from x_k
             both = self.bridge_terms(
-                *ends, *self.refreshed_flows(x_k, i0, i1, l_both, flows), l_both
+                *ends, *self.refreshed_flows(x_k, i0, i1, l_both, tuple(flows)), l_both, None
             )
             cur = {k: v[b:] for k, v in both.items()}
         prev = {k: v[:b] for k, v in both.items()}
@@ -283,6 +335,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         cache: dict[int, dict] | None = None,
         outer: Tensor | None = None,
         denoised: bool = False,
+        targets: list[float] | None = None,
     ) -> list[Tensor]:
         """One reverse pass per sample on the grid ``times`` [T'+1] (float64, 0 ... 1), from
         x_T = I1 down to x_stop. i0, i1: [B, 3, H, W] with H, W divisible by ``multiple``.
@@ -290,29 +343,33 @@ class WarpPosteriorVFI(TrainableInterpolator):
         ``denoised``, the estimates x^_k, see :func:`vfi.diffusion.warp_posterior.reverse_bridge`).
         ``cache`` (a dict) receives, per grid index k, the bridge terms that x_k was drawn
         with, per sample. ``outer`` [B, 2, 3, H, W]: I_-1 and I2, for a multi-frame refiner.
+        A per-time motion estimator measures the motion once at each of the ``targets`` (the
+        times the caller wants; default: times[stop]); every grid time takes the nearest one's.
 
         With ``motion_refresh`` = m, after every m steps the flows are re-estimated between
         each sample's state x_k and I0, I1 and the terms from l_k down are rebuilt from them
         (:func:`vfi.ops.rescaled_flows`), until the next refresh."""
-        f01, f10 = self.flow_net(i0, i1)
+        anchors = (targets or [float(times[stop])]) if self.measures_at_time else [None]
+        measured = [self.pair_motion(i0, i1, at) for at in anchors]
         cache = {} if cache is None else cache
         pair = (i0.repeat(num_samples, 1, 1, 1), i1.repeat(num_samples, 1, 1, 1))
         extra = self.context_inputs(self.refiner, *pair, outer)
         motion: dict = {}  # after a refresh: the flows from the state at time "at", per sample
         current: dict[int, dict] = {}  # the terms at a refresh's own index, rebuilt
 
-        def flows(l: float) -> tuple[Tensor, Tensor]:
+        def flows(l: float) -> tuple[Tensor, Tensor, Tensor | None]:
             if motion:
-                return rescaled_flows(motion["to0"], motion["to1"], motion["at"], l)
-            return intermediate_flows(f01, f10, l)
+                return self.motion_at(motion, l)
+            nearest = min(measured, key=lambda m: abs(m.get("at", l) - l))
+            return self.motion_at(nearest, l)
 
         def build(k: int) -> dict:
             """Bridge terms at l_k for the K samples (computed once for the B items while they
             share the pair's flows), with S_k's flow and diag(S_k^T S_k) (k >= 1)."""
-            f_l0, f_l1 = flows(float(times[k]))
+            f_l0, f_l1, mask = flows(float(times[k]))
             n = len(f_l0)
             l = torch.full((n,), float(times[k]), device=i0.device)
-            found = self.bridge_terms(pair[0][:n], pair[1][:n], f_l0, f_l1, l)
+            found = self.bridge_terms(pair[0][:n], pair[1][:n], f_l0, f_l1, l, mask)
             found = {name: v.repeat(len(pair[0]) // n, 1, 1, 1) for name, v in found.items()}
             if k > 0:
                 found["step"] = self.step_flow(found["velocity"], float(times[k] - times[k - 1]))
@@ -407,6 +464,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
             cache=cache,
             outer=outer,
             denoised=True,
+            targets=[float(grid[k]) for k in index],
         )
         outs = []
         for k in index:  # cropped in each view's coordinates, then mapped back
