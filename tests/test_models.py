@@ -212,3 +212,20 @@ def test_ifd_models_report_the_error_of_the_reestimated_tau(monkeypatch):
     want = (torch.tensor([0.3, 0.6]) - batch["taus"][:, 0]).abs()
     torch.testing.assert_close(scores["tau_ifd_error"], want)
     assert curves is None and "tau_ifd_error" not in build()._score(batch, outs, [0.5], 1)[0]
+
+
+def test_calibration_is_scored_wherever_a_std_is_reported():
+    """The std's calibration (Spearman, AUSE, coverage) is scored for any output with a
+    per-pixel std, whatever K (the bridge gives one from a single pass), and not for a zero
+    std (the deterministic baselines)."""
+    model = BlendInterpolator(lpips_backbone=None)
+    g = torch.Generator().manual_seed(0)
+    i0, i1, gt = (torch.rand(2, 3, 32, 32, generator=g) * 2 - 1 for _ in range(3))
+    batch = {"I0": i0, "I1": i1, "gt": gt[:, None], "taus": torch.full((2, 1), 0.5)}
+    mean = (i0 + i1) / 2
+    with torch.no_grad():
+        plain, _ = model._score(batch, [(mean, torch.zeros_like(mean))], [0.5], 1)
+        std = (mean - gt).abs() + 0.01 * torch.rand(mean.shape, generator=g)
+        scored, curves = model._score(batch, [(mean, std)], [0.5], 1)
+    assert "spearman" not in plain
+    assert scored["spearman"].min() > 0.9 and curves["sparsification"].shape[0] == 2

@@ -199,10 +199,10 @@ class InterpolatorModule(L.LightningModule):
         """Per-item scores [B]: PSNR / SSIM / LPIPS (per time ``psnr_tau0.25``, ... and their
         mean when there are several times), the warping error of the generated frames and of
         the true ones (``warp_error``, ``warp_error_gt``; DIS flows between consecutive true
-        frames), the calibration of the std with K > 1 samples (``spearman``, ``ause``,
+        frames), the calibration of the std where the model reports one (``spearman``, ``ause``,
         ``coverage2``, averaged over times) and, for ``tau_mode=ifd`` models, the error of the
         re-estimated tau (``tau_ifd_error``). Also the mean sparsification curve and oracle
-        [B, F] (None for K = 1).
+        [B, F] (None without a std).
 
         ``motion_px``: the item's motion, the 95th percentile over pixels of |F_0->1| (DIS from
         I0 to I1, in pixels), from the inputs only (the same for every model; what
@@ -225,7 +225,7 @@ class InterpolatorModule(L.LightningModule):
             scores["warp_error"] = warping_error(torch.stack([m for m, _ in outs]), fw, bw)
             scores["warp_error_gt"] = warping_error(seq, fw, bw)
         curves = None
-        if samples > 1:
+        if any(bool((std > 0).any()) for _, std in outs):  # the model reports an uncertainty
             calibration = [uncertainty_metrics(m, s, truth[:, j]) for j, (m, s) in enumerate(outs)]
             for name in calibration[0][0]:
                 scores[name] = torch.stack([c[0][name] for c in calibration]).mean(0)
