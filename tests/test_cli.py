@@ -74,6 +74,11 @@ def test_bad_input_gets_one_line_from_the_command_line(cli_env):
             ["frames=[a,b]", "flip_views=sometimes"],
             ["flip_views must be true, false or null, got 'sometimes'"],
         ),
+        (
+            "vfi.eval",
+            ["data=clips", "sample_noise=maybe"],
+            ["sample_noise must be true, false or null, got 'maybe'"],
+        ),
         ("vfi.eval", ["ckpt_path=release", "model=blend", "data=clips"], ["not both"]),
         ("vfi.interpolate", ["ckpt_path=release", "model=blend", "frames=[a,b]"], ["not both"]),
         (

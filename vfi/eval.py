@@ -129,11 +129,13 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     if ckpt_path:
         ckpt = load_checkpoint(ckpt_path)
         saved = ckpt["vfi_config"]
-        refresh, flips = cfg.get("motion_refresh"), cfg.get("flip_views")
-        model = model_from_checkpoint(ckpt, cfg.paths.lpips_backbone, refresh, flips)
+        switches = {name: cfg.get(name) for name in ("flip_views", "sample_noise")}
+        refresh = cfg.get("motion_refresh")
+        model = model_from_checkpoint(ckpt, cfg.paths.lpips_backbone, refresh, **switches)
         label = f"{saved['choices'].get('model')} ({Path(ckpt_path).name})"
         label += "" if refresh is None else f" refresh={refresh}"
-        jobs.append((label if flips is None else f"{label} flip_views={flips}", model))
+        label += "".join(f" {k}={v}" for k, v in switches.items() if v is not None)
+        jobs.append((label, model))
         if data_cfg is None:
             data_cfg, data_name = OmegaConf.create(saved["data"]), saved["choices"].get("data")
     elif cfg.get("model") is not None:

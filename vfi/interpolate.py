@@ -285,6 +285,7 @@ def interpolate(cfg: DictConfig) -> list[Path]:
             cfg.paths.lpips_backbone,
             cfg.get("motion_refresh"),
             cfg.get("flip_views"),
+            cfg.get("sample_noise"),
         )
     else:
         model = instantiate(cfg.model)

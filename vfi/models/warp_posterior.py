@@ -61,6 +61,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
         ``vfi.ops.FLIPS[s % V]`` (none, horizontal, vertical, both; V = gcd(K, 4)) and its
         frames are flipped back: a geometric self-ensemble at the same number of network calls
         (the flows are estimated once per view).
+    sample_noise: draw the chain's Gaussian noise when sampling (True), or run it on the
+        posterior means alone (False: deterministic; K > 1 chains then differ by their views).
     other keyword arguments (lr, optimizer, scheduler, lpips_weight, val_samples,
         test_samples, lpips_backbone) go to :class:`vfi.models.base.TrainableInterpolator`.
     """
@@ -83,6 +85,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         uncertainty_floor: float = 2.0 / 255,
         warp_mode: str = "bilinear",
         flip_views: bool = True,
+        sample_noise: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -117,6 +120,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         self.uncertainty_floor = uncertainty_floor
         self.warp_mode = warp_mode
         self.flip_views = flip_views
+        self.sample_noise = sample_noise
         self.multiple = math.lcm(getattr(flow_net, "multiple", 1), getattr(refiner, "multiple", 1))
         self.cg_stats: list[dict] = []  # exact mode: iterations and residual of every step
 
@@ -460,6 +464,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
             grid,
             stop,
             num_samples // views,
+            noise=self.sample_noise,
             generator=generator,
             cache=cache,
             outer=outer,

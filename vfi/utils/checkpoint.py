@@ -32,11 +32,13 @@ def model_from_checkpoint(
     lpips_backbone: str | None = None,
     motion_refresh: int | str | None = None,
     flip_views: bool | None = None,
+    sample_noise: bool | None = None,
 ):
     """Rebuild the LightningModule from a checkpoint's saved model config and load its
     (EMA) weights. Returns the module in eval mode. ``motion_refresh``: the sampler's motion
     refresh (every m steps, or "none"; None keeps the checkpoint's own). ``flip_views``: the
-    bridge's flip views on (True) or off (False); None keeps the checkpoint's own."""
+    bridge's flip views on (True) or off (False), ``sample_noise``: the bridge's chain noise on
+    or off (deterministic); None keeps the checkpoint's own."""
     from hydra.utils import instantiate
 
     from vfi.models.base import refresh_steps
@@ -48,15 +50,17 @@ def model_from_checkpoint(
     model.load_state_dict(ckpt["state_dict"])
     if motion_refresh is not None:
         model.motion_refresh = refresh_steps(motion_refresh, "motion_refresh")
-    if flip_views is not None:
-        if not isinstance(flip_views, bool):
-            raise VFIError(f"flip_views must be true, false or null, got {flip_views!r}")
-        if not hasattr(model, "flip_views"):
+    for name, value in (("flip_views", flip_views), ("sample_noise", sample_noise)):
+        if value is None:
+            continue
+        if not isinstance(value, bool):
+            raise VFIError(f"{name} must be true, false or null, got {value!r}")
+        if not hasattr(model, name):
             raise VFIError(
-                f"flip_views applies to the bridge (model=warp_posterior), not to this "
+                f"{name} applies to the bridge (model=warp_posterior), not to this "
                 f"checkpoint's {type(model).__name__}"
             )
-        model.flip_views = flip_views
+        setattr(model, name, value)
     return model.eval()
 
 
