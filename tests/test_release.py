@@ -34,7 +34,7 @@ def test_release_is_small_and_claims_the_release_config():
         **inspect.signature(TrainableInterpolator.__init__).parameters,
         **inspect.signature(WarpPosteriorVFI.__init__).parameters,
     }
-    assert added == {"outer_fallback", "motion_refresh", "flip_views"} and all(
+    assert added == {"outer_fallback", "motion_refresh", "flip_views", "sample_noise"} and all(
         expected[k] == defaults[k].default for k in added
     )
     assert {k: v for k, v in saved["model"].items() if k not in IGNORED} == {
