@@ -19,6 +19,7 @@ from vfi.models.base import (
     sample_statistics,
 )
 from vfi.ops import intermediate_flows, pad_to_multiple, softmax_splat, warp_backward
+from vfi.ops.fusion import fusion_weights
 
 
 class ResShiftVFI(TrainableInterpolator):
@@ -194,10 +195,9 @@ class ResShiftVFI(TrainableInterpolator):
         w0, w1 = self._warp_to_tau(i0, i1, motion)
         v0, v1 = self.visibility_net(w0, w1, motion["f_t0"], motion["f_t1"], tau)
         t = tau.view(-1, 1, 1, 1)
-        a, b = (1 - t) * v0, t * v1
-        if "mask" in motion:  # the measured fusion mask, modulated by the net (v = 1/2 at start)
-            v0 = a = 2 * motion["mask"] * v0
-            v1 = b = 2 * (1 - motion["mask"]) * v1
+        a, b = fusion_weights(v0, v1, t, motion.get("mask"))
+        if "mask" in motion:  # the denoiser sees the measured visibilities
+            v0, v1 = a, b
         y = (a * w0 + b * w1) / (a + b + eps)
         parts = {"y": y, "w0": w0, "w1": w1, "v0": v0, "v1": v1}
         return parts | self.context_inputs(self.denoiser, i0, i1, outer)

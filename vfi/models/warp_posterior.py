@@ -26,7 +26,7 @@ from vfi.ops import (
     warp_backward,
     warp_gram_diagonal,
 )
-from vfi.ops.fusion import fuse, mixture_variance, motion_confidence
+from vfi.ops.fusion import fuse, fusion_weights, mixture_variance, motion_confidence
 
 
 class WarpPosteriorVFI(TrainableInterpolator):
@@ -101,7 +101,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
             raise VFIError(f"model.fallback must be 'confidence' or 'none', got {fallback!r}")
         if getattr(flow_net, "measures_at_time", False) and self.motion_refresh:
             raise VFIError(
-                "model.motion_refresh needs a two-frame flow net (model/motion=dis or learned), "
+                "model.motion_refresh needs a two-frame flow net (model/flow_net=dis or learned), "
                 f"not {type(flow_net).__name__}"
             )
         self.flow_net = flow_net
@@ -149,11 +149,9 @@ class WarpPosteriorVFI(TrainableInterpolator):
         w1 = warp_backward(i1, f_l1, mode=self.warp_mode)
         v0, v1, *logit = self.visibility_net(w0, w1, f_l0, f_l1, l)
         t = l.to(i0).view(-1, 1, 1, 1)
-        if mask is None:
-            a, b = (1 - t) * v0, t * v1
-        else:
-            v0 = a = 2 * mask * v0
-            v1 = b = 2 * (1 - mask) * v1
+        a, b = fusion_weights(v0, v1, t, mask)
+        if mask is not None:  # the refiner sees the measured visibilities
+            v0, v1 = a, b
         norm = a + b + self.eps
         warped = (a * w0 + b * w1) / norm
         if self.fallback == "confidence":

@@ -47,6 +47,15 @@ def motion_confidence(
     return torch.sigmoid(z if logit is None else z + logit)
 
 
+def fusion_weights(v0: Tensor, v1: Tensor, t: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Weights a, b [B, 1, H, W] of the warped frames W0, W1 in (a W0 + b W1) / (a + b): the
+    time-weighted visibilities a = (1 - t) v0, b = t v1 (t [B, 1, 1, 1]), or, with a measured
+    fusion mask m (e.g. RIFE's), a = 2 m v0, b = 2 (1 - m) v1 (m itself where v0 = v1 = 1/2)."""
+    if mask is None:
+        return (1 - t) * v0, t * v1
+    return 2 * mask * v0, 2 * (1 - mask) * v1
+
+
 def fuse(warped: Tensor, blend: Tensor, confidence: Tensor) -> Tensor:
     """c warped + (1 - c) blend: [B, C, H, W] each, c [B, 1, H, W]."""
     return confidence * warped + (1 - confidence) * blend
