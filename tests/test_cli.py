@@ -15,6 +15,13 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, needs_shared, one_line, run_cli, run_task, task_error
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from vfi.errors import VFIError
+from vfi.utils.checkpoint import RELEASE_CHECKPOINT, model_from_checkpoint
+from vfi.utils.run import CONF_DIR
 
 pytestmark = pytest.mark.slow
 # 32 px training items; validation and test on 64 px centre crops of the clips
@@ -440,14 +447,25 @@ def test_eval_baselines_in_one_table_and_resume(task_env, tmp_path):
 
 
 def test_eval_switches_motion_refresh_on_for_a_checkpoint(task_env, tmp_path):
-    """motion_refresh=1 on the released weights (tau = 1/2 on the T = 4 grid: steps
-    1 -> 3/4 -> 1/2, the motion re-read before the second): one extra flow-net call per frame,
-    reported and named in the label."""
+    """motion_refresh=1 on a bridge checkpoint with two-frame flows (tau = 1/2 on the T = 4
+    grid: steps 1 -> 3/4 -> 1/2, the motion re-read before the second): one extra flow-net call
+    per frame, reported and named in the label. The released weights measure their motion with
+    RIFE, which has no two-frame flows to refresh: one line."""
+    ckpt = tmp_path / "dis.ckpt"
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["model=warp_posterior", "paths.output_dir=/tmp/unused"])
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    torch.manual_seed(0)
+    state = instantiate(model_cfg).state_dict()
+    config = {"model": model_cfg, "choices": {"model": "warp_posterior"}}
+    torch.save({"vfi_config": config, "state_dict": state}, ckpt)
     args = ["data=clips", "trainer.limit_test_batches=1", "num_samples=1", "motion_refresh=1"]
-    (record,) = run_task("vfi.eval", args, tmp_path / "refresh")
+    (record,) = run_task("vfi.eval", [f"ckpt_path={ckpt}", *args], tmp_path / "refresh")
     refreshed = record["metrics"]
     assert record["model"].endswith("refresh=1") and refreshed["test/refresh_nfe_per_frame"] == 1
     assert 25 < refreshed["test/psnr"] < 60
+    with pytest.raises(VFIError, match="motion_refresh=1 needs a two-frame flow net"):
+        model_from_checkpoint(RELEASE_CHECKPOINT, motion_refresh=1)
 
 
 def test_warp_posterior_trains_and_serves_factor_4_in_one_pass(cli_env):

@@ -157,7 +157,7 @@ def test_bad_input_is_one_line_and_leaves_no_output(task_env, short_clip, tmp_pa
         ((blend, f"input={short_clip}", "crf=52", f"output={out}"),
          "crf must be an integer from 0 to 51"),
         ((blend, f"input={short_clip}", "num_samples=0", f"output={out}"),
-         "num_samples must be an integer of at least 1, got 0"),
+         "num_samples must be an integer of at least 1 (or null), got 0"),
     ]  # fmt: skip
     for args, needle in cases:
         assert needle in _bad(tmp_path, capsys, *args)

@@ -274,8 +274,12 @@ def interpolate_pair(cfg: DictConfig, engine: Interpolator, out_dir: Path) -> li
 def interpolate(cfg: DictConfig) -> list[Path]:
     if (cfg.input is None) == (cfg.frames is None):
         raise VFIError("give either input=<video> (video mode) or frames=[a.png,b.png] (pair mode)")
-    if not isinstance(cfg.num_samples, int) or cfg.num_samples < 1:
-        raise VFIError(f"num_samples must be an integer of at least 1, got {cfg.num_samples!r}")
+    if cfg.num_samples is not None and (
+        not isinstance(cfg.num_samples, int) or cfg.num_samples < 1
+    ):
+        raise VFIError(
+            f"num_samples must be an integer of at least 1 (or null), got {cfg.num_samples!r}"
+        )
     ckpt_path = checkpoint_or_release(
         cfg.ckpt_path, cfg.get("model") is not None, Path(cfg.paths.log_dir) / "train"
     )
@@ -292,7 +296,8 @@ def interpolate(cfg: DictConfig) -> list[Path]:
     device = (
         cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
-    samples = max(int(cfg.num_samples), 2 if cfg.uncertainty else 1)
+    samples = cfg.num_samples or getattr(model, "samples", {}).get("test", 1)
+    samples = max(int(samples), 2 if cfg.uncertainty else 1)
     engine = Interpolator(
         model, samples, cfg.uncertainty, cfg.tile, cfg.tile_overlap, device, cfg.precision
     )

