@@ -69,15 +69,15 @@ class MotionCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         shape = (len(windows), len(taus), MOTION_CHANNELS, *frames.shape[-2:])
         tmp = self.path.with_suffix(f".tmp{os.getpid()}.npy")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
-        for j, window in enumerate(track(windows, description=f"motion of {name}")):
-            out[j] = window_motion(estimator, frames[window], taus).numpy().astype(np.float16)
-        out.flush()
-        del out
-        os.replace(tmp, self.path)
-
-    def __len__(self) -> int:
-        return len(self.array)
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+            for j, window in enumerate(track(windows, description=f"motion of {name}")):
+                out[j] = window_motion(estimator, frames[window], taus).numpy().astype(np.float16)
+            out.flush()
+            del out
+            os.replace(tmp, self.path)
+        finally:  # an interrupted measurement leaves no partial file behind
+            tmp.unlink(missing_ok=True)
 
     @property
     def array(self) -> np.ndarray:

@@ -282,7 +282,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
 
         i0, i1 = frames[:, 0], frames[:, -1]
         outer = batch.get("outer")
-        cached = self.cached_motion(batch, times)  # the items' motion at their taus, if any
+        cached = self.cached_motion(batch)  # the items' motion at their taus, if any
         if cached is not None:
             motion = {k: v[rows, pick - 1] for k, v in cached.items()} | {"at": l_prev}
         else:  # a per-time estimator measures it at l_{k-1}
@@ -318,7 +318,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         x_hat = mean + self.refine(mean, x_k, prev, l_prev.to(i0), (l_k - l_prev).to(i0), extra)
         return self.supervised_loss(x_hat, mean, gt_prev, self.prior_weight)
 
-    def cached_motion(self, batch: dict[str, Tensor], times: Tensor) -> dict | None:
+    def cached_motion(self, batch: dict[str, Tensor]) -> dict | None:
         """The items' cached motion at their taus (``motion`` [B, N, 5, H, W] from the data,
         :mod:`vfi.data.motion`), padded like the frames: ``to0``, ``to1`` [B, N, 2, H', W'] and
         ``mask`` [B, N, 1, H', W']; None when the batch has none. Only a per-time estimator

@@ -50,7 +50,8 @@ def model_from_checkpoint(
     model.load_state_dict(ckpt["state_dict"])
     if motion_refresh is not None:
         model.motion_refresh = refresh_steps(motion_refresh, "motion_refresh")
-        if model.motion_refresh and getattr(model.flow_net, "measures_at_time", False):
+        flow_net = getattr(model, "flow_net", None)
+        if model.motion_refresh and getattr(flow_net, "measures_at_time", False):
             raise VFIError(
                 f"motion_refresh={motion_refresh} needs a two-frame flow net; this checkpoint "
                 "measures its motion with model/flow_net=rife (give motion_refresh=null)"
