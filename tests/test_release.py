@@ -3,6 +3,7 @@ interpolate a real translated pair better than blending."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import run_task
@@ -62,8 +63,18 @@ def test_eval_and_interpolate_use_the_release_by_default(task_env, tmp_path):
         frames.append(str(path))
     out = tmp_path / "out"
     out.mkdir()
-    run_task("vfi.interpolate", [f"frames=[{','.join(frames)}]", f"output={out}"], tmp_path / "i")
-    assert (out / "frame_t0.5.png").is_file()
+    args = [f"frames=[{','.join(frames)}]", f"output={out}", "uncertainty=true"]
+    run_task("vfi.interpolate", args, tmp_path / "i")
+    # the release's one deterministic chain, whose std needs no second sample
+    model = model_from_checkpoint(RELEASE_CHECKPOINT)
+    mean, std = model.interpolate(i0, i1, 0.5, num_samples=1)
+    for name, want in (("frame", mean), ("std", std)):
+        got = torch.from_numpy(np.asarray(Image.open(out / f"{name}_t0.5.png"), dtype=np.float32))
+        if name == "frame":
+            want = ((want[0] + 1) * 127.5).round().clamp(0, 255).permute(1, 2, 0)
+            assert (got - want).abs().max() <= 1
+        else:
+            assert float(std.max()) > 0 and got.max() > 16  # a map from one pass (zero: <= 16)
     args = ["data=clips", "per_clip=true", "num_samples=1", "trainer.limit_test_batches=1"]
     args.append("motion_bins=null")  # no rows per motion bin (tests/test_motion_bins.py)
     run = tmp_path / "eval"

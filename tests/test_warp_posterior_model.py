@@ -229,3 +229,21 @@ def test_training_step_needs_no_double_backward_of_grid_sample(monkeypatch):
     v = adjoint(lambda u: warp_backward(u, flow), torch.randn(1, 3, 8, 8))
     with pytest.raises(RuntimeError, match="grid_sampler_2d_backward is not implemented"):
         torch.autograd.grad(v.sum(), flow)
+
+
+def test_next_time_takes_the_samplers_steps():
+    """T = 2 with ground truth at 1/4, 1/2, 3/4: from 1/2 the step goes to 3/4 (as factor 4's
+    sampler steps) for every other item, to 1 (as factor 2's) for the others, in turn; from
+    1/4 always to 1/2, from 3/4 always to 1."""
+    model = build("model.flow_net.init=none", "model.num_steps=2")
+    times = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64).expand(4, 5)
+    start = torch.tensor([0.5, 0.5, 0.25, 0.75], dtype=torch.float64)
+    for step, expected in ((0, [0.75, 1.0, 0.5, 1.0]), (1, [1.0, 0.75, 0.5, 1.0])):
+        l_k = model.next_time(start, times, step)
+        assert l_k.tolist() == expected
+
+    # on the T = 4 grid, items at 1/4, 1/2, 3/4 (the default data) always step to the next
+    # grid point: the default model trains as before
+    model.num_steps = 4
+    for step in (0, 1):
+        assert model.next_time(start, times, step).tolist() == [0.75, 0.75, 0.5, 1.0]

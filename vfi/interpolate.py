@@ -3,11 +3,11 @@
 Video mode: ``input=clip.mp4 factor=N output=out.mp4`` writes N times the frame rate, every
 input frame kept and N - 1 frames between each pair (so N (n - 1) + 1 frames). Pair mode:
 ``frames=[a.png,b.png] times=[0.25,0.5,0.75]`` writes one PNG per time. ``uncertainty=true``
-also writes the per-pixel standard deviation over ``num_samples`` samples as a heat-map video
-or PNGs. A checkpoint (``ckpt_path=``; by default the released weights in ``vfi/weights``) or a
-baseline (``model=blend|classical|ffmpeg|rife``) does the work, tile by tile (``tile``,
-``tile_overlap``) on frames larger than a tile. Every output is written under a temporary name
-and moved into place once complete.
+also writes the per-pixel standard deviation (over ``num_samples`` samples, at least 2, or the
+bridge's from one pass) as a heat-map video or PNGs. A checkpoint (``ckpt_path=``; by default
+the released weights in ``vfi/weights``) or a baseline (``model=blend|classical|ffmpeg|rife``)
+does the work, tile by tile (``tile``, ``tile_overlap``) on frames larger than a tile. Every
+output is written under a temporary name and moved into place once complete.
 """
 
 from __future__ import annotations
@@ -297,7 +297,9 @@ def interpolate(cfg: DictConfig) -> list[Path]:
         cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
     samples = cfg.num_samples or getattr(model, "samples", {}).get("test", 1)
-    samples = max(int(samples), 2 if cfg.uncertainty else 1)
+    # a std over samples needs two, unless the model has one from a single pass (the bridge)
+    one_pass = getattr(model, "one_pass_std", False)
+    samples = max(int(samples), 2 if cfg.uncertainty and not one_pass else 1)
     engine = Interpolator(
         model, samples, cfg.uncertainty, cfg.tile, cfg.tile_overlap, device, cfg.precision
     )

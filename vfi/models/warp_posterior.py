@@ -67,6 +67,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
         test_samples, lpips_backbone) go to :class:`vfi.models.base.TrainableInterpolator`.
     """
 
+    one_pass_std = True  # K = 1 gives a std: the fused hypotheses' spread (:meth:`total_std`)
+
     def __init__(
         self,
         flow_net: nn.Module,
@@ -255,8 +257,19 @@ class WarpPosteriorVFI(TrainableInterpolator):
         return bool((times == times[:1]).all() and on_grid.all())
 
     def next_grid_time(self, l_prev: Tensor) -> Tensor:
-        """l_k: the first point of the uniform grid k / T after l_{k-1} [B]."""
+        """The first point of the uniform grid k / T after l_{k-1} [B]."""
         return (torch.floor(l_prev * self.num_steps + 1e-9) + 1) / self.num_steps
+
+    def next_time(self, l_prev: Tensor, times: Tensor, step: int = 0) -> Tensor:
+        """l_k [B] for the step from l_{k-1} [B] among the items' times [B, N + 2]: the next
+        grid point, or for every other item (the even ones at an even training ``step``, the
+        odd ones at an odd one) the next ground-truth time where it comes first. The sampler
+        inserts the requested times into the grid, so it takes both kinds of step (with T = 2,
+        factor 2 steps 1 -> 1/2, factor 4 steps 3/4 -> 1/2)."""
+        grid = self.next_grid_time(l_prev)
+        later = torch.where(times > l_prev[:, None] + 1e-9, times, 2.0).amin(1)
+        alternate = torch.arange(len(l_prev), device=l_prev.device) % 2 == step % 2
+        return torch.where(alternate, torch.minimum(grid, later), grid)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         if "I0" not in batch:  # every item of the batch was skipped as corrupt
@@ -274,7 +287,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
             pick = torch.multinomial(inner.float(), 1).squeeze(1)
         rows = torch.arange(b, device=times.device)
         l_prev = times[rows, pick]
-        l_k = self.next_grid_time(l_prev)
+        l_k = self.next_time(l_prev, times, self.global_step)
         gt_prev = frames[rows, pick]
         match = (times - l_k[:, None]).abs() < 1e-6
         has_gt = match.any(1)

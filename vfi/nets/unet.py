@@ -64,8 +64,11 @@ class StepTauConditioned(nn.Module):
 class UNet(StepTauConditioned):
     """U-Net mapping [B, in_channels, H, W] plus step t [B] and tau [B] to [B, out_channels, H, W].
 
-    H and W must divide by ``multiple`` = 2 ** (len(channel_mult) - 1). The output
-    convolution starts at zero.
+    With ``unshuffle`` = r > 1 it runs at 1/r of the input's size: the input is
+    space-to-depth rearranged (``pixel_unshuffle``, [B, r^2 in_channels, H/r, W/r]) and the
+    output depth-to-space (``pixel_shuffle``), r^2 times fewer pixels per convolution. H and W
+    must divide by ``multiple`` = r 2 ** (len(channel_mult) - 1). The output convolution starts
+    at zero.
     """
 
     def __init__(
@@ -77,11 +80,15 @@ class UNet(StepTauConditioned):
         num_res_blocks: int = 1,
         emb_dim: int = 128,
         tau_scale: float = 1000.0,
+        unshuffle: int = 1,
     ):
         super().__init__(emb_dim, tau_scale)
+        if unshuffle < 1:
+            raise ValueError(f"UNet unshuffle must be a positive integer, got {unshuffle}")
         widths = [base_channels * m for m in channel_mult]
-        self.multiple = 2 ** (len(widths) - 1)
-        self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1)
+        self.unshuffle = unshuffle
+        self.multiple = unshuffle * 2 ** (len(widths) - 1)
+        self.stem = nn.Conv2d(in_channels * unshuffle**2, widths[0], 3, 1, 1)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
         cur = widths[0]
@@ -106,7 +113,9 @@ class UNet(StepTauConditioned):
             self.up.append(blocks)
             if i > 0:
                 self.upsample.append(nn.Conv2d(cur, cur, 3, 1, 1))
-        self.out = nn.Sequential(_norm(cur), nn.SiLU(), nn.Conv2d(cur, out_channels, 3, 1, 1))
+        self.out = nn.Sequential(
+            _norm(cur), nn.SiLU(), nn.Conv2d(cur, out_channels * unshuffle**2, 3, 1, 1)
+        )
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
@@ -114,7 +123,7 @@ class UNet(StepTauConditioned):
         if x.shape[-1] % self.multiple or x.shape[-2] % self.multiple:
             raise ValueError(f"UNet input {tuple(x.shape)} must divide by {self.multiple}")
         emb = self.embed(t, tau)
-        h = self.stem(x)
+        h = self.stem(F.pixel_unshuffle(x, self.unshuffle))
         skips = []
         for i, blocks in enumerate(self.down):
             for block in blocks:
@@ -129,4 +138,4 @@ class UNet(StepTauConditioned):
                 h = block(h, emb)
             if k < len(self.upsample):
                 h = self.upsample[k](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return self.out(h)
+        return F.pixel_shuffle(self.out(h), self.unshuffle)
