@@ -208,7 +208,7 @@ class _GridSampleCuda(torch.autograd.Function):
 def test_training_step_needs_no_double_backward_of_grid_sample(monkeypatch):
     """With CUDA's grid_sample (no double backward) a training step, forward and backward,
     runs and reaches the flow net: the posterior uses the explicit transpose S^T. The autograd
-    adjoint it replaces fails there."""
+    adjoint it replaces would fail there, and is refused under grad."""
     monkeypatch.setattr(
         torch.nn.functional,
         "grid_sample",
@@ -223,12 +223,20 @@ def test_training_step_needs_no_double_backward_of_grid_sample(monkeypatch):
     grads = [p.grad for p in model.flow_net.parameters() if p.grad is not None]
     assert grads and any(float(g.abs().sum()) > 0 for g in grads)
     from vfi.diffusion.warp_posterior import adjoint
+    from vfi.errors import VFIError
     from vfi.ops import warp_backward
 
+    # an operator without a transpose: its autograd adjoint would need that double backward,
+    # so under grad it is refused with one line; without grad it still serves
     flow = torch.randn(1, 2, 8, 8, requires_grad=True)
-    v = adjoint(lambda u: warp_backward(u, flow), torch.randn(1, 3, 8, 8))
-    with pytest.raises(RuntimeError, match="grid_sampler_2d_backward is not implemented"):
-        torch.autograd.grad(v.sum(), flow)
+
+    def no_transpose_warp(u):
+        return warp_backward(u, flow)
+
+    with pytest.raises(VFIError, match="no_transpose_warp has no transpose"):
+        adjoint(no_transpose_warp, torch.randn(1, 3, 8, 8))
+    with torch.no_grad():
+        assert adjoint(no_transpose_warp, torch.ones(1, 3, 8, 8)).abs().sum() > 0
 
 
 def test_next_time_takes_the_samplers_steps():

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from vfi.errors import VFIError
+
 LinearOp = Callable[[Tensor], Tensor]
 
 
@@ -35,11 +37,18 @@ def adjoint(op: LinearOp, v: Tensor) -> Tensor:
     transpose (e.g. :class:`vfi.ops.BackwardWarp`), otherwise the vector-Jacobian product of
     S at zero.
 
-    Differentiable in S's parameters (e.g. flows) when grad mode is on; the autograd route
-    needs S's double backward (which CUDA's ``grid_sample`` lacks)."""
+    The autograd route refuses (one line naming the operator) when grad mode is on and S
+    depends on tensors that require grad (e.g. flows): differentiating S^T v there needs S's
+    double backward, which CUDA's ``grid_sample`` lacks."""
     transpose = getattr(op, "transpose", None)
     if transpose is not None:
         return transpose(v)
+    if torch.is_grad_enabled() and op(torch.zeros_like(v)).requires_grad:
+        name = getattr(op, "__qualname__", type(op).__name__)
+        raise VFIError(
+            f"operator {name} has no transpose: its adjoint by autograd under grad needs a double "
+            "backward that CUDA lacks; give it a transpose method or call it under no_grad"
+        )
     u = torch.zeros_like(v, requires_grad=True)
     with torch.enable_grad():
         out = op(u)
