@@ -157,6 +157,13 @@ def rotate_motion(motion: Tensor | None, k: int) -> Tensor | None:
     return motion
 
 
+def motion_tensor(motion: Tensor | np.ndarray | None) -> Tensor | None:
+    """``motion`` (a tensor, a numpy array or a memory-map view) as a float32 tensor."""
+    if isinstance(motion, np.ndarray):
+        motion = torch.from_numpy(np.ascontiguousarray(motion))
+    return None if motion is None else motion.float()
+
+
 def reverse_motion(motion: Tensor) -> Tensor:
     """``motion`` [N, 5, H, W] at taus of an item played backwards (I0 and I1 swapped, tau ->
     1 - tau, the taus' order reversed): F_t->0 and F_t->1 swap and m becomes 1 - m."""
@@ -204,9 +211,7 @@ class Augment:
             window = (..., slice(top, top + self.crop[0]), slice(left, left + self.crop[1]))
             frames = frames[window]
             motion = None if motion is None else motion[window]
-        if isinstance(motion, np.ndarray):
-            motion = torch.from_numpy(np.ascontiguousarray(motion))
-        motion = None if motion is None else motion.float()
+        motion = motion_tensor(motion)
         if self.hflip and bool(torch.rand(()) < 0.5):
             frames, motion = frames.flip(-1), flip_motion(motion, -1)
         if self.vflip and bool(torch.rand(()) < 0.5):

@@ -19,6 +19,7 @@ from vfi.data.items import (
     Augment,
     centre_crop,
     make_item,
+    motion_tensor,
     resize_frames,
     to_model_range,
     window_taus,
@@ -217,8 +218,7 @@ class VideoFileDataset(Dataset):
         motion = None if self.motion is None else self.motion[index]
         if self.augment is not None:  # the outer frames too: reversal swaps them
             frames, taus, motion = self.augment.apply(frames, taus, motion, self.name)
-        elif motion is not None:
-            motion = torch.from_numpy(np.array(motion, dtype=np.float32))
+        motion = motion_tensor(motion)
         extra = {} if motion is None else {"motion": motion}
         return make_item(frames, taus, f"{self.name}/{i:06d}", self.outer, **extra)
 

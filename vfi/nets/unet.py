@@ -123,7 +123,8 @@ class UNet(StepTauConditioned):
         if x.shape[-1] % self.multiple or x.shape[-2] % self.multiple:
             raise ValueError(f"UNet input {tuple(x.shape)} must divide by {self.multiple}")
         emb = self.embed(t, tau)
-        h = self.stem(F.pixel_unshuffle(x, self.unshuffle))
+        r = self.unshuffle  # rearranged only when r > 1: at r = 1 it would be a copy
+        h = self.stem(F.pixel_unshuffle(x, r) if r > 1 else x)
         skips = []
         for i, blocks in enumerate(self.down):
             for block in blocks:
@@ -138,4 +139,5 @@ class UNet(StepTauConditioned):
                 h = block(h, emb)
             if k < len(self.upsample):
                 h = self.upsample[k](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return F.pixel_shuffle(self.out(h), self.unshuffle)
+        out = self.out(h)
+        return F.pixel_shuffle(out, r) if r > 1 else out
