@@ -89,6 +89,12 @@ def test_foreign_file_is_not_a_vfi_checkpoint(tmp_path):
     torch.save({"weights": torch.zeros(1)}, bad)
     with pytest.raises(VFIError, match="not a vfi training checkpoint"):
         load_checkpoint(bad)
+    from safetensors.torch import save_file
+
+    bare = tmp_path / "model.safetensors"
+    save_file({"weights": torch.zeros(1)}, str(bare))
+    with pytest.raises(VFIError, match="not a vfi export"):
+        load_checkpoint(bare)
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a pickle")
     with pytest.raises(VFIError, match="cannot read checkpoint"):
@@ -117,10 +123,20 @@ def test_export_keeps_weights_config_and_metrics_only(tmp_path):
     assert slim["vfi_config"] == full["vfi_config"] and slim["global_step"] == 600
     info = json.loads((tmp_path / "release.json").read_text())
     assert info["metrics"] == {"test/psnr": 33.3} and info["choices"] == {"experiment": "release"}
+    # the hub format holds the same tensors, config and metrics
+    hub = load_checkpoint(tmp_path / "release.safetensors")
+    assert set(hub) == set(slim) and hub["state_dict"].keys() == weights.keys()
+    assert torch.equal(hub["state_dict"]["layer.weight"], weights["layer.weight"])
+    assert {k: hub[k] for k in ("vfi_config", "metrics", "global_step")} == {
+        "vfi_config": full["vfi_config"],
+        "metrics": {"test/psnr": 33.3},
+        "global_step": 600,
+    }
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "best.ckpt",
         "release.ckpt",
         "release.json",
+        "release.safetensors",
     ]
 
 

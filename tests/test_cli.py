@@ -529,9 +529,76 @@ def test_requeued_job_resumes_its_own_last_checkpoint(task_env, tmp_path, capsys
     job = tmp_path / "multiruns" / "sweep" / "0"
     args = ["trainer=debug", "test=false", "callbacks.last_checkpoint.every_n_train_steps=1"]
     run_task("vfi.train", [*args, *TINY], job)
-    assert torch.load(job / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    assert torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
     capsys.readouterr()
     run_task("vfi.train", [*args, "trainer.max_steps=3", *TINY], job)
     out = capsys.readouterr().out
     assert f"resuming from {job / 'checkpoints' / 'last.ckpt'}" in out
     assert "training starts at global step 2" in out
+
+
+class _Payload:
+    """What a hostile checkpoint carries: unpickling it runs ``touch <marker>``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize(
+    "module,args",
+    [
+        ("vfi.train", ["trainer=debug", "data=flying"]),
+        ("vfi.eval", ["data=clips"]),
+        ("vfi.interpolate", ["input=clip.mp4"]),
+        ("vfi.bench", []),
+    ],
+)
+def test_a_checkpoint_never_runs_the_code_it_carries(task_env, tmp_path, capsys, module, args):
+    """A checkpoint whose state dict holds a pickled os.system call, given to every entry point
+    that opens checkpoints: one line naming the file and the object, exit 2, and the command
+    never ran (its marker file stays absent). Unpickled the unsafe way, the same file runs it."""
+    marker = tmp_path / "payload_ran"
+    evil = tmp_path / "shared.ckpt"
+    payload = {"w": torch.zeros(1), "x": _Payload(marker)}
+    torch.save({"state_dict": payload, "vfi_config": {"model": {}}}, evil)
+    if module == "vfi.bench":
+        from vfi.bench import main
+
+        with pytest.raises(SystemExit) as stop:
+            main(["--models", str(evil), "--size", "32"])
+        assert stop.value.code == 2
+        line = one_line(capsys.readouterr().err)
+    else:
+        line = task_error(module, [*args, f"ckpt_path={evil}"], tmp_path / "run", capsys)
+    assert f"refused checkpoint {evil}: it holds posix.system" in line, line
+    assert not marker.exists()
+    torch.load(evil, weights_only=False)  # the unsafe load: the payload runs
+    assert marker.exists()
+
+
+def test_a_diverging_run_stops_in_one_line_and_saves_no_nonfinite_weight(
+    task_env, tmp_path, capsys
+):
+    """model.lr=1e6 on the bridge: the flows become NaN within a few steps. The run stops with
+    one line naming the first step whose loss is not finite, before an index is computed from
+    a NaN flow (no scatter_add error), and every checkpoint it left (one per step until then)
+    holds finite weights only."""
+    run = tmp_path / "run"
+    args = [
+        "model=warp_posterior", *TINY_DATA, "trainer=debug", "trainer.max_steps=40",
+        "trainer.log_every_n_steps=5", "trainer.val_check_interval=40", "model.lr=1e6",
+        "callbacks.last_checkpoint.every_n_train_steps=1", "test=false",
+    ]  # fmt: skip
+    line = task_error("vfi.train", args, run, capsys)
+    assert "the training loss is not finite at step" in line, line
+    step = int(line.split("at step ")[1].split(":")[0])
+    assert 1 <= step < 40
+    saved = list((run / "checkpoints").glob("*.ckpt"))
+    assert saved and not list((run / "checkpoints").glob(".*tmp"))
+    for path in saved:
+        state = torch.load(path, weights_only=True)
+        assert state["global_step"] < step
+        assert all(bool(v.isfinite().all()) for v in state["state_dict"].values()), path

@@ -204,6 +204,31 @@ def test_sigterm_removes_the_partial_video(cli_env, tmp_path):
     assert "Traceback" not in stderr and not out.exists() and not partial.exists()
 
 
+@pytest.mark.slow
+def test_a_full_disk_names_the_output_and_leaves_nothing(cli_env, short_clip, tmp_path):
+    """Under a file-size limit of 64 KiB (a disk that fills up mid-write): exit 2 with one
+    line that blames the output, not the intact input; no output or temporary is left, and
+    without the limit the same command writes the video."""
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "out" / "slow.mp4"
+    out.parent.mkdir()
+    command = [sys.executable, "-m", "vfi.interpolate", "model=blend", f"input={short_clip}",
+               "factor=8", f"output={out}"]  # fmt: skip
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (2**16, 2**16))  # noqa: E731
+    proc = subprocess.run(command, cwd=REPO, env=cli_env, capture_output=True, text=True,
+                          preexec_fn=limit, timeout=300)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert one_line(proc.stderr) == f"vfi.interpolate: error: cannot write {out}: File too large"
+    assert list(out.parent.iterdir()) == []
+    run_cli("vfi.interpolate", *command[3:], env=cli_env)
+    assert out.stat().st_size > 2**16
+
+
 class RecordingEngine:
     """Stands in for the Interpolator: records each pair and its outer neighbours (by grey
     level) and answers the blend."""

@@ -141,3 +141,28 @@ def test_explicit_transpose_is_the_adjoint_of_the_border_warp():
     assert abs(float((sx * y).sum() - (x * sty).sum())) < 1e-10 * float((sx * y).abs().sum())
     via_autograd = adjoint(lambda v: warp_backward(v, flow), y)
     torch.testing.assert_close(adjoint(BackwardWarp(flow), y), via_autograd, rtol=0, atol=1e-12)
+
+
+def test_non_finite_flow_samples_outside_the_frame():
+    """A diverged flow (NaN, +-inf) is a position outside the frame, at (-2, -2): the border
+    warp returns the corner pixel there, the splats drop its mass, and the backward passes run
+    (cast to an index, NaN would be out of range)."""
+    from vfi.ops.warp import warp_backward_transpose, warp_gram_diagonal
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 6, 7, requires_grad=True)
+    flow = torch.zeros(1, 2, 6, 7)
+    bad = [(1, 2), (3, 4), (5, 6)]
+    for (i, j), value in zip(bad, (float("nan"), float("inf"), -float("inf")), strict=True):
+        flow[0, :, i, j] = value
+    flow.requires_grad_()
+    out = warp_backward(x, flow)
+    for i, j in bad:
+        torch.testing.assert_close(out[0, :, i, j], x[0, :, 0, 0])
+    splat = splat_sum(x, flow)
+    assert torch.isfinite(splat).all()
+    torch.testing.assert_close(splat.sum(), x.sum() - sum(x[0, :, i, j].sum() for i, j in bad))
+    transposed = warp_backward_transpose(x, flow)
+    assert torch.isfinite(transposed).all() and torch.isfinite(warp_gram_diagonal(flow)).all()
+    (out.sum() + splat.sum() + transposed.sum()).backward()
+    assert torch.isfinite(x.grad).all()

@@ -23,7 +23,8 @@ def test_wheel_ships_the_configs_and_runs_installed(cli_env, tmp_path):
     (wheel,) = (tmp_path / "dist").glob("vfi-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {"vfi/conf/train.yaml", "vfi/conf/model/warp_posterior.yaml",
-                "vfi/conf/data/source/clips_heldout.yaml", "vfi/weights/release.ckpt"}  # fmt: skip
+                "vfi/conf/data/source/clips_heldout.yaml", "vfi/weights/release.ckpt",
+                "vfi/weights/release.safetensors"}  # fmt: skip
     assert expected <= names
     site = tmp_path / "site"
     subprocess.run(

@@ -29,8 +29,8 @@ from vfi.utils.run import write_atomic
 
 def build_model(spec: str):
     """A model from ``name[,override,...]`` (Hydra overrides of the train config) or from a
-    checkpoint path ending in .ckpt."""
-    if spec.endswith(".ckpt"):
+    checkpoint path ending in .ckpt or .safetensors."""
+    if spec.endswith((".ckpt", ".safetensors")):
         return model_from_checkpoint(load_checkpoint(spec), None)
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate

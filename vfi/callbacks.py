@@ -1,6 +1,7 @@
-"""Side outputs of validation and test, as Lightning callbacks: image panels, the W&B
-per-item table and a per-item row sink. They read what ``validation_step`` / ``test_step``
-of :class:`vfi.models.base.InterpolatorModule` return:
+"""Lightning callbacks: the guard that stops a diverging run, and the side outputs of
+validation and test (image panels, the W&B per-item table and a per-item row sink), which read
+what ``validation_step`` / ``test_step`` of :class:`vfi.models.base.InterpolatorModule`
+return:
 
     {"rows": per-item score rows, "outs": [(mean, std) [B, 3, H, W] per time],
      "times": [float per time], "batch": the batch}
@@ -12,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
+import torch
 
+from vfi.errors import VFIError
 from vfi.utils.panels import (
     log_panel,
     panel_rows,
@@ -101,3 +104,46 @@ class ItemRows(L.Callback):
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
         if outputs:
             self.sink(outputs["rows"])
+
+
+class FiniteLoss(L.Callback):
+    """Stops a run whose training loss is not finite, with one line naming the first such
+    step, before any checkpoint (``last``, ``best``) can hold the weights it produced.
+
+    The first bad step is kept on the loss's device and read (one host synchronisation) at
+    every ``log_every_n_steps``-th step, before validation, before a checkpoint is written
+    (which must also hold finite weights) and at the end of the fit, so the steps between make
+    none."""
+
+    def __init__(self):
+        self.first_bad: torch.Tensor | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:  # a skipped batch
+            return
+        if self.first_bad is None:
+            self.first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+        new = (~torch.isfinite(loss.detach())) & (self.first_bad < 0)
+        self.first_bad = torch.where(new, trainer.global_step, self.first_bad)
+        if trainer.global_step % trainer.log_every_n_steps == 0:
+            self.check()
+
+    def check(self, *args, **kwargs) -> None:
+        if self.first_bad is not None and int(self.first_bad) >= 0:
+            raise VFIError(
+                f"the training loss is not finite at step {int(self.first_bad)}: the run stops "
+                "and keeps its checkpoints from before (lower model.lr, or check the data)"
+            )
+
+    on_validation_start = on_train_end = check
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self.check()
+        weights = {k: v for k, v in checkpoint["state_dict"].items() if v.is_floating_point()}
+        if weights and not bool(torch.stack([v.isfinite().all() for v in weights.values()]).all()):
+            name = next(k for k, v in weights.items() if not bool(v.isfinite().all()))
+            raise VFIError(
+                f"the weights are not finite at step {trainer.global_step} ({name}): the run "
+                "stops and keeps its checkpoints from before (lower model.lr, or check the data)"
+            )

@@ -12,6 +12,7 @@ output is written under a temporary name and moved into place once complete.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -159,17 +160,26 @@ class VideoWriter:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         frame.pts, frame.time_base = self.count, self.time_base
         self.count += 1
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
+        self.mux(frame)
+
+    def mux(self, frame: av.VideoFrame | None, close: bool = False) -> None:
+        """Encode ``frame`` (None: flush) and mux its packets (then close the file); a failed
+        write (a full disk, a file-size limit) is one line naming the output."""
+        try:
+            for packet in self.stream.encode(frame):
+                self.container.mux(packet)
+            if close:
+                self.container.close()
+        except (av.error.FFmpegError, OSError) as exc:
+            raise VFIError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
+        self.mux(None, close=True)
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
-        self.container.close()
+        with contextlib.suppress(av.error.FFmpegError, OSError):  # the write may have failed
+            self.container.close()
         self.tmp.unlink(missing_ok=True)
 
 

@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
+from vfi.callbacks import FiniteLoss
 from vfi.errors import VFIError
 from vfi.utils.checkpoint import export_checkpoint, load_checkpoint, resolve_checkpoint
 from vfi.utils.panels import log_panel
@@ -50,6 +51,7 @@ def train(cfg: DictConfig) -> dict[str, float] | float:
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
     if not loggers:  # logger=none: the learning-rate monitor has nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    callbacks.append(FiniteLoss())  # whatever callbacks= gives: a diverging run stops
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         metrics = fit_and_test(cfg, trainer, model, datamodule, ckpt_path, choices)
@@ -93,7 +95,7 @@ def fit_and_test(cfg, trainer, model, datamodule, ckpt_path, choices) -> dict[st
     """Fit (resuming from ``ckpt_path``), then test the best checkpoint's weights."""
     if ckpt_path:
         print(f"resuming from {ckpt_path}")
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if not cfg.test:
         return {}
     best = next(

@@ -30,6 +30,13 @@ def _base_grid(flow: Tensor) -> Tensor:
     return torch.stack([xs, ys]).unsqueeze(0)
 
 
+def _positions(flow: Tensor) -> Tensor:
+    """Sample positions p + flow[p] [B, 2, H, W]; a non-finite one (a diverged flow) is put
+    outside the frame, at -2: cast to an index it would be out of range (a crash in
+    ``grid_sample``'s backward on the CPU, a device-side assert on CUDA)."""
+    return (_base_grid(flow) + flow).nan_to_num(nan=-2.0, posinf=-2.0, neginf=-2.0)
+
+
 def warp_backward(
     x: Tensor, flow: Tensor, padding_mode: str = "border", mode: str = "bilinear"
 ) -> Tensor:
@@ -42,7 +49,7 @@ def warp_backward(
     """
     _check(x, flow)
     h, w = x.shape[-2:]
-    pos = _base_grid(flow) + flow
+    pos = _positions(flow)
     gx = 2 * pos[:, 0] / max(w - 1, 1) - 1
     gy = 2 * pos[:, 1] / max(h - 1, 1) - 1
     grid = torch.stack([gx, gy], dim=-1)
@@ -82,14 +89,14 @@ def splat_sum(x: Tensor, flow: Tensor) -> Tensor:
     Mass landing outside the frame is dropped. x: [B, C, H, W]; flow: [B, 2, H, W].
     """
     _check(x, flow)
-    return _splat_at(x, _base_grid(flow) + flow)
+    return _splat_at(x, _positions(flow))
 
 
 def _clamped_positions(flow: Tensor) -> Tensor:
     """Sample positions p + flow[p] [B, 2, H, W] clamped to the frame, as border padding
     does."""
     h, w = flow.shape[-2:]
-    pos = _base_grid(flow) + flow
+    pos = _positions(flow)
     return torch.stack([pos[:, 0].clamp(0, w - 1), pos[:, 1].clamp(0, h - 1)], dim=1)
 
 

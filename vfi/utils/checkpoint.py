@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import glob
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +17,43 @@ from vfi.errors import VFIError
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """A vfi training checkpoint (state dict plus the saved ``vfi_config``), read on the CPU."""
+    """A vfi training checkpoint (state dict plus the saved ``vfi_config``), read on the CPU
+    with ``weights_only=True``: tensors and plain containers only, so opening a file never runs
+    code in it; a file that holds any other object is refused. A ``.safetensors`` export
+    (:func:`export_checkpoint`) reads as the same dict."""
     if not Path(path).is_file():
         raise VFIError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if Path(path).suffix == ".safetensors":
+            return read_safetensors(path)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets one line
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if isinstance(exc, pickle.UnpicklingError) and found:
+            raise VFIError(
+                f"refused checkpoint {path}: it holds {found[1]}, not only tensors and plain "
+                "containers (vfi opens checkpoints with weights_only=True, which runs no code)"
+            ) from None
         raise VFIError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(ckpt, dict) or "vfi_config" not in ckpt or "state_dict" not in ckpt:
         raise VFIError(f"{path} is not a vfi training checkpoint (no saved vfi_config)")
     return ckpt
+
+
+def read_safetensors(path: str | Path) -> dict:
+    """The dict of a ``.safetensors`` export: its tensors as ``state_dict``, and ``vfi_config``,
+    ``metrics``, ``global_step`` from the JSON in its metadata."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata() or {}
+    if "vfi_config" not in meta:
+        raise VFIError(f"{path} is not a vfi export (no vfi_config in its metadata)")
+    ckpt = {name: json.loads(meta[name]) for name in ("vfi_config", "metrics", "global_step")}
+    return dict(ckpt, state_dict=load_file(str(path), device="cpu"))
 
 
 def model_from_checkpoint(
@@ -110,9 +139,16 @@ def export_checkpoint(
 ) -> Path:
     """A weights-only copy of a training checkpoint for release: its ``state_dict``,
     ``vfi_config`` (or ``config``: the run's, e.g. a re-test of the checkpoint with other
-    sampler settings) and ``metrics`` (no optimizer state), written atomically, with the
-    metrics also in a JSON file beside it (``release.json`` for ``release.ckpt``)."""
+    sampler settings) and ``metrics`` (no optimizer state), written atomically as ``out``
+    (a ``.ckpt``, what the entry points read by default: one format with the training
+    checkpoints), as the same name in ``.safetensors`` (the model hubs' format: the config and
+    metrics as JSON in its metadata), and the metrics in a JSON file beside them
+    (``release.json`` for ``release.ckpt``)."""
     import json
+
+    from safetensors.torch import save_file
+
+    from vfi.utils.run import write_atomic
 
     ckpt = load_checkpoint(source)
     out = Path(out)
@@ -123,11 +159,16 @@ def export_checkpoint(
         "global_step": ckpt.get("global_step"),
     }
     AtomicCheckpointIO().save_checkpoint(slim, out)
-    info = {"metrics": metrics, "global_step": slim["global_step"], "source": str(source)}
+    meta = {name: json.dumps(slim[name]) for name in ("vfi_config", "metrics", "global_step")}
+    write_atomic(
+        out.with_suffix(".safetensors"),
+        lambda tmp: save_file(slim["state_dict"], str(tmp), metadata=meta),
+    )
+    # the run folder and file, not the machine's path
+    info = {"metrics": metrics, "global_step": slim["global_step"]}
+    info["source"] = "/".join(Path(source).resolve().parts[-3:])
     info["choices"] = slim["vfi_config"].get("choices", {})
-    tmp = out.with_name(f".{out.stem}.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, out.with_suffix(".json"))
+    write_atomic(out.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
     return out
 
 

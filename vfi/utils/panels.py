@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -53,14 +52,11 @@ def stack_rows(rows: list[np.ndarray], gap: int = 2) -> np.ndarray:
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:
     """Write a uint8 HWC image as a PNG, through a temporary name and a rename."""
-    from vfi.utils.run import partial_name
+    from vfi.utils.run import write_atomic
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_name(path)
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
 
 
 def wandb_loggers(loggers) -> list:

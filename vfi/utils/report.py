@@ -3,7 +3,6 @@ rows they are aggregated from."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -11,7 +10,7 @@ import torch
 from matplotlib.figure import Figure
 
 from vfi.metrics import SPARSIFICATION_FRACTIONS
-from vfi.utils.run import partial_name
+from vfi.utils.run import write_atomic
 
 CURVES = ("sparsification", "oracle")
 BARS = (("psnr", "PSNR (dB), higher is better"), ("ssim", "SSIM, higher is better"),
@@ -53,10 +52,7 @@ def plot_report(records: list[dict], curves: dict[str, dict], path: str | Path) 
         ax.set_ylabel("mean |error| of the rest", fontsize=8)
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    tmp = partial_name(path)
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110))
 
 
 def aggregate(

@@ -237,11 +237,19 @@ def partial_name(path: Path) -> Path:
     return path.with_name(f".{path.stem}.partial{path.suffix}")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+def write_atomic(path: Path, content: str | Callable[[Path], object]) -> Path:
+    """Write ``content`` (text, or a writer called with the temporary path) to ``path`` through
+    a temporary file and a rename; a failed write leaves no temporary behind."""
     tmp = partial_name(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        if isinstance(content, str):
+            tmp.write_text(content)
+        else:
+            content(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def write_metrics(records: list[dict], out_dir: str | Path) -> str:
