@@ -179,10 +179,9 @@ def test_worker_errors_are_one_line(task_env, tmp_path, capsys):
     capsys.readouterr()
     with pytest.raises(SystemExit) as stop:
         run_task("vfi.eval", args, tmp_path / "run")
-    err = capsys.readouterr().err
+    err = capsys.readouterr().err  # the one line alone: no banner before it
     assert stop.value.code == 2 and "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("INFO:")]
-    assert lines == [f"vfi.eval: error: corrupt or truncated image: {image}"], err
+    assert one_line(err) == f"vfi.eval: error: corrupt or truncated image: {image}", err
 
 
 @needs_shared
@@ -190,12 +189,11 @@ def test_crops_too_small_for_the_lpips_loss_are_one_line(task_env, tmp_path, cap
     """The bridge trains with an LPIPS term; AlexNet has nothing left of a 16 px crop."""
     args = ["data=flying", "data.train.size=[16,16]", "data.batch_size=2", "data.num_workers=0"]
     capsys.readouterr()
-    with pytest.raises(SystemExit) as stop:  # in training: after Lightning's INFO lines
+    with pytest.raises(SystemExit) as stop:  # in training: with no Lightning banner before it
         run_task("vfi.train", [*args, "trainer.fast_dev_run=true"], tmp_path / "run")
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("INFO:")]
-    assert stop.value.code == 2 and "Traceback" not in err and len(lines) == 1, err
-    assert "at least 31 px, got 16x16" in lines[0] and "data.train.size" in lines[0]
+    line = one_line(capsys.readouterr().err)
+    assert stop.value.code == 2
+    assert "at least 31 px, got 16x16" in line and "data.train.size" in line
 
 
 def test_undecodable_video_is_one_line(task_env, tmp_path, capsys):
@@ -602,3 +600,18 @@ def test_a_diverging_run_stops_in_one_line_and_saves_no_nonfinite_weight(
         state = torch.load(path, weights_only=True)
         assert state["global_step"] < step
         assert all(bool(v.isfinite().all()) for v in state["state_dict"].values()), path
+
+
+def test_an_error_in_training_is_the_only_line_on_stderr(cli_env, tmp_path):
+    """A corrupt frame met during fit (data=frames, read in the training loop): stderr holds
+    the one error line, with no Lightning banner (devices, tips) or note before it."""
+    root = fabricate.frames(tmp_path / "frames", counts=(7,))
+    (root / "seq0" / "3.png").write_bytes((root / "seq0" / "3.png").read_bytes()[:60])
+    args = ["model=resshift", "data=frames", f"data.root={root}", "data.num_workers=0",
+            "data.batch_size=2", "data.train.augment.crop=[32,32]", "trainer=debug",
+            "trainer.max_steps=4", "logger=none"]  # fmt: skip
+    proc = run_cli("vfi.train", *args, env=cli_env, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        one_line(proc.stderr) == f"vfi.train: error: corrupt or truncated image: {root}/seq0/3.png"
+    )

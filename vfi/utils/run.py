@@ -168,6 +168,10 @@ def quiet_warnings() -> None:
     ):
         warnings.filterwarnings("ignore", message=pattern)
     logging.getLogger("litdata").setLevel(logging.WARNING)  # its INFO lines say how it reads
+    # Lightning's INFO lines: the devices found, tips about other packages, the limit_*_batches
+    # notes and why fit stopped (its warnings and the progress bar stay)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def missing_values(node, prefix: str = "") -> list[str]:
