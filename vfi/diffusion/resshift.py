@@ -48,11 +48,6 @@ def eta_at(etas: Tensor, t: Tensor, like: Tensor) -> Tensor:
     return _at(etas, t, like)
 
 
-def alpha_at(etas: Tensor, t: Tensor, like: Tensor) -> Tensor:
-    """alpha_t = eta_t - eta_{t-1}."""
-    return _at(etas, t, like) - _at(etas, t - 1, like)
-
-
 def q_sample(x0: Tensor, y: Tensor, t: Tensor, etas: Tensor, kappa: float, noise: Tensor) -> Tensor:
     """Draw x_t ~ q(x_t | x_0, y) = N(x_0 + eta_t (y - x_0), kappa^2 eta_t I).
 
