@@ -48,21 +48,25 @@ def test_release_views_equal_separately_flipped_runs():
     assert model.flip_views and model.views(4) == 4 and model.views(3) == 1
     mean, std = model.interpolate(i0, i1, 0.75, num_samples=4)
     model.flip_views = False
-    runs, spreads = [], []
+    seen = []  # each K = 1 run's prior variance (total_std's input)
+    total_std = model.total_std
+    model.total_std = lambda s, var: seen.append(var) or total_std(s, var)
+    runs, variances = [], []
     for dims in ((), (-1,), (-2,), (-2, -1)):
 
         def flip(x, dims=dims):
             return x.flip(dims) if dims else x
 
-        m, s = model.interpolate(flip(i0), flip(i1), 0.75, num_samples=1)
+        m, _ = model.interpolate(flip(i0), flip(i1), 0.75, num_samples=1)
         runs.append(flip(m))
-        # K = 1: std = scale sqrt(spread + floor^2), so the view's hypothesis spread is
-        spreads.append(flip((s / model.uncertainty_scale) ** 2 - model.uncertainty_floor**2))
+        variances.append(flip(seen[-1]))
     runs = torch.stack(runs)
     torch.testing.assert_close(mean, runs.mean(0), rtol=0, atol=1e-5)
     assert float((runs - runs[0]).abs().max()) > 1e-2  # the nets are not flip-equivariant
-    var = runs.var(0, unbiased=False) + torch.stack(spreads).mean(0) + model.uncertainty_floor**2
-    # compared before the scale (57 in the release), which would multiply float32 rounding
+    # std^2 = the samples' variance + the views' mean prior variance + floor^2
+    var = runs.var(0, unbiased=False) + torch.stack(variances).mean(0)
+    var = var + model.uncertainty_floor**2
+    # compared before the scale (tens in the release), which would multiply float32 rounding
     torch.testing.assert_close(std / model.uncertainty_scale, var.sqrt(), rtol=1e-4, atol=1e-5)
 
 

@@ -35,6 +35,11 @@ def test_release_is_small_and_claims_the_release_config():
     assert "optimizer_states" not in ckpt  # weights only
     info = json.loads(RELEASE_CHECKPOINT.with_suffix(".json").read_text())
     assert info["metrics"] == ckpt["metrics"] and info["metrics"]["test/psnr"] > 30
+    # the hub copy holds the same tensors, config and metrics
+    hub = load_checkpoint(RELEASE_CHECKPOINT.with_suffix(".safetensors"))
+    assert hub["state_dict"].keys() == ckpt["state_dict"].keys()
+    assert all(torch.equal(hub["state_dict"][k], v) for k, v in ckpt["state_dict"].items())
+    assert all(hub[k] == ckpt[k] for k in ("vfi_config", "metrics", "global_step"))
 
 
 def test_release_loads_strictly_and_beats_the_blend():

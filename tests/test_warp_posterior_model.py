@@ -63,9 +63,10 @@ def test_one_pass_serves_every_time_and_counts_network_calls(model):
     assert all(bool((s > 0).any()) for _, s in outs)  # kappa > 0: the samples differ
     mean, std = model.interpolate(i0, i1, 0.5, num_samples=1)
     assert model.network_calls - before == 6 + 4
-    # K = 1: no sample spread; the std is the hypotheses' spread and the floor. With zero
-    # flows the hypotheses are I0 and I1, weighted 1/2 each about their mean at l = 1/2.
-    expected = ((i1 - i0) ** 2 / 4 + model.uncertainty_floor**2).sqrt()
+    # K = 1: no sample spread; the std is the prior's variance and the floor. With zero flows
+    # the hypotheses are I0 and I1, weighted 1/2 each about their mean at l = 1/2
+    # ((I1 - I0)^2 / 4), and the warped frames are I0, I1 (disagreement (I1 - I0)^2).
+    expected = ((i1 - i0) ** 2 * 5 / 4 + model.uncertainty_floor**2).sqrt()
     torch.testing.assert_close(std, expected)
 
 
@@ -147,8 +148,32 @@ def test_rollout_training_takes_x_k_from_the_sampler(monkeypatch):
     assert torch.equal(inputs[-1], x_k)
 
 
+def test_motion_error_moves_edges_by_a_share_of_the_motion():
+    """prior_variance on a ramp mu = alpha x moving at v = (3, 4) px per unit time, with agreeing
+    warps and one-sided fusion: the only variance is (e |v| alpha)^2 (away from the border,
+    where the Sobel gradient of a ramp is exact); e = 0 leaves none."""
+    alpha, e = 0.02, 0.5
+    ramp = (torch.arange(16.0) * alpha).expand(1, 3, 16, 16)
+    ones = torch.ones(1, 1, 16, 16)
+    terms = {
+        "mu": ramp, "w0": ramp, "w1": ramp, "a": ones, "b": ones * 0, "confidence": ones,
+        "velocity": torch.tensor([3.0, 4.0]).view(1, 2, 1, 1).expand(1, 2, 16, 16),
+    }  # fmt: skip
+    far = torch.zeros_like(ramp)
+    var = build(f"model.motion_error={e}").prior_variance(terms, far, far, 0.5)
+    inner = var[..., 1:-1, 1:-1]
+    torch.testing.assert_close(inner, torch.full_like(inner, (e * 5 * alpha) ** 2))
+    assert float(build().prior_variance(terms, far, far, 0.5).abs().max()) < 1e-12
+
+
 @pytest.mark.parametrize(
-    "override", ["model.warp_mode=nearest", "model.fallback=always", "model.num_steps=1"]
+    "override",
+    [
+        "model.warp_mode=nearest",
+        "model.motion_error=-1",
+        "model.fallback=always",
+        "model.num_steps=1",
+    ],
 )
 def test_bad_model_options_are_rejected(override):
     """Hydra wraps the constructor's VFIError; the message names the option."""

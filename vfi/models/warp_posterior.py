@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import kornia
 import torch
 from torch import Tensor, nn
 
@@ -55,6 +56,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
     fallback_gain: the gain of the closed-form part of c.
     uncertainty_floor: std added in quadrature to every pixel's (image noise and 8-bit
         rounding, on the [-1, 1] scale) before the calibration scale.
+    motion_error: the std of the motion's error as a share of the motion: an edge moved by
+        e |v| pixels adds (e |v| |grad mu|)^2 to the variance (:meth:`prior_variance`; 0: none).
     warp_mode: "bilinear" or "bicubic" sampling of the prior's warped frames P[I0], B[I1]
         (the posterior's one-step operator S_k stays bilinear: its Gram diagonal is closed-form).
     flip_views: when sampling K chains, chain s sees the pair flipped by
@@ -67,7 +70,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         test_samples, lpips_backbone) go to :class:`vfi.models.base.TrainableInterpolator`.
     """
 
-    one_pass_std = True  # K = 1 gives a std: the fused hypotheses' spread (:meth:`total_std`)
+    one_pass_std = True  # K = 1 gives a std from the prior's terms (:meth:`total_std`)
 
     def __init__(
         self,
@@ -85,6 +88,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         fallback: str = "confidence",
         fallback_gain: float = 4.0,
         uncertainty_floor: float = 2.0 / 255,
+        motion_error: float = 0.0,
         warp_mode: str = "bilinear",
         flip_views: bool = True,
         sample_noise: bool = True,
@@ -97,6 +101,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
             raise VFIError(f"model.num_steps must be at least 2, got {num_steps}")
         if kappa <= 0:
             raise VFIError(f"model.kappa must be positive, got {kappa}")
+        if motion_error < 0:
+            raise VFIError(f"model.motion_error must be at least 0, got {motion_error}")
         if warp_mode not in ("bilinear", "bicubic"):
             raise VFIError(f"model.warp_mode must be 'bilinear' or 'bicubic', got {warp_mode!r}")
         if fallback not in ("confidence", "none"):
@@ -120,6 +126,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         self.fallback = fallback
         self.fallback_gain = fallback_gain
         self.uncertainty_floor = uncertainty_floor
+        self.motion_error = motion_error
         self.warp_mode = warp_mode
         self.flip_views = flip_views
         self.sample_noise = sample_noise
@@ -167,14 +174,26 @@ class WarpPosteriorVFI(TrainableInterpolator):
             "velocity": f_l1 - f_l0,
         }  # fmt: skip
 
-    def hypothesis_variance(self, terms: dict, i0: Tensor, i1: Tensor, l: float) -> Tensor:
-        """Variance [B, C, H, W] about mu of the four hypotheses the prior fuses at time l,
-        P[I0], B[I1], I0, I1, with weights c a / Z, c b / Z, (1 - c)(1 - l), (1 - c) l
-        (``terms`` from :meth:`bridge_terms` for the B items of i0, i1)."""
-        c, a, b = terms["confidence"], terms["a"], terms["b"]
+    def prior_variance(self, terms: dict, i0: Tensor, i1: Tensor, l: float) -> Tensor:
+        """The variance [B, C, H, W] the prior mu at time l leaves, from its ``terms``
+        (:meth:`bridge_terms` for the B items of i0, i1):
+
+            sum_h p_h (h - mu)^2 + (P[I0] - B[I1])^2 + (e |v| |grad mu|)^2,
+
+        the spread of the four hypotheses it fuses, h = P[I0], B[I1], I0, I1 with weights
+        p = c a / Z, c b / Z, (1 - c)(1 - l), (1 - c) l; the warped frames' disagreement; and
+        an edge moved by a motion error of e = ``motion_error`` times the motion per unit time
+        |v| (Sobel gradient, summed over x, y)."""
+        c, a, b, mu = terms["confidence"], terms["a"], terms["b"], terms["mu"]
         norm = a + b + self.eps
         weights = [c * a / norm, c * b / norm, (1 - c) * (1 - l), (1 - c) * l]
-        return mixture_variance([terms["w0"], terms["w1"], i0, i1], weights, terms["mu"])
+        var = mixture_variance([terms["w0"], terms["w1"], i0, i1], weights, mu)
+        var = var + (terms["w0"] - terms["w1"]) ** 2
+        if self.motion_error > 0:
+            speed2 = terms["velocity"].pow(2).sum(1, keepdim=True)
+            edge2 = kornia.filters.spatial_gradient(mu).pow(2).sum(2)
+            var = var + self.motion_error**2 * speed2 * edge2
+        return var
 
     @property
     def measures_at_time(self) -> bool:
@@ -518,22 +537,22 @@ class WarpPosteriorVFI(TrainableInterpolator):
         for k in index:  # cropped in each view's coordinates, then mapped back
             samples = flip_views(path[k - stop][..., :h, :w], views, num_samples)
             mean, std = sample_statistics(samples, num_samples, (h, w))
-            # the terms are per view, or per sample after a motion refresh: their spreads are
+            # the terms are per view, or per sample after a motion refresh: their variances are
             # mapped back and averaged
             reps = num_samples // views if self.motion_refresh else 1
             terms = {name: v[: reps * len(i0)] for name, v in cache[k].items()}
             ends = (i0p.repeat(reps, 1, 1, 1), i1p.repeat(reps, 1, 1, 1))
-            spread = self.hypothesis_variance(terms, *ends, float(grid[k]))[..., :h, :w]
-            spread = flip_views(spread, views, reps * views)
-            spread = spread.view(reps * views, b, *spread.shape[1:]).mean(0)
-            outs.append((mean, self.total_std(std, spread)))
+            var = self.prior_variance(terms, *ends, float(grid[k]))[..., :h, :w]
+            var = flip_views(var, views, reps * views)
+            var = var.view(reps * views, b, *var.shape[1:]).mean(0)
+            outs.append((mean, self.total_std(std, var)))
         return outs
 
-    def total_std(self, sample_std: Tensor, spread: Tensor) -> Tensor:
+    def total_std(self, sample_std: Tensor, prior_var: Tensor) -> Tensor:
         """The reported per-pixel std [B, 3, H, W]:
-        s sqrt(std_samples^2 + spread + floor^2), with the spread of the fused hypotheses
-        (:meth:`bridge_terms`) and the calibration scale s fitted on the validation set."""
-        var = sample_std**2 + spread + self.uncertainty_floor**2
+        s sqrt(std_samples^2 + var_prior + floor^2), with the prior's variance
+        (:meth:`prior_variance`) and the calibration scale s fitted on the validation set."""
+        var = sample_std**2 + prior_var + self.uncertainty_floor**2
         return self.uncertainty_scale.to(var) * var.sqrt()
 
     @torch.no_grad()
