@@ -25,8 +25,41 @@ def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         io.save_checkpoint({"global_step": 6}, path)
     monkeypatch.setattr(torch, "save", real_save)
-    assert torch.load(path, weights_only=False)["global_step"] == 3
+    assert torch.load(path, weights_only=True)["global_step"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path):
+    """A checkpoint write under a file-size limit of 256 KiB (a disk that fills up): one line
+    naming the checkpoint, no temporary left, and the previous last.ckpt intact and loadable.
+    Without the limit the same write succeeds."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"global_step": 3, "w": torch.ones(10)}, path)
+    script = (
+        "import resource, sys, torch\n"
+        "from vfi.errors import VFIError\n"
+        "from vfi.utils.checkpoint import AtomicCheckpointIO\n"
+        "limit = int(sys.argv[2])\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n"
+        "try:\n"
+        "    AtomicCheckpointIO().save_checkpoint({'global_step': 6, 'w': torch.ones(2**18)},"
+        " sys.argv[1])\n"
+        "except VFIError as exc:\n"
+        "    sys.exit(str(exc))\n"
+    )
+    run = [sys.executable, "-c", script, str(path)]
+    proc = subprocess.run([*run, str(2**18)], capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        f"cannot write checkpoint {path}: the write stopped short (is the disk full?); the "
+        "previous one is kept"
+    ), proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+    assert torch.load(path, weights_only=True)["global_step"] == 3
+    subprocess.run([*run, str(2**22)], check=True)
+    assert torch.load(path, weights_only=True)["global_step"] == 6
 
 
 def test_next_write_removes_temporaries_of_dead_writers(tmp_path):

@@ -615,3 +615,25 @@ def test_an_error_in_training_is_the_only_line_on_stderr(cli_env, tmp_path):
     assert (
         one_line(proc.stderr) == f"vfi.train: error: corrupt or truncated image: {root}/seq0/3.png"
     )
+
+
+def test_eval_on_a_full_disk_names_the_output_and_resumes(cli_env, tmp_path):
+    """vfi.eval under a file-size limit of 30 KiB (a disk that fills up): the first panel does
+    not fit, so one line names it (an output of the run) and exit 2, with no temporary left;
+    the same command with resume= and room to write finishes the table."""
+    import resource
+
+    run = tmp_path / "run"
+    args = ["model=blend", "data=clips", "data.num_workers=0", f"hydra.run.dir={run}"]
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (30 * 2**10,) * 2)  # noqa: E731
+    command = [sys.executable, "-m", "vfi.eval", *args]
+    proc = subprocess.run(command, cwd=REPO, env=cli_env, capture_output=True, text=True,
+                          preexec_fn=limit, timeout=600)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    line = one_line(proc.stderr)
+    assert line.startswith(f"vfi.eval: error: cannot write {run}/panels/") and line.endswith(
+        ".png: File too large"
+    ), line
+    assert not [p for p in run.rglob("*") if "partial" in p.name]
+    run_cli("vfi.eval", *args, f"resume={run}", env=cli_env)
+    assert json.loads((run / "metrics.json").read_text())["results"][0]["model"] == "blend"

@@ -193,9 +193,15 @@ def score_jobs(
         if todo is not None:
             with log.open("a") as sink:
 
-                def write(batch_rows, sink=sink, rows=rows):
-                    sink.write("".join(json.dumps(r) + "\n" for r in batch_rows))
-                    sink.flush()
+                def write(batch_rows, sink=sink, rows=rows, log=log):
+                    try:
+                        sink.write("".join(json.dumps(r) + "\n" for r in batch_rows))
+                        sink.flush()
+                    except OSError as exc:  # a full disk: the complete rows stay to resume from
+                        raise VFIError(
+                            f"cannot write {log}: {exc.strerror or exc} (resume=<this run's "
+                            "folder> scores the rest)"
+                        ) from None
                     rows.extend(batch_rows)
 
                 datamodule.datasets["test"] = todo

@@ -127,6 +127,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             torch.save(checkpoint, tmp)
             os.replace(tmp, path)
+        except (OSError, RuntimeError) as exc:  # torch reports a short write as a RuntimeError
+            reason = getattr(exc, "strerror", None) or "the write stopped short"
+            raise VFIError(
+                f"cannot write checkpoint {path}: {reason} (is the disk full?); the previous "
+                "one is kept"
+            ) from None
         finally:
             tmp.unlink(missing_ok=True)
 

@@ -243,7 +243,8 @@ def partial_name(path: Path) -> Path:
 
 def write_atomic(path: Path, content: str | Callable[[Path], object]) -> Path:
     """Write ``content`` (text, or a writer called with the temporary path) to ``path`` through
-    a temporary file and a rename; a failed write leaves no temporary behind."""
+    a temporary file and a rename; a failed write (a full disk) is one line naming ``path`` and
+    leaves no temporary behind."""
     tmp = partial_name(path)
     try:
         if isinstance(content, str):
@@ -251,6 +252,8 @@ def write_atomic(path: Path, content: str | Callable[[Path], object]) -> Path:
         else:
             content(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise VFIError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
