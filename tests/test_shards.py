@@ -9,7 +9,7 @@ from pathlib import Path
 import fabricate
 import pytest
 import torch
-from conftest import REPO, run_cli, run_task, task_error
+from conftest import REPO, one_line, run_cli, run_task, task_error
 
 from vfi.data import benchmarks
 from vfi.data.shards import read_index, shard_dataset, write_shards
@@ -238,3 +238,31 @@ def test_resume_mid_epoch_continues_the_shard_stream(task_env, vimeo, shards, tm
     ids = [i for row in rows for i in row["ids"]]
     train = {r.id for r in benchmarks.vimeo90k(str(vimeo), "train", "septuplet").records}
     assert len(rows) == 8 and len(ids) == NUM_TRAIN and set(ids) == train, rows
+
+
+def test_convert_on_a_full_disk_names_the_chunk_and_resumes(vimeo, cli_env, tmp_path):
+    """vfi.data.convert under a file-size limit smaller than one chunk (a disk that fills up):
+    one line that names the output, exit 2, no chunk or temporary under a final name; rerun
+    with room to write, the same command continues and gives every item."""
+    import resource
+    import subprocess
+    import sys
+
+    out = tmp_path / "vimeo"
+    args = [*CONVERT[:2], "chunk_items=8", f"data.root={vimeo}", f"out={out}", "num_workers=0",
+            f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (2**12,) * 2)  # noqa: E731
+    command = [sys.executable, "-m", "vfi.data.convert", *args]
+    proc = subprocess.run(command, cwd=REPO, env=cli_env, capture_output=True, text=True,
+                          preexec_fn=limit, timeout=600)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    line = one_line(proc.stderr)
+    assert (
+        line.startswith(f"vfi.data.convert: error: cannot write {out}") and "File too large" in line
+    ), line
+    assert not list(out.rglob("index.json")) and not list(out.rglob("scratch-*"))
+    run_cli("vfi.data.convert", *args, env=cli_env)
+    folder = benchmarks.vimeo90k(str(vimeo), "train", "septuplet")
+    streamed = shard_dataset(str(out), "train")
+    assert len(streamed) == len(folder) == NUM_TRAIN
+    assert all(same_items(streamed[i], folder[i]) for i in range(len(folder)))

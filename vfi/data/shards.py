@@ -308,20 +308,27 @@ def _write_chunk(records, c: int, chunk_items: int, local: Path, work: Path, adv
     shutil.rmtree(scratch, ignore_errors=True)
     writer = BinaryWriter(str(scratch), chunk_size=chunk_items, chunk_index=c)
     kept = skipped = 0
-    for record in records:
-        if record is None:
-            skipped += 1
-        else:
-            writer[kept] = record
-            kept += 1
-        advance()
-    entry = {"chunk": None, "config": None, "skipped": skipped}
-    if kept:
-        writer.done()
-        written = json.loads((scratch / f"{writer.rank}.{INDEX}").read_text())
-        (chunk,) = written["chunks"]
-        os.replace(scratch / chunk["filename"], local / chunk["filename"])
-        entry.update(chunk=chunk, config=written["config"])
+    try:
+        for record in records:
+            if record is None:
+                skipped += 1
+            else:
+                writer[kept] = record
+                kept += 1
+            advance()
+        entry = {"chunk": None, "config": None, "skipped": skipped}
+        if kept:
+            writer.done()
+            written = json.loads((scratch / f"{writer.rank}.{INDEX}").read_text())
+            (chunk,) = written["chunks"]
+            os.replace(scratch / chunk["filename"], local / chunk["filename"])
+            entry.update(chunk=chunk, config=written["config"])
+    except OSError as exc:  # a full disk: the chunks recorded so far stay
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise VFIError(
+            f"cannot write {local} (chunk {c}): {exc.strerror or exc}; the same command "
+            "continues after the last whole chunk"
+        ) from None
     write_atomic(work / f"chunk-{c}.json", json.dumps(entry))
     shutil.rmtree(scratch)
 
