@@ -637,3 +637,29 @@ def test_eval_on_a_full_disk_names_the_output_and_resumes(cli_env, tmp_path):
     assert not [p for p in run.rglob("*") if "partial" in p.name]
     run_cli("vfi.eval", *args, f"resume={run}", env=cli_env)
     assert json.loads((run / "metrics.json").read_text())["results"][0]["model"] == "blend"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_training_run_exits_128_plus_the_signal_and_resumes(cli_env, tmp_path, stop):
+    """Ctrl-C (SIGINT) or SIGTERM once the run has saved last.ckpt: exit 130 / 143 (not
+    Lightning's 1), the last checkpoint whole and loadable, and ckpt_path= resumes from it."""
+    run = tmp_path / "run"
+    args = [*TINY, "logger=none", "test=false", "callbacks.last_checkpoint.every_n_train_steps=2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vfi.train", *args, "trainer.max_steps=100000",
+         f"hydra.run.dir={run}"],
+        cwd=REPO, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(stop)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + stop, stderr
+    assert "Traceback" not in stderr
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert step >= 2 and not list(last.parent.glob(".*tmp"))
+    resumed = run_cli("vfi.train", *args, f"ckpt_path={last}", f"trainer.max_steps={step + 2}",
+                      f"hydra.run.dir={tmp_path / 'resumed'}", env=cli_env)  # fmt: skip
+    assert f"training starts at global step {step}" in resumed.stdout
