@@ -266,3 +266,22 @@ def test_convert_on_a_full_disk_names_the_chunk_and_resumes(vimeo, cli_env, tmp_
     streamed = shard_dataset(str(out), "train")
     assert len(streamed) == len(folder) == NUM_TRAIN
     assert all(same_items(streamed[i], folder[i]) for i in range(len(folder)))
+
+
+def test_eval_resume_on_a_stream_counts_each_item_once(task_env, shards, tmp_path):
+    """vfi.eval resume= on a shard stream (an IterableDataset, which cannot skip the items
+    already scored) after an interruption that left half the rows: the stream is scored anew,
+    so the means and rows equal an uninterrupted run's, each item counted once."""
+    args = ["model=blend", "data=shards", f"data.root={shards}", "motion_bins=null"]
+    whole = tmp_path / "whole"
+    run_task("vfi.eval", args, whole)
+    (log,) = (whole / "items").glob("*.jsonl")
+    rows = log.read_text().splitlines()
+    expected = json.loads((whole / "metrics.json").read_text())["results"][0]["metrics"]
+    log.write_text("\n".join(rows[: len(rows) // 2]) + "\n")  # interrupted half-way
+    run_task("vfi.eval", [*args, f"resume={whole}"], tmp_path / "x")
+    ids = lambda lines: sorted(json.loads(line)["id"] for line in lines)  # noqa: E731
+    assert ids(log.read_text().splitlines()) == ids(rows)
+    got = json.loads((whole / "metrics.json").read_text())["results"][0]["metrics"]
+    for name in ("test/psnr", "test/ssim", "test/lpips"):
+        assert got[name] == pytest.approx(expected[name]), name

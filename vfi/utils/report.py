@@ -3,6 +3,7 @@ rows they are aggregated from."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -35,7 +36,7 @@ def plot_report(records: list[dict], curves: dict[str, dict], path: str | Path) 
         ax.bar_label(bars, fmt="%.4g", fontsize=7)
         ax.set_title(title, fontsize=9)
         ax.set_xticks(range(len(values)), labels, fontsize=7)
-        finite = [v for v in values if v == v]
+        finite = [v for v in values if math.isfinite(v)]
         if finite and name != "lpips":
             low, high = min(finite), max(finite)
             ax.set_ylim(low - 0.15 * (high - low + 1e-3) - (1 if name == "psnr" else 0.01), None)
