@@ -645,17 +645,24 @@ def test_a_stopped_training_run_exits_128_plus_the_signal_and_resumes(cli_env, t
     Lightning's 1), the last checkpoint whole and loadable, and ckpt_path= resumes from it."""
     run = tmp_path / "run"
     args = [*TINY, "logger=none", "test=false", "callbacks.last_checkpoint.every_n_train_steps=2"]
+    # a terminal's Ctrl-C reaches a process whose SIGINT is at its default (pytest-xdist's
+    # workers ignore it, and a child would inherit that)
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
     proc = subprocess.Popen(
         [sys.executable, "-m", "vfi.train", *args, "trainer.max_steps=100000",
          f"hydra.run.dir={run}"],
         cwd=REPO, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_sigint,
     )  # fmt: skip
     last = run / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
-    while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
-    proc.send_signal(stop)
-    _, stderr = proc.communicate(timeout=120)
+    try:
+        while not last.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(stop)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
     assert proc.returncode == 128 + stop, stderr
     assert "Traceback" not in stderr
     step = torch.load(last, weights_only=True)["global_step"]
