@@ -141,8 +141,9 @@ class FiniteLoss(L.Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         self.check()
         weights = {k: v for k, v in checkpoint["state_dict"].items() if v.is_floating_point()}
-        if weights and not bool(torch.stack([v.isfinite().all() for v in weights.values()]).all()):
-            name = next(k for k, v in weights.items() if not bool(v.isfinite().all()))
+        finite = [v.isfinite().all() for v in weights.values()]
+        if finite and not bool(torch.stack(finite).all()):  # one host synchronisation
+            name = next(k for k, ok in zip(weights, finite, strict=True) if not ok)
             raise VFIError(
                 f"the weights are not finite at step {trainer.global_step} ({name}): the run "
                 "stops and keeps its checkpoints from before (lower model.lr, or check the data)"

@@ -3,10 +3,11 @@ checkpoint (or a baseline model=...) and any baselines on one test set, in one t
 
 Every scored item is appended to ``items/<model>__<data>.jsonl`` as soon as its batch ends;
 ``resume=<earlier eval folder>`` continues in that folder and scores only the items missing
-there (a stream, which cannot skip items, is scored anew). The run writes metrics.json, results.md and report.png (metrics per model and the
-sparsification curves of models scored with several samples). Besides a row per model the
-tables get a row per motion bin (``motion_bins``, items split by ``motion_px`` as SNU-FILM's
-easy / medium / hard / extreme) and, with ``per_clip=true``, per clip and per clip and bin.
+there (a stream, which cannot skip items, is scored anew). The run writes metrics.json,
+results.md and report.png (metrics per model and the sparsification curves of models scored
+with several samples). Besides a row per model the tables get a row per motion bin
+(``motion_bins``, items split by ``motion_px`` as SNU-FILM's easy / medium / hard / extreme)
+and, with ``per_clip=true``, per clip and per clip and bin.
 """
 
 from __future__ import annotations

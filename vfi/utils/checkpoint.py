@@ -27,6 +27,8 @@ def load_checkpoint(path: str | Path) -> dict:
         if Path(path).suffix == ".safetensors":
             return read_safetensors(path)
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except VFIError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets one line
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if isinstance(exc, pickle.UnpicklingError) and found:
