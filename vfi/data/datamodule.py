@@ -13,6 +13,8 @@ from torch.utils.data._utils.collate import default_collate
 
 from vfi.data.video import rank_and_world
 from vfi.errors import VFIError
+from vfi.ops.dis import DISFlow
+from vfi.ops.scene import scene_cuts
 
 
 def collate_items(items: list[dict | None]) -> dict:
@@ -22,6 +24,38 @@ def collate_items(items: list[dict | None]) -> dict:
     batch = default_collate(kept) if kept else {}
     batch["skipped"] = len(items) - len(kept)
     return batch
+
+
+MEASURES = ("pair_flow", "cut")
+
+
+class MeasuringCollate:
+    """The DataLoader's ``collate_fn``: :func:`collate_items`, then what the model asked to
+    have measured on the CPU (:meth:`vfi.models.base.InterpolatorModule.batch_measures`), in
+    the DataLoader's workers, so its steps run no OpenCV and wait for nothing on the host:
+
+    - ``pair_flow``: OpenCV DIS flows F_0->1, F_1->0 between the items' (augmented) I0 and I1,
+      [B, 4, H, W], the start of a DIS-initialised flow net;
+    - ``cut``: whether a scene cut separates I0 and I1 (:func:`vfi.ops.scene.scene_cuts`), [B].
+    """
+
+    def __init__(self, measures: Sequence[str] = ()):
+        unknown = sorted(set(measures) - set(MEASURES))
+        if unknown:
+            raise VFIError(f"unknown batch measures {unknown}: expected some of {list(MEASURES)}")
+        self.measures = tuple(measures)
+        self.dis = DISFlow("medium")  # built in each worker on first use
+
+    def __call__(self, items: list[dict | None]) -> dict:
+        batch = collate_items(items)
+        if "I0" not in batch:
+            return batch
+        i0, i1 = batch["I0"], batch["I1"]
+        if "pair_flow" in self.measures:
+            batch["pair_flow"] = torch.cat([self.dis(i0, i1), self.dis(i1, i0)], dim=1)
+        if "cut" in self.measures:
+            batch["cut"] = scene_cuts(i0, i1, self.dis)
+        return batch
 
 
 class InterleavedDataset(IterableDataset):
@@ -98,6 +132,8 @@ class VFIDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.skipped = 0
+        # per split, what the workers measure for the model (set by the model's setup hook)
+        self.measures: dict[str, tuple[str, ...]] = {}
 
     @property
     def device_batch_size(self) -> int:
@@ -146,7 +182,7 @@ class VFIDataModule(L.LightningDataModule):
                 num_workers=self.num_workers,
                 pin_memory=self.pin_memory,
                 persistent_workers=self.num_workers > 0,
-                collate_fn=collate_items,
+                collate_fn=MeasuringCollate(self.measures.get(split, ())),
             )
         return DataLoader(
             dataset,
@@ -156,7 +192,7 @@ class VFIDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             drop_last=shuffle,
-            collate_fn=collate_items,
+            collate_fn=MeasuringCollate(self.measures.get(split, ())),
         )
 
     def train_dataloader(self) -> DataLoader:

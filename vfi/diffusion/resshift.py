@@ -81,7 +81,7 @@ def scale_input(x_t: Tensor, t: Tensor, etas: Tensor, kappa: float) -> Tensor:
 
 def prior_sample(y: Tensor, etas: Tensor, kappa: float, noise: Tensor) -> Tensor:
     """Start of the reverse chain: x_T = y + kappa sqrt(eta_T) z."""
-    return y + kappa * math.sqrt(float(etas[-1])) * noise
+    return y + (kappa * etas[-1].sqrt()).to(y) * noise
 
 
 def sample_loop(
@@ -95,7 +95,8 @@ def sample_loop(
 
     x_{t-1} = (eta_{t-1}/eta_t) x_t + (alpha_t/eta_t) x0_hat
               + kappa sqrt(eta_{t-1} alpha_t/eta_t) z,   with no noise at t = 1.
-    ``predict_x0(x_t, t)`` returns x0_hat [B, C, H, W] for steps t [B].
+    ``predict_x0(x_t, t, step)`` returns x0_hat [B, C, H, W] for steps t [B] (all equal to
+    the host integer ``step``, so the caller never reads t back from the device).
     """
 
     def randn() -> Tensor:
@@ -104,6 +105,6 @@ def sample_loop(
     x = prior_sample(y, etas, kappa, randn())
     for step in range(len(etas), 0, -1):
         t = torch.full((y.shape[0],), step, device=y.device, dtype=torch.long)
-        mean, var = posterior_mean_var(x, predict_x0(x, t), t, etas, kappa)
+        mean, var = posterior_mean_var(x, predict_x0(x, t, step), t, etas, kappa)
         x = mean + var.sqrt() * randn() if step > 1 else mean
     return x

@@ -8,6 +8,7 @@ x_k = mu_k + rho_k S_k[x_{k-1} - mu_{k-1}] + N(0, gamma_k I) with the one-step w
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 from torch import Tensor
@@ -69,27 +70,35 @@ def gram_diagonal(op: LinearOp, like: Tensor) -> Tensor:
 
 
 def conjugate_gradient(
-    apply_a: LinearOp, b: Tensor, tol: float = 1e-10, max_iter: int = 200
-) -> tuple[Tensor, int, float]:
+    apply_a: LinearOp, b: Tensor, tol: float = 1e-10, max_iter: int = 200, check_every: int = 10
+) -> tuple[Tensor, Tensor, Tensor]:
     """Solve A x = b for symmetric positive definite A (matrix-free), from x = 0.
 
-    Stops when ||r|| <= tol ||b||. Returns x, the iterations and the relative residual."""
+    Converged when ||r|| <= tol ||b||. The host reads that flag only every ``check_every``
+    iterations (0: never, always ``max_iter`` iterations), so a GPU syncs once per
+    ``check_every``; iterations after convergence are masked out (x, r, p stay), so x is
+    what stopping at the first converged iteration gives. Returns x, the iterations and the
+    relative residual (0-dim tensors on b's device)."""
     x = torch.zeros_like(b)
     r = b.clone()
     p = r.clone()
     rr = (r * r).sum()
     b_norm = b.norm().clamp_min(torch.finfo(b.dtype).tiny)
-    it = 0
-    while it < max_iter and rr.sqrt() > tol * b_norm:
+    threshold = (tol * b_norm) ** 2
+    iterations = torch.zeros((), dtype=torch.long, device=b.device)
+    for it in range(max_iter):
+        if check_every and it % check_every == 0 and bool(rr <= threshold):
+            break
+        active = rr > threshold
         ap = apply_a(p)
-        alpha = rr / (p * ap).sum()
+        alpha = torch.where(active, rr / torch.where(active, (p * ap).sum(), 1.0), 0.0)
         x = x + alpha * p
         r = r - alpha * ap
         rr_new = (r * r).sum()
-        p = r + (rr_new / rr) * p
-        rr = rr_new
-        it += 1
-    return x, it, float(rr.detach().sqrt() / b_norm.detach())
+        p = torch.where(active, r + (rr_new / torch.where(active, rr, 1.0)) * p, p)
+        rr = torch.where(active, rr_new, rr)
+        iterations = iterations + active.long()
+    return x, iterations, rr.detach().sqrt() / b_norm.detach()
 
 
 Coefficient = float | Tensor
@@ -117,13 +126,15 @@ def posterior(
     tol: float = 1e-10,
     max_iter: int = 200,
     stats: dict | None = None,
+    check_every: int = 10,
 ) -> tuple[Tensor, Tensor | None]:
     """q(x_{k-1} | x_k, x_0, x_T) = N(mean, var).
 
     H = rho^2 S^T S / gamma + I / beta_{k-1}
     mean = mu_{k-1} + H^{-1} rho S^T (x_k - mu_k) / gamma
     mode="exact": solve with H by conjugate gradients, in at least float32 with autocast off
-    (var is None; iterations and residual go into ``stats``). mode="diagonal": S^T S is
+    (var is None; iterations and residual go into ``stats`` as 0-dim tensors; convergence read
+    every ``check_every`` iterations). mode="diagonal": S^T S is
     replaced by its diagonal D (``gram_diag``, or computed exactly by probing), giving per pixel
     var = beta gamma / (rho^2 D beta + gamma), mean = mu_{k-1} + rho beta S^T(x_k - mu_k) / (...).
     rho, gamma, beta_prev are floats or tensors broadcasting against x_k (e.g. [B, 1, 1, 1],
@@ -132,19 +143,21 @@ def posterior(
     """
     if mode not in ("exact", "diagonal"):
         raise ValueError(f"mode must be 'exact' or 'diagonal', got {mode!r}")
+    if all(isinstance(c, int | float) for c in (rho, gamma, beta_prev)):  # host-side checks
+        if gamma == 0 and rho != 0:
+            raise ValueError("gamma = 0 with rho != 0 is not a bridge step")
+        if beta_prev == 0:
+            return mu_prev, torch.zeros_like(mu_prev)
+        if gamma == 0:
+            return mu_prev, torch.full_like(mu_prev, beta_prev)
     # Coefficients, and the exact solve, in at least float32 whatever the inputs' precision.
+    # Per-item tensors are handled without reading them on the host (no device sync): a
+    # degenerate step gets safe stand-ins (gamma = 1 with rho = 0 leaves the prior).
     work = torch.promote_types(x_k.dtype, torch.float32)
     rho, gamma, beta = (
         torch.as_tensor(c, dtype=work, device=x_k.device) for c in (rho, gamma, beta_prev)
     )
-    if bool(((gamma == 0) & (rho != 0)).any()):
-        raise ValueError("gamma = 0 with rho != 0 is not a bridge step")
     pinned = beta == 0
-    if bool(pinned.all()):
-        return mu_prev, torch.zeros_like(mu_prev)
-    if bool((gamma == 0).all()):
-        return mu_prev, beta.expand_as(mu_prev).to(mu_prev.dtype)
-    # Safe stand-ins where a step is degenerate: gamma = 1 with rho = 0 leaves the prior.
     gamma = torch.where(gamma == 0, torch.ones_like(gamma), gamma)
     beta_safe = torch.where(pinned, torch.ones_like(beta), beta)
     if mode == "diagonal":
@@ -152,17 +165,20 @@ def posterior(
         d = gram_diagonal(warp, x_k) if gram_diag is None else gram_diag
         var, denom = diagonal_variance(d, rho, gamma, beta_safe)
         mean = (mu_prev + rho * beta_safe * innovation / denom).to(mu_prev.dtype)
-        var = var.to(mu_prev.dtype)
-        if bool(pinned.any()):
-            return torch.where(pinned, mu_prev, mean), torch.where(pinned, 0.0, var)
-        return mean, var
+        var = torch.where(pinned, 0.0, var).to(mu_prev.dtype)
+        return torch.where(pinned, mu_prev, mean), var
 
     def apply_h(v: Tensor) -> Tensor:
         return rho**2 * adjoint(warp, warp(v)) / gamma + v / beta_safe
 
-    with torch.autocast(x_k.device.type, enabled=False):
+    device = x_k.device.type  # autocast off where the device has it (not on meta)
+    with (
+        torch.autocast(device, enabled=False)
+        if torch.amp.is_autocast_available(device)
+        else nullcontext()
+    ):
         rhs = rho * adjoint(warp, x_k.to(work) - mu_k.to(work)) / gamma
-        delta, iters, residual = conjugate_gradient(apply_h, rhs, tol, max_iter)
+        delta, iters, residual = conjugate_gradient(apply_h, rhs, tol, max_iter, check_every)
     if stats is not None:
         stats.update(iterations=iters, residual=residual)
     return torch.where(pinned, mu_prev, mu_prev + delta.to(mu_prev.dtype)), None
@@ -193,6 +209,7 @@ def reverse_bridge(
     tol: float = 1e-10,
     max_iter: int = 200,
     stats: list | None = None,
+    check_every: int = 10,
 ) -> list[Tensor]:
     """One reverse pass x_T = I1 -> x_stop; returns [x_stop, ..., x_T] on the grid ``times``
     (stop = 0: the whole path, ending at x_0 = I0).
@@ -203,7 +220,8 @@ def reverse_bridge(
     ``on_step(x_k, k)`` is called at the start of step k (x_k -> x_{k-1}), before the step asks
     for any of its terms (e.g. to re-estimate the motion from x_k).
     x_{k-1} = x^_{k-1} + sqrt(var) z; in exact mode the mean comes from conjugate gradients
-    (``tol``, ``max_iter``; each step's iterations and residual are appended to ``stats``)
+    (``tol``, ``max_iter``, ``check_every``; each step's iterations and residual are appended
+    to ``stats``)
     while the noise uses the diagonal-mode variance.
 
     ``denoised``: return the estimates x^_k (0 < k < T, before their noise) in place of the
@@ -226,8 +244,9 @@ def reverse_bridge(
         d = None if gram_diag is None else gram_diag(k)
         step_stats: dict = {}
         mean, var = posterior(
-            x_k, mu(k - 1), mu(k), warp, rho, gamma, beta_prev, mode, d, tol, max_iter, step_stats
-        )
+            x_k, mu(k - 1), mu(k), warp, rho, gamma, beta_prev, mode, d, tol, max_iter, step_stats,
+            check_every,
+        )  # fmt: skip
         if stats is not None and step_stats:
             stats.append(step_stats)
         if refine is not None:

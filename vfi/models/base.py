@@ -29,12 +29,21 @@ from vfi.utils.report import aggregate
 
 
 def check_tau(tau: Tensor | float) -> Tensor:
-    """tau as a tensor, after checking every value lies strictly inside (0, 1)."""
-    tau = torch.as_tensor(tau, dtype=torch.float32)
+    """tau as a CPU tensor, after checking every value lies strictly inside (0, 1) (a tau on
+    a device is read back once: give floats or a CPU tensor to keep the device free of
+    synchronisations)."""
+    tau = torch.as_tensor(tau, dtype=torch.float32).cpu()
     if not bool(((tau > 0) & (tau < 1)).all()):
         bad = tau[(tau <= 0) | (tau >= 1)].flatten()[0].item()
         raise VFIError(f"tau must lie in (0, 1), got {bad:g}")
     return tau
+
+
+def host_taus(batch: dict) -> list[list[float]]:
+    """The items' ground-truth times [B][N] as Python floats: ``taus_host``, read while the
+    batch was still on the host (:meth:`InterpolatorModule.on_before_batch_transfer`), or
+    ``taus`` read back (a device synchronisation) for a batch that skipped that hook."""
+    return batch["taus_host"] if "taus_host" in batch else batch["taus"].tolist()
 
 
 def sample_statistics(x: Tensor, num_samples: int, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
@@ -141,9 +150,39 @@ class InterpolatorModule(L.LightningModule):
 
     @property
     def lpips_net(self):
+        """The LPIPS network (None without weights), loaded on first use onto the module's
+        device. It is held outside the module tree, so never saved in a checkpoint, and
+        follows the module's moves (:meth:`_apply`), as a submodule would."""
         if "net" not in self._cache:
-            self._cache["net"] = try_load_lpips(self.lpips_backbone)
+            net = try_load_lpips(self.lpips_backbone)
+            self._cache["net"] = None if net is None else net.to(self.device)
         return self._cache["net"]
+
+    def _apply(self, fn, recurse: bool = True):
+        if self._cache.get("net") is not None:
+            self._cache["net"]._apply(fn, recurse)
+        return super()._apply(fn, recurse)
+
+    def batch_measures(self) -> dict[str, tuple[str, ...]]:
+        """Per split, what the data workers measure for the steps
+        (:class:`vfi.data.datamodule.MeasuringCollate`): the scene ``cut`` flags of the
+        evaluation items when ``scene_cut`` is on."""
+        cut = ("cut",) if self.scene_cut else ()
+        return {"train": (), "val": cut, "test": cut}
+
+    def setup(self, stage: str) -> None:
+        """Tell the DataModule what its workers measure for this model (before Lightning asks
+        it for the loaders)."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None and hasattr(datamodule, "measures"):
+            datamodule.measures.update(self.batch_measures())
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Keep the items' times as host floats (``taus_host``, :func:`host_taus`) before the
+        batch moves to the device, so the steps choose times without reading the device."""
+        if isinstance(batch, dict) and torch.is_tensor(batch.get("taus")):
+            batch["taus_host"] = batch["taus"].tolist()
+        return batch
 
     def _log_epoch_means(self, stage: str) -> None:
         """Gather every rank's rows of this pass (one collective, called by every rank) and
@@ -184,14 +223,17 @@ class InterpolatorModule(L.LightningModule):
         :func:`replace_at_cuts`), and their times (the first item's)."""
         i0, i1 = batch["I0"], batch["I1"]
         extra = {"outer": batch.get("outer")} if self.takes_outer else {}
+        host = host_taus(batch)
         if batch["gt"].shape[1] > 1:  # one time grid for the whole batch
-            times = [float(t) for t in batch["taus"][0]]
+            times = host[0]
             outs, taus = self.interpolate_times(i0, i1, times, samples, **extra), times
-        else:
-            taus = [batch["taus"][:, 0]]  # one time per item
+        else:  # one time per item (a CPU tensor: nothing is read back from the device)
+            per_item = [row[0] for row in host]
+            taus = [per_item[0] if len(set(per_item)) == 1 else torch.tensor(per_item)]
             outs = [self.interpolate(i0, i1, taus[0], samples, **extra)]
-            times = [float(batch["taus"][0, 0])]
-        return replace_at_cuts(outs, i0, i1, taus, self.cut_mask(i0, i1)), times
+            times = per_item[:1]
+        cut = batch["cut"] if self.scene_cut and "cut" in batch else self.cut_mask(i0, i1)
+        return replace_at_cuts(outs, i0, i1, taus, cut), times
 
     def _score(
         self, batch: dict, outs: list[tuple[Tensor, Tensor]], times: list[float], samples: int
@@ -416,6 +458,29 @@ class TrainableInterpolator(InterpolatorModule):
             )
         return network_inputs(network, i0, i1, outer)
 
+    def pair_flows(
+        self, i0: Tensor, i1: Tensor, start: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """F_0->1, F_1->0 [B, 2, H, W] from the two-frame flow net, started from ``start``
+        [B, 4, H, W] (the batch's ``pair_flow``, :meth:`measured_pair_flow`) when given."""
+        if start is None:
+            return self.flow_net(i0, i1)
+        return self.flow_net(i0, i1, start=start)
+
+    def measured_pair_flow(self, batch: dict) -> Tensor | None:
+        """The batch's ``pair_flow`` [B, 4, H', W'] (DIS, measured by the data workers, see
+        :class:`vfi.data.datamodule.MeasuringCollate`), padded like the frames; None without."""
+        flow = batch.get("pair_flow")
+        return None if flow is None else pad_to_multiple(flow, self.multiple)[0]
+
+    def batch_measures(self) -> dict[str, tuple[str, ...]]:
+        """Per split, what the data workers measure for the steps: the DIS ``pair_flow`` a
+        DIS-initialised flow net starts from (training), and the scene ``cut`` flags."""
+        measures = super().batch_measures()
+        if getattr(getattr(self, "flow_net", None), "init", None) == "dis":
+            measures["train"] = ("pair_flow",)
+        return measures
+
     def refresh_due(self, done: int, remaining: int) -> bool:
         """Whether the motion is re-estimated after ``done`` reverse steps, with ``remaining``
         still to run: after every ``motion_refresh`` steps, never after the last one."""
@@ -448,8 +513,7 @@ class TrainableInterpolator(InterpolatorModule):
                 f"got {pred.shape[-2]}x{pred.shape[-1]}: give larger ones "
                 "(data.train.augment.crop, or data.train.size for flying) or model.lpips_weight=0"
             )
-        net = self.lpips_net.to(pred.device)
-        return self.lpips_weight * net(pred.clamp(-1, 1), target).mean()
+        return self.lpips_weight * self.lpips_net(pred.clamp(-1, 1), target).mean()
 
     def supervised_loss(
         self, pred: Tensor, prior: Tensor, target: Tensor, prior_weight: float

@@ -79,7 +79,8 @@ class ResShiftVFI(TrainableInterpolator):
         self.flow_net = flow_net
         self.visibility_net = visibility_net
         self.denoiser = denoiser
-        self.etas = rs.eta_schedule(**schedule)
+        # eta_1..eta_T (float64), moved with the module; derived from the config, not saved
+        self.register_buffer("etas", rs.eta_schedule(**schedule), persistent=False)
         self.kappa = float(schedule.get("kappa", 2.0))
         self.warp = warp
         self.splat_alpha = splat_alpha
@@ -143,15 +144,18 @@ class ResShiftVFI(TrainableInterpolator):
         return x if self.autoencoder is None else self.autoencoder.decode(x, i0, i1)
 
     # --- the prior -----------------------------------------------------------------------
-    def pair_motion(self, i0: Tensor, i1: Tensor, tau: Tensor) -> dict[str, Tensor]:
-        """The pair's flows F_0->1, F_1->0 (``f01``, ``f10``) and those the prior warps with:
+    def pair_motion(
+        self, i0: Tensor, i1: Tensor, tau: Tensor, start: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """The pair's flows F_0->1, F_1->0 (``f01``, ``f10``; from ``start``, see
+        :meth:`pair_flows`) and those the prior warps with:
         to time tau, F_tau->0, F_tau->1 (``f_t0``, ``f_t1``, :func:`intermediate_flows`) and
         from it, F_0->tau = tau F_0->1, F_1->tau = (1 - tau) F_1->0 (``f_0t``, ``f_1t``). A
         per-time estimator gives F_tau->0, F_tau->1 and its fusion mask (``mask``) only."""
         if getattr(self.flow_net, "measures_at_time", False):
             found = self.flow_net(i0, i1, tau)
             return {"f_t0": found["to0"], "f_t1": found["to1"], "mask": found["mask"]}
-        f01, f10 = self.flow_net(i0, i1)
+        f01, f10 = self.pair_flows(i0, i1, start)
         f_t0, f_t1 = intermediate_flows(f01, f10, tau)
         t = tau.view(-1, 1, 1, 1)
         return {
@@ -250,7 +254,7 @@ class ResShiftVFI(TrainableInterpolator):
         if self.tau_mode == "ifd":
             tau = self.estimate_tau(i0, i1, it, tau)
             self.log("train/tau_ifd", tau.mean(), batch_size=tau.shape[0])
-        motion = self.pair_motion(i0, i1, tau)
+        motion = self.pair_motion(i0, i1, tau, self.measured_pair_flow(batch))
         cond = self.to_space(self.prior(i0, i1, tau, outer, motion))
         target = self.frame_to_space(it)
         t = torch.randint(1, len(self.etas) + 1, (i0.shape[0],), device=self.device)
@@ -295,10 +299,9 @@ class ResShiftVFI(TrainableInterpolator):
         motion = per_sample(motion)
         i0k, i1k = i0p.repeat(num_samples, 1, 1, 1), i1p.repeat(num_samples, 1, 1, 1)
 
-        def predict(x: Tensor, t: Tensor) -> Tensor:
+        def predict(x: Tensor, t: Tensor, step: int) -> Tensor:
             nonlocal cond
             x0_hat = self.predict_x0(x, t, cond, tau_k)
-            step = int(t[0])
             if self.refresh_due(len(self.etas) - step + 1, step - 1):
                 estimate = self.space_to_frame(x0_hat, i0k, i1k)
                 moved = self.refreshed_motion(estimate, i0k, i1k, motion)

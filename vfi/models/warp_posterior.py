@@ -15,6 +15,7 @@ from vfi.errors import VFIError
 from vfi.models.base import (
     TrainableInterpolator,
     check_tau,
+    host_taus,
     sample_statistics,
 )
 from vfi.ops import (
@@ -43,7 +44,9 @@ class WarpPosteriorVFI(TrainableInterpolator):
     num_steps: T of the uniform grid l_k = k / T (requested times are inserted).
     kappa: bridge noise scale, beta_k = kappa^2 l_k (1 - l_k) (images in [-1, 1]).
     posterior: "diagonal" (per-pixel closed form) or "exact" (conjugate gradients).
-    cg_tol, cg_max_iter: conjugate-gradient stopping rule of the exact mode.
+    cg_tol, cg_max_iter: conjugate-gradient stopping rule of the exact mode: convergence is
+        read on the host every 10 iterations (a GPU sync each); cg_tol = 0 never reads it
+        (always cg_max_iter iterations).
     prior_weight: weight of Charbonnier(mu~, GT) in the loss (trains the flows through mu~).
     rollout_prob: probability that a training batch whose ground truth lies on the grid takes
         x_k from the sampler itself (a reverse pass from I1, no gradient) instead of the
@@ -120,6 +123,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         self.posterior_mode = posterior
         self.cg_tol = cg_tol
         self.cg_max_iter = cg_max_iter
+        self.cg_check_every = 10 if cg_tol > 0 else 0
         self.prior_weight = prior_weight
         self.rollout_prob = rollout_prob
         self.eps = eps
@@ -200,13 +204,15 @@ class WarpPosteriorVFI(TrainableInterpolator):
         """Whether the flow net measures the motion at a time t (see the class docstring)."""
         return getattr(self.flow_net, "measures_at_time", False)
 
-    def pair_motion(self, i0: Tensor, i1: Tensor, at: Tensor | float) -> dict:
+    def pair_motion(
+        self, i0: Tensor, i1: Tensor, at: Tensor | float, start: Tensor | None = None
+    ) -> dict:
         """The motion of the pair i0, i1 [B, 3, H, W] for :meth:`motion_at`: F_0->1, F_1->0
-        (``f01``, ``f10``) from a two-frame flow net, or the flows F_at->0, F_at->1 (``to0``,
-        ``to1``) and the mask (``mask``) that a per-time estimator measures at time(s) ``at``
-        (a float or [B])."""
+        (``f01``, ``f10``) from a two-frame flow net (started from ``start``, see
+        :meth:`pair_flows`), or the flows F_at->0, F_at->1 (``to0``, ``to1``) and the mask
+        (``mask``) that a per-time estimator measures at time(s) ``at`` (a float or [B])."""
         if not self.measures_at_time:
-            f01, f10 = self.flow_net(i0, i1)
+            f01, f10 = self.pair_flows(i0, i1, start)
             return {"f01": f01, "f10": f10}
         found = self.flow_net(i0, i1, at)
         return {"at": at, "to0": found["to0"], "to1": found["to1"], "mask": found["mask"]}
@@ -258,6 +264,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
             warp_gram_diagonal(flow),
             self.cg_tol,
             self.cg_max_iter,
+            check_every=self.cg_check_every,
         )
         return mean
 
@@ -270,10 +277,12 @@ class WarpPosteriorVFI(TrainableInterpolator):
         frames = torch.cat([batch["I0"][:, None], batch["gt"], batch["I1"][:, None]], dim=1)
         return times, frames
 
-    def _shared_grid_times(self, times: Tensor) -> bool:
-        """Whether every item has the same ground-truth times, all on the grid k / T."""
-        on_grid = (times * self.num_steps - (times * self.num_steps).round()).abs() < 1e-6
-        return bool((times == times[:1]).all() and on_grid.all())
+    def _shared_grid_times(self, times: list[list[float]]) -> bool:
+        """Whether every item has the same ground-truth times [B][N + 2] (host floats), all on
+        the grid k / T."""
+        t = self.num_steps
+        on_grid = all(abs(x * t - round(x * t)) < 1e-6 for x in times[0])
+        return on_grid and all(row == times[0] for row in times)
 
     def next_grid_time(self, l_prev: Tensor) -> Tensor:
         """The first point of the uniform grid k / T after l_{k-1} [B]."""
@@ -297,14 +306,19 @@ class WarpPosteriorVFI(TrainableInterpolator):
         b, n = times.shape
         frames = pad_to_multiple(frames.flatten(0, 1), self.multiple)[0]
         frames = frames.view(b, n, *frames.shape[1:])
-        inner = (times > 0) & (times < 1)
-        rollout = self.rollout_prob > 0 and self._shared_grid_times(times)
-        rollout = rollout and bool(torch.rand(()) < self.rollout_prob)
-        if rollout:  # one inner time for the whole batch
-            pick = torch.multinomial(inner[0].float(), 1).expand(b)
-        else:  # a random inner GT time per item
-            pick = torch.multinomial(inner.float(), 1).squeeze(1)
+        # the items' times as host floats (read before the batch moved to the device): the
+        # rollout's choices are made on the host, so the step never waits for the device
+        times_host = [[0.0, *row, 1.0] for row in host_taus(batch)]
         rows = torch.arange(b, device=times.device)
+        rollout = self.rollout_prob > 0 and self._shared_grid_times(times_host)
+        rollout = rollout and bool(torch.rand(()) < self.rollout_prob)  # CPU draw: no sync
+        if rollout:  # one inner time for the whole batch
+            inner = torch.tensor([0.0 < x < 1.0 for x in times_host[0]], dtype=torch.float)
+            j = int(torch.multinomial(inner, 1))
+            pick = torch.full((b,), j, device=times.device)
+        else:  # a random inner GT time per item
+            inner = (times > 0) & (times < 1)
+            pick = torch.multinomial(inner.float(), 1).squeeze(1)
         l_prev = times[rows, pick]
         l_k = self.next_time(l_prev, times, self.global_step)
         gt_prev = frames[rows, pick]
@@ -317,20 +331,22 @@ class WarpPosteriorVFI(TrainableInterpolator):
         cached = self.cached_motion(batch)  # the items' motion at their taus, if any
         if cached is not None:
             motion = {k: v[rows, pick - 1] for k, v in cached.items()} | {"at": l_prev}
-        else:  # a per-time estimator measures it at l_{k-1}
-            motion = self.pair_motion(i0, i1, l_prev)
+        else:  # a per-time estimator measures it at l_{k-1}; a two-frame net for the pair
+            motion = self.pair_motion(i0, i1, l_prev, self.measured_pair_flow(batch))
+        pair = motion  # a two-frame net's flows serve the rollout's sampler too
         motion = {k: torch.cat([v, v]) if torch.is_tensor(v) else v for k, v in motion.items()}
         ends, l_both = (torch.cat([i0, i0]), torch.cat([i1, i1])), torch.cat([l_prev, l_k])
         *flows, mask = self.motion_at(motion, l_both)
         both = self.bridge_terms(*ends, *flows, l_both, mask)
         cur = {k: v[b:] for k, v in both.items()}
         if rollout:  # the sampler's own x_k: run the reverse pass from x_T = I1 down to l_k
-            k = round(float(l_k[0]) * self.num_steps)
-            measured = None
+            # the grid step after times[j] (every time is on the grid)
+            k = math.floor(times_host[0][j] * self.num_steps + 1e-9) + 1
+            measured = None if self.measures_at_time else [pair]
             if cached is not None:  # the motion at each tau, as the sampler would measure it
                 measured = [
-                    {k: v[:, j] for k, v in cached.items()} | {"at": float(times[0, j + 1])}
-                    for j in range(n - 2)
+                    {name: v[:, i] for name, v in cached.items()} | {"at": times_host[0][i + 1]}
+                    for i in range(n - 2)
                 ]
             grid = wp.time_grid(self.num_steps)
             x_k = self.sample_path(i0, i1, grid, stop=k, outer=outer, measured=measured)[0]
@@ -477,6 +493,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
             denoised=denoised,
             tol=self.cg_tol,
             max_iter=self.cg_max_iter,
+            check_every=self.cg_check_every,
             stats=self.cg_stats,
         )
 
@@ -489,8 +506,9 @@ class WarpPosteriorVFI(TrainableInterpolator):
         residual since the last call (then cleared)."""
         if not self.cg_stats:
             return {}
-        iters = sum(s["iterations"] for s in self.cg_stats) / len(self.cg_stats)
-        out = {"cg_iterations": iters, "cg_residual": max(s["residual"] for s in self.cg_stats)}
+        iters = sum(float(s["iterations"]) for s in self.cg_stats) / len(self.cg_stats)
+        residual = max(float(s["residual"]) for s in self.cg_stats)
+        out = {"cg_iterations": iters, "cg_residual": residual}
         self.cg_stats.clear()
         return out
 
@@ -565,15 +583,17 @@ class WarpPosteriorVFI(TrainableInterpolator):
         generator: torch.Generator | None = None,
         outer: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Frames at time tau (a float, or [B]; items with different tau run separately);
-        ``outer`` [B, 2, 3, H, W] as in :meth:`interpolate_times`."""
-        tau = check_tau(tau).to(i0.device).expand(i0.shape[0])
+        """Frames at time tau (a float, or [B]; items with different tau run separately; a
+        tau on the device is read once on the host: give floats or a CPU tensor to avoid
+        that sync); ``outer`` [B, 2, 3, H, W] as in :meth:`interpolate_times`."""
+        taus = check_tau(tau).expand(i0.shape[0])
+        groups = taus.unique().tolist()
+        if len(groups) == 1:
+            return self.interpolate_times(i0, i1, groups, num_samples, generator, outer=outer)[0]
         mean, std = torch.empty_like(i0), torch.empty_like(i0)
-        for t in tau.unique():
-            sel = tau == t
+        for t in groups:
+            sel = (taus == t).nonzero().flatten().to(i0.device)
             part = None if outer is None else outer[sel]
-            out = self.interpolate_times(
-                i0[sel], i1[sel], [float(t)], num_samples, generator, outer=part
-            )
+            out = self.interpolate_times(i0[sel], i1[sel], [t], num_samples, generator, outer=part)
             mean[sel], std[sel] = out[0]
         return mean, std

@@ -91,11 +91,14 @@ class PyramidFlowNet(nn.Module):
         with torch.no_grad():
             return self.dis(a.detach().float(), b.detach().float()).to(a)
 
-    def forward(self, i0: Tensor, i1: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, i0: Tensor, i1: Tensor, start: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """F_0->1, F_1->0 [B, 2, H, W] from i0, i1 [B, 3, H, W]; ``start`` [B, 4, H, W]: the
+        initial flows (F_0->1, F_1->0) measured elsewhere (e.g. DIS by the data workers, the
+        batch's ``pair_flow``) in place of :meth:`initial_flow`."""
         a = torch.cat([i0, i1])
         b = torch.cat([i1, i0])
         h, w = a.shape[-2:]
-        start = self.initial_flow(a, b)
+        start = self.initial_flow(a, b) if start is None else torch.cat(start.chunk(2, dim=1))
         delta = None  # the learned residual, in full-resolution pixels
         for scale, level in self.level_plan(h, w):
             size = tuple(max(2, 2 * round(n / scale / 2)) for n in (h, w))  # even: see FlowLevel
