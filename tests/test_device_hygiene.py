@@ -75,8 +75,7 @@ def _model(*overrides: str):
 
 def _batch(model, split: str, b: int = 2, size: int = 64, taus=(0.25, 0.5, 0.75)):
     """A batch as the DataLoader's workers give it for ``split`` (with what the model asks
-    them to measure), passed through the module's pre-transfer hook as Lightning does, then
-    moved to the meta device."""
+    them to measure), moved to the meta device as Lightning moves it."""
     n = len(taus)
     items = [
         {
@@ -89,7 +88,6 @@ def _batch(model, split: str, b: int = 2, size: int = 64, taus=(0.25, 0.5, 0.75)
     ]
     batch = MeasuringCollate(model.batch_measures()[split])(items)
     batch.pop("skipped")
-    batch = model.on_before_batch_transfer(batch, 0)
     return {k: v.to("meta") if torch.is_tensor(v) else v for k, v in batch.items()}
 
 

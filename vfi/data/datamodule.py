@@ -19,9 +19,12 @@ from vfi.ops.scene import scene_cuts
 
 def collate_items(items: list[dict | None]) -> dict:
     """Batch the items, dropping the ``None`` of skipped (corrupt) ones; ``skipped`` counts
-    them. A batch whose items were all skipped holds only ``skipped``."""
+    them. A batch whose items were all skipped holds only ``skipped``. ``taus_host``: the
+    items' times as Python floats, so the model's steps read them without a device sync."""
     kept = [item for item in items if item is not None]
     batch = default_collate(kept) if kept else {}
+    if "taus" in batch:
+        batch["taus_host"] = batch["taus"].tolist()
     batch["skipped"] = len(items) - len(kept)
     return batch
 

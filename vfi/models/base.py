@@ -40,9 +40,9 @@ def check_tau(tau: Tensor | float) -> Tensor:
 
 
 def host_taus(batch: dict) -> list[list[float]]:
-    """The items' ground-truth times [B][N] as Python floats: ``taus_host``, read while the
-    batch was still on the host (:meth:`InterpolatorModule.on_before_batch_transfer`), or
-    ``taus`` read back (a device synchronisation) for a batch that skipped that hook."""
+    """The items' ground-truth times [B][N] as Python floats: ``taus_host``, read by the
+    DataLoader's collate on the host (:func:`vfi.data.datamodule.collate_items`), or
+    ``taus`` read back (a device synchronisation) for a batch made otherwise."""
     return batch["taus_host"] if "taus_host" in batch else batch["taus"].tolist()
 
 
@@ -176,13 +176,6 @@ class InterpolatorModule(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if datamodule is not None and hasattr(datamodule, "measures"):
             datamodule.measures.update(self.batch_measures())
-
-    def on_before_batch_transfer(self, batch, dataloader_idx: int):
-        """Keep the items' times as host floats (``taus_host``, :func:`host_taus`) before the
-        batch moves to the device, so the steps choose times without reading the device."""
-        if isinstance(batch, dict) and torch.is_tensor(batch.get("taus")):
-            batch["taus_host"] = batch["taus"].tolist()
-        return batch
 
     def _log_epoch_means(self, stage: str) -> None:
         """Gather every rank's rows of this pass (one collective, called by every rank) and
