@@ -504,9 +504,43 @@ def test_bench_prints_nfe_and_time_per_frame(task_env, tmp_path, capsys):
     assert all(r[2] > 0 for r in rows.values()) and "s / frame" in capsys.readouterr().out
 
 
+def test_bench_train_prints_steps_per_second(task_env, tmp_path, capsys):
+    """vfi.bench train times the steps after the warm-up of any vfi.train config: the table's
+    row has the batch, and its rates agree with its time per step and the share outside it."""
+    from vfi.bench import main
+
+    out = tmp_path / "train.md"
+    main(["train", "model=resshift", *TINY_DATA, "model.lpips_weight=0",
+          "--steps", "3", "--warmup", "1", "--out", str(out)])  # fmt: skip
+    header, _, row = out.read_text().splitlines()
+    cells = dict(zip(header.split("|")[1:-1], row.split("|")[1:-1], strict=True))
+    cells = {k.strip(): v.strip() for k, v in cells.items()}
+    assert cells["device"] == "cpu" and cells["batch"] == "2"
+    steps, samples = float(cells["steps / s"]), float(cells["samples / s"])
+    ms, outside = float(cells["ms / step"]), float(cells["outside the step"].rstrip("%")) / 100
+    assert samples == pytest.approx(2 * steps, abs=0.1)
+    assert 0 <= outside < 1 and steps == pytest.approx((1 - outside) * 1000 / ms, rel=0.05)
+    assert "3 training steps after 1" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["warp_posterior_gpu", "resshift_gpu"])
+def test_gpu_presets_train_a_step_on_the_cpu(preset, task_env, tmp_path):
+    """The GPU presets compose into a model and data that train (here one step on the CPU, at
+    their 256 px crops)."""
+    from vfi.bench import main
+
+    out = tmp_path / "train.md"
+    main(["train", f"experiment={preset}", "trainer=cpu", "data.num_workers=0",
+          "data.batch_size=2", "--steps", "1", "--warmup", "0", "--out", str(out)])  # fmt: skip
+    assert float(out.read_text().splitlines()[2].split("|")[4]) > 0  # steps / s
+
+
 @pytest.mark.parametrize(
     "argv,needle",
     [
+        (["train", "--steps", "0"], "--steps must be >= 1"),
+        (["train", "model=resshfit"], "resshfit"),
         (["--size", "0"], "--size must be at least 8 pixels, got 0"),
         (["--size", "64", "--out", "/proc/no/table.md"], "cannot write --out /proc/no/table.md"),
         (["--samples", "0"], "--samples and --repeats >= 1"),

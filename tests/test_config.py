@@ -57,10 +57,18 @@ def test_every_trainer_option_composes(name):
     assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
 
 
-def test_gpu_experiment_is_larger():
-    small = _compose("model=resshift").model.denoiser.base_channels
-    cfg = _compose("experiment=resshift_gpu")
-    assert cfg.model.denoiser.base_channels > small and cfg.trainer.accelerator == "gpu"
+@pytest.mark.parametrize("model,net", [("resshift", "denoiser"), ("warp_posterior", "refiner")])
+def test_gpu_experiments_are_larger(model, net):
+    def size(*overrides):
+        built = instantiate(_compose(*overrides).model)
+        return sum(p.numel() for p in getattr(built, net).parameters())
+
+    cfg = _compose(f"experiment={model}_gpu")
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
+    assert size(f"experiment={model}_gpu") > 10 * size(f"model={model}")
+    assert all(list(part.get("size") or part.augment.crop) == [256, 256] for part in (
+        cfg.data.train if model == "warp_posterior" else [cfg.data.train]
+    ))  # fmt: skip
 
 
 def test_joblib_launcher_option():

@@ -165,3 +165,26 @@ def test_the_detector_finds_a_host_read_and_a_cpu_tensor():
     batch = _batch(model, "train")
     found = _run(model, lambda: leaky(model, batch, 0))
     assert len(found) == 2 and "_local_scalar_dense" in found[0] and "CPU tensor" in found[1]
+
+
+def test_gpu_trainers_get_tf32_and_pinned_memory():
+    """device_settings: a CUDA trainer turns on TF32 and pinned DataLoader memory; a CPU
+    trainer changes neither."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+
+    from vfi.data.datamodule import VFIDataModule
+    from vfi.utils.run import device_settings
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        data = VFIDataModule()
+        device_settings(SimpleNamespace(accelerator=CPUAccelerator()), data)
+        assert not torch.backends.cuda.matmul.allow_tf32 and not data.pin_memory
+        device_settings(SimpleNamespace(accelerator=CUDAAccelerator()), data)
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert data.pin_memory
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

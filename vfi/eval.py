@@ -35,6 +35,7 @@ from vfi.utils.report import aggregate, plot_report
 from vfi.utils.run import (
     CONF_DIR,
     close_loggers,
+    device_settings,
     entry_point,
     instantiate_loggers,
     run_hydra,
@@ -219,6 +220,7 @@ def score_jobs(
                         EvalPanels(name=f"{slug(label)}__"),
                     ],
                 )
+                device_settings(trainer, datamodule)
                 trainer.test(model, datamodule=datamodule)
         metrics, curves[label] = aggregate(rows)
         if not metrics:

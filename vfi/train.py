@@ -17,6 +17,7 @@ from vfi.utils.panels import log_panel
 from vfi.utils.report import aggregate, plot_report
 from vfi.utils.run import (
     close_loggers,
+    device_settings,
     entry_point,
     instantiate_loggers,
     report_test_metrics,
@@ -53,6 +54,7 @@ def train(cfg: DictConfig) -> dict[str, float] | float:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     callbacks.append(FiniteLoss())  # whatever callbacks= gives: a diverging run stops
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    device_settings(trainer, datamodule)
     try:
         metrics = fit_and_test(cfg, trainer, model, datamodule, ckpt_path, choices)
         if cfg.get("optimized_metric"):  # what a sweeper (Optuna) optimises
