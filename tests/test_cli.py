@@ -94,6 +94,7 @@ def test_bad_input_gets_one_line_from_the_command_line(cli_env):
             ["model.kappa must be positive, got 0"],
         ),
         ("vfi.train", ["trainer.max_step=5"], ["Could not override 'trainer.max_step'"]),
+        ("vfi.train", ["data=flying", "compile=nope"], ["compile must be", "'nope'"]),
         (
             "vfi.eval",
             ["model=blend", "data=clips", "data.num_workers=-1"],

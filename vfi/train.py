@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
@@ -42,6 +43,13 @@ def train(cfg: DictConfig) -> dict[str, float] | float:
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # bad data fails here, before the trainer starts talking
     model = instantiate(cfg.model)
+    backend = cfg.get("compile")
+    if backend:
+        backend = "inductor" if backend is True else backend
+        known = torch._dynamo.list_backends(exclude_tags=())
+        if backend not in known:
+            raise VFIError(f"compile must be true, false or one of {known}, got {backend!r}")
+        model.compile_networks(backend)
     choices = dict(HydraConfig.get().runtime.choices)
     model.run_config = {
         "model": OmegaConf.to_container(cfg.model, resolve=True),

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from vfi.errors import VFIError
-from vfi.models.base import TrainableInterpolator, charbonnier, pick_ground_truth
+from vfi.models.base import TrainableInterpolator, charbonnier, host_taus, pick_ground_truth
 from vfi.nets.autoencoder import FrameAutoencoder
 from vfi.ops import pad_to_multiple
 
@@ -62,7 +62,7 @@ class AutoencoderModule(TrainableInterpolator):
         for j in range(batch["gt"].shape[1]):
             recon = self.reconstruct(batch["gt"][:, j], i0, i1).clamp(-1, 1)
             outs.append((recon, torch.zeros_like(recon)))
-        return outs, [float(t) for t in batch["taus"][0]]
+        return outs, host_taus(batch)[0]
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         if "I0" not in batch:  # every item of the batch was skipped as corrupt

@@ -420,6 +420,17 @@ class TrainableInterpolator(InterpolatorModule):
         self.register_buffer("uncertainty_scale", torch.ones(()))
         self._ratios: list[Tensor] = []
 
+    def compile_networks(self, backend: str = "inductor") -> list[str]:
+        """torch.compile every trainable network in place (``nn.Module.compile``: parameters
+        and state-dict keys stay as they are, so checkpoints are unchanged); returns their
+        names."""
+        names = []
+        for name, net in self.named_children():
+            if any(p.requires_grad for p in net.parameters()):
+                net.compile(backend=backend)
+                names.append(name)
+        return names
+
     def empty_batch_loss(self) -> Tensor | None:
         """The training step's answer to a batch with no items left (all skipped as corrupt):
         None on one process (Lightning skips the step); under DDP 0 * sum(parameters), so this

@@ -83,14 +83,22 @@ class VectorQuantizer(nn.Module):
         self.codebook = nn.Embedding(codebook_size, channels)
         nn.init.uniform_(self.codebook.weight, -1 / codebook_size, 1 / codebook_size)
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self.ready: bool | None = False  # host copy of ``initialized`` (None: read it once)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.ready = None  # a loaded ``initialized`` is read at the next training step
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """z [B, C, h, w] -> (zq [B, C, h, w], loss [])."""
         flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-        if self.training and not bool(self.initialized):
+        if self.training and self.ready is None:
+            self.ready = bool(self.initialized)  # once after a load, not every step
+        if self.training and not self.ready:
             pick = torch.randint(len(flat), (self.codebook.num_embeddings,), device=z.device)
             self.codebook.weight.data.copy_(flat[pick].detach())
             self.initialized.fill_(True)
+            self.ready = True
         index = torch.cdist(flat, self.codebook.weight).argmin(1)
         e = self.codebook(index).view(z.shape[0], *z.shape[2:], z.shape[1]).permute(0, 3, 1, 2)
         loss = F.mse_loss(e, z.detach()) + self.beta * F.mse_loss(z, e.detach())
