@@ -35,13 +35,13 @@ def test_flying_samples_tau_and_exact_frames():
 def test_flying_background_translation_is_exact():
     """A scene of one translating layer: the frame at tau is frame 0 moved by tau * velocity
     (an integer shift here, so resampling is exact)."""
-    ds = FlyingDataset(size=(40, 40), num_layers=(0, 0), tau_range=(0.25, 0.25), seed=7)
-    g = torch.Generator().manual_seed(0)
-    from vfi.data.flying import _Layer, load_photos
+    from vfi.data.flying import _Layer, load_photos, render_scenes, scene_tensors
 
+    g = torch.Generator().manual_seed(0)
     layer = _Layer(g, load_photos(), (40, 40), 6.0, 0.0, 0.0, False)
     layer.vel = torch.tensor([8.0, -4.0])
-    f0, ft = ds.render([layer], 0.0), ds.render([layer], 0.25)
+    scene = {k: v[None] for k, v in scene_tensors([layer], 1).items()}
+    f0, ft = render_scenes(scene, (40, 40), torch.tensor([[0.0, 0.25]]))[0]
     flow = (-0.25 * layer.vel).view(1, 2, 1, 1).expand(1, 2, 40, 40)
     inner = (..., slice(4, -4), slice(4, -4))
     assert (warp_backward(f0[None], flow)[0] - ft)[inner].abs().max() < 1e-4
@@ -164,3 +164,38 @@ def test_read_image_refuses_decompression_bombs(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 400 px is over twice the limit
     with pytest.raises(VFIError, match="big.png: too large to decode safely"):
         read_image(tmp_path / "big.png")
+
+
+@pytest.mark.parametrize("outer", [False, True])
+def test_flying_rendered_on_the_device_is_the_dataloaders_batch(outer):
+    """render=device: the items carry their scenes and the DataModule draws the batch after
+    the transfer; the frames are exactly those the DataLoader renders, and on the meta device
+    (which, like CUDA, refuses CPU tensors) the drawing touches no CPU tensor."""
+    from vfi.data.datamodule import VFIDataModule, collate_items
+
+    kw = {"size": (40, 48), "num_frames": 5, "static_background": 0.5, "outer": outer}
+    cpu, device = FlyingDataset(**kw), FlyingDataset(**kw, render="device")
+    dm = VFIDataModule()
+    drawn = dm.on_after_batch_transfer(collate_items([device[i] for i in range(6)]), 0)
+    ref = collate_items([cpu[i] for i in range(6)])
+    keys = ("I0", "I1", "gt", "taus") + (("outer",) if outer else ())
+    for key in keys:
+        assert torch.equal(drawn[key], ref[key]), key
+    assert drawn["id"] == ref["id"] and "scene" not in drawn
+    batch = collate_items([device[i] for i in range(2)])
+    meta = {k: v.to("meta") if torch.is_tensor(v) else v for k, v in batch.items()}
+    meta["scene"] = {k: v.to("meta") for k, v in batch["scene"].items()}
+    drawn = dm.on_after_batch_transfer(meta, 0)
+    assert drawn["gt"].device.type == "meta" and drawn["gt"].shape == (2, 3, 3, 40, 48)
+
+
+def test_flying_on_the_device_does_not_mix_with_dataloader_items():
+    """One line when a split mixes device-drawn and DataLoader-drawn items, or when the
+    workers are asked to measure frames they do not have."""
+    from vfi.data.datamodule import MeasuringCollate, VFIDataModule
+
+    parts = [lambda: FlyingDataset(render="device"), lambda: FlyingDataset()]
+    with pytest.raises(VFIError, match="mixes flying items rendered on the device"):
+        VFIDataModule(train=parts).setup("fit")
+    with pytest.raises(VFIError, match="no frames to measure"):
+        MeasuringCollate(("pair_flow",))([FlyingDataset(render="device")[0]])

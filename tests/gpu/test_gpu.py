@@ -92,3 +92,24 @@ def test_ddp_on_two_gpus(cli_env):
         env=cli_env,
     )  # fmt: skip
     assert math.isfinite(_metrics(cli_env, "train")["test/psnr"])
+
+
+def test_flying_drawn_on_the_gpu_matches_the_dataloader():
+    from vfi.data.datamodule import VFIDataModule, collate_items
+    from vfi.data.flying import FlyingDataset
+
+    kw = {"size": (64, 64), "num_frames": 5, "static_background": 0.5}
+    cpu, device = FlyingDataset(**kw), FlyingDataset(**kw, render="device")
+    batch = collate_items([device[i] for i in range(8)])
+    batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in batch.items()}
+    batch["scene"] = {k: v.cuda() for k, v in batch["scene"].items()}
+    drawn = VFIDataModule().on_after_batch_transfer(batch, 0)
+    ref = collate_items([cpu[i] for i in range(8)])
+    for key in ("I0", "I1", "gt"):
+        torch.testing.assert_close(drawn[key].cpu(), ref[key], atol=1e-4, rtol=0)
+
+
+def test_resshift_trains_on_flying_drawn_on_the_gpu(cli_env):
+    run_cli("vfi.train", "model=resshift", "trainer=gpu", *TINY, "data.train.render=device",
+            env=cli_env)  # fmt: skip
+    assert math.isfinite(_metrics(cli_env, "train")["test/psnr"])

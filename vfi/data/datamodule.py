@@ -11,6 +11,7 @@ from litdata import StreamingDataLoader, StreamingDataset
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, IterableDataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
+from vfi.data.flying import render_batch
 from vfi.data.video import rank_and_world
 from vfi.errors import VFIError
 from vfi.ops.dis import DISFlow
@@ -51,6 +52,11 @@ class MeasuringCollate:
 
     def __call__(self, items: list[dict | None]) -> dict:
         batch = collate_items(items)
+        if "scene" in batch and self.measures:
+            raise VFIError(
+                f"flying items rendered on the device have no frames to measure "
+                f"{list(self.measures)} on in the DataLoader: use data.train.render=cpu"
+            )
         if "I0" not in batch:
             return batch
         i0, i1 = batch["I0"], batch["I1"]
@@ -162,6 +168,13 @@ class VFIDataModule(L.LightningDataModule):
                 continue
             if isinstance(factory, Sequence):
                 parts = [make() for make in factory]
+                on_device = [getattr(p, "render_on", "cpu") == "device" for p in parts]
+                if any(on_device) and not all(on_device):
+                    raise VFIError(
+                        f"data.{split} mixes flying items rendered on the device with items "
+                        "rendered in the DataLoader (one batch holds either): set every "
+                        "part's render=cpu"
+                    )
                 streamed = any(isinstance(part, IterableDataset) for part in parts)
                 self.datasets[split] = (InterleavedDataset if streamed else ConcatDataset)(parts)
             else:
@@ -208,8 +221,9 @@ class VFIDataModule(L.LightningDataModule):
         return self._loader("test", self.eval_batch_size, shuffle=False)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Count the skipped items; draw device-rendered flying items on the device."""
         self.skipped += int(batch.pop("skipped", 0))
-        return batch
+        return render_batch(batch)
 
     def teardown(self, stage: str) -> None:
         if self.skipped:

@@ -58,65 +58,143 @@ def load_photos(max_side: int = 384) -> tuple[Tensor, ...]:
     return tuple(photos)
 
 
+@lru_cache(maxsize=4)
+def photo_stack(device: str = "cpu") -> tuple[Tensor, Tensor]:
+    """The photos of :func:`load_photos` padded (bottom/right, zeros) into one tensor
+    [P, 3, H_max, W_max] on ``device``, and their sizes [P, 2] as (width, height)."""
+    photos = load_photos()
+    h = max(p.shape[-2] for p in photos)
+    w = max(p.shape[-1] for p in photos)
+    stack = torch.stack([F.pad(p, (0, w - p.shape[-1], 0, h - p.shape[-2])) for p in photos])
+    sizes = torch.tensor([[p.shape[-1], p.shape[-2]] for p in photos], dtype=torch.float32)
+    return stack.to(device), sizes.to(device)
+
+
+def reflect(x: Tensor, size: Tensor) -> Tensor:
+    """Pixel coordinates x reflected into [0, size - 1], as ``grid_sample``'s
+    ``padding_mode="reflection"`` with ``align_corners=True`` does (period 2 (size - 1))."""
+    span = size - 1
+    x = torch.remainder(x.abs(), 2 * span)
+    return torch.where(x > span, 2 * span - x, x)
+
+
+SCENE_KEYS = (
+    "photo", "c", "vel", "rot", "zoom", "tex_scale", "tex_offset", "radii", "shape_angle",
+    "rectangle", "foreground", "active",
+)  # fmt: skip
+
+
+def render_scenes(scenes: dict[str, Tensor], size: tuple[int, int], times: Tensor) -> Tensor:
+    """The frames [B, N, 3, H, W] in [-1, 1] of B scenes at times [B, N], all layers and
+    times at once, on the scenes' device.
+
+    ``scenes`` holds per item and layer ([B, L], the first layer the background; layers with
+    ``active`` false are padding): ``photo`` (index into :func:`photo_stack`), the centre ``c``
+    and velocity ``vel`` [B, L, 2], ``rot`` (radians per unit time), ``zoom``, ``tex_scale``,
+    ``tex_offset`` [B, L, 2], and for foreground layers (``foreground``) the shape: ``radii``
+    [B, L, 2], ``shape_angle`` and ``rectangle`` (else an ellipse). Layer point q is seen at
+    pixel p(t) = c + (1 + zoom t) R(rot t) (q - c) + vel t; its colour is the photo at
+    tex_offset + (q - c) tex_scale (bilinear, reflected at the photo's edges); a foreground
+    layer covers alpha = clamp(d (1 + zoom t) + 1/2, 0, 1) of a pixel at signed distance d
+    inside its shape, and layers are composited in order over the background."""
+    h, w = size
+    device = scenes["c"].device
+    photos, sizes = photo_stack(str(device))
+    b, n_layers = scenes["photo"].shape
+    n = times.shape[1]
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32, device=device),
+        torch.arange(w, dtype=torch.float32, device=device),
+        indexing="ij",
+    )
+
+    def per_layer(name: str) -> Tensor:  # [B, L] -> [B, L, N, 1, 1]
+        return scenes[name].float()[:, :, None, None, None]
+
+    t = times.float()[:, None, :, None, None]  # [B, 1, N, 1, 1]
+    c = scenes["c"].float()[:, :, None, None, None, :]  # [B, L, 1, 1, 1, 2]
+    vel = scenes["vel"].float()[:, :, None, None, None, :]
+    angle = per_layer("rot") * t
+    cos, sin = angle.cos(), angle.sin()
+    dx = xs - c[..., 0] - vel[..., 0] * t
+    dy = ys - c[..., 1] - vel[..., 1] * t
+    scale = 1 + per_layer("zoom") * t
+    rx, ry = (dx * cos + dy * sin) / scale, (-dx * sin + dy * cos) / scale  # q - c
+    offset = scenes["tex_offset"].float()[:, :, None, None, None, :]
+    photo_size = sizes[scenes["photo"]][:, :, None, None, None, :]  # [B, L, 1, 1, 1, 2]
+    u = reflect(offset[..., 0] + rx * per_layer("tex_scale"), photo_size[..., 0])
+    v = reflect(offset[..., 1] + ry * per_layer("tex_scale"), photo_size[..., 1])
+    big_h, big_w = photos.shape[-2:]
+    norm = torch.stack([2 * u / (big_w - 1) - 1, 2 * v / (big_h - 1) - 1], dim=-1)
+    colour = F.grid_sample(
+        photos[scenes["photo"].flatten()],
+        norm.reshape(b * n_layers, n * h, w, 2),
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=True,
+    ).view(b, n_layers, 3, n, h, w)
+    radii = scenes["radii"].float()[:, :, None, None, None, :]
+    ca, sa = per_layer("shape_angle").cos(), per_layer("shape_angle").sin()
+    pu = (rx * ca + ry * sa) / radii[..., 0]
+    pv = (-rx * sa + ry * ca) / radii[..., 1]
+    ellipse = (1 - torch.sqrt(pu * pu + pv * pv)) * radii.amin(-1)
+    rectangle = torch.minimum((1 - pu.abs()) * radii[..., 0], (1 - pv.abs()) * radii[..., 1])
+    dist = torch.where(per_layer("rectangle") > 0, rectangle, ellipse)
+    alpha = (dist * scale + 0.5).clamp(0, 1)
+    alpha = torch.where(per_layer("foreground") > 0, alpha, torch.ones_like(alpha))
+    alpha = alpha * per_layer("active")  # [B, L, N, H, W]
+    image = colour[:, 0]
+    for layer in range(1, n_layers):
+        a = alpha[:, layer, None]  # [B, 1, N, H, W]
+        image = a * colour[:, layer] + (1 - a) * image
+    return image.clamp(-1, 1).transpose(1, 2)
+
+
 def _rand(g: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * torch.rand((), generator=g).item()
 
 
 class _Layer:
-    """A textured layer with constant-velocity affine motion about its centre c:
-    layer point q is seen at p(t) = c + (1 + zoom t) R(rot t) (q - c) + vel t."""
+    """A textured layer with constant-velocity affine motion about its centre c, drawn from
+    ``g`` (see :func:`render_scenes` for what the parameters mean)."""
 
-    def __init__(
-        self, g: torch.Generator, photos, size, max_shift, max_rot, max_zoom, foreground: bool
-    ):
+    def __init__(self, g: torch.Generator, photos, size, max_shift, max_rot, max_zoom, foreground):
         h, w = size
-        self.photo = photos[int(torch.randint(len(photos), (), generator=g))]
+        self.photo = int(torch.randint(len(photos), (), generator=g))
         self.c = torch.tensor([_rand(g, 0, w), _rand(g, 0, h)])
         angle = _rand(g, 0, 2 * math.pi)
         self.vel = _rand(g, 0, max_shift) * torch.tensor([math.cos(angle), math.sin(angle)])
         self.rot = math.radians(_rand(g, -max_rot, max_rot))
         self.zoom = _rand(g, -max_zoom, max_zoom)
-        ph, pw = self.photo.shape[-2:]
+        ph, pw = photos[self.photo].shape[-2:]
         self.tex_scale = _rand(g, 0.5, 1.0) * min(ph, pw) / (1.6 * max(h, w))
         self.tex_offset = torch.tensor([_rand(g, 0.3, 0.7) * pw, _rand(g, 0.3, 0.7) * ph])
         self.foreground = foreground
+        self.radii, self.shape_angle, self.rectangle = torch.ones(2), 0.0, False
         if foreground:
             r = min(h, w)
             self.radii = torch.tensor([_rand(g, 0.12, 0.35) * r, _rand(g, 0.12, 0.35) * r])
             self.shape_angle = _rand(g, 0, math.pi)
-            self.sides = int(torch.randint(0, 2, (), generator=g))  # 0: ellipse, 1: rectangle
+            self.rectangle = bool(torch.randint(0, 2, (), generator=g))
 
-    def layer_coords(self, grid: Tensor, t: float) -> Tensor:
-        """Layer point q [H, W, 2] seen at image pixel p = grid [H, W, 2] at time t."""
-        a = self.rot * t
-        rinv = torch.tensor([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
-        return (grid - self.c - self.vel * t) @ rinv.T / (1 + self.zoom * t) + self.c
 
-    def render(self, grid: Tensor, t: float) -> tuple[Tensor, Tensor]:
-        """Colour [3, H, W] and coverage alpha [1, H, W] at time t (alpha 1 for a background)."""
-        q = self.layer_coords(grid, t)
-        uv = self.tex_offset + (q - self.c) * self.tex_scale
-        ph, pw = self.photo.shape[-2:]
-        norm = torch.stack([2 * uv[..., 0] / (pw - 1) - 1, 2 * uv[..., 1] / (ph - 1) - 1], -1)
-        colour = F.grid_sample(
-            self.photo[None],
-            norm[None],
-            mode="bilinear",
-            padding_mode="reflection",
-            align_corners=True,
-        )[0]
-        if not self.foreground:
-            return colour, torch.ones_like(colour[:1])
-        ca, sa = math.cos(self.shape_angle), math.sin(self.shape_angle)
-        d = q - self.c
-        u = (d[..., 0] * ca + d[..., 1] * sa) / self.radii[0]
-        v = (-d[..., 0] * sa + d[..., 1] * ca) / self.radii[1]
-        if self.sides == 0:
-            dist = (1 - torch.sqrt(u * u + v * v)) * self.radii.min()
-        else:
-            dist = torch.minimum((1 - u.abs()) * self.radii[0], (1 - v.abs()) * self.radii[1])
-        alpha = (dist * (1 + self.zoom * t) + 0.5).clamp(0, 1)
-        return colour, alpha[None]
+def scene_tensors(layers: list[_Layer], num_layers: int) -> dict[str, Tensor]:
+    """One scene's layers as :func:`render_scenes`' parameters [L, ...], padded with inactive
+    layers to ``num_layers``."""
+    pad = num_layers - len(layers)
+    out = {
+        "photo": torch.tensor([x.photo for x in layers] + [0] * pad),
+        "c": torch.stack([x.c for x in layers] + [torch.zeros(2)] * pad),
+        "vel": torch.stack([x.vel for x in layers] + [torch.zeros(2)] * pad),
+        "tex_offset": torch.stack([x.tex_offset for x in layers] + [torch.zeros(2)] * pad),
+        "radii": torch.stack([x.radii for x in layers] + [torch.ones(2)] * pad),
+        "foreground": torch.tensor([x.foreground for x in layers] + [True] * pad),
+        "rectangle": torch.tensor([x.rectangle for x in layers] + [False] * pad),
+        "active": torch.tensor([True] * len(layers) + [False] * pad),
+    }
+    for name in ("rot", "zoom", "tex_scale", "shape_angle"):
+        out[name] = torch.tensor([float(getattr(x, name)) for x in layers] + [0.0] * pad)
+    return out
 
 
 class FlyingDataset(Dataset):
@@ -137,6 +215,10 @@ class FlyingDataset(Dataset):
             frames evenly spaced over [0, 1].
         outer: also render the outer neighbours at t = -1 and t = 2 (``outer`` of the item).
         seed: base seed.
+        render: "cpu" renders the frames in the DataLoader (its workers); "device" leaves
+            them to the batch's device: items carry the scene (``scene``, ``times``, the
+            taus) and :func:`render_batch` draws the whole batch there at once (the
+            DataModule does it after the transfer).
     """
 
     def __init__(
@@ -153,7 +235,11 @@ class FlyingDataset(Dataset):
         num_frames: int = 3,
         outer: bool = False,
         seed: int = 0,
+        render: str = "cpu",
     ):
+        if render not in ("cpu", "device"):
+            raise VFIError(f"data render must be 'cpu' or 'device', got {render!r}")
+        self.render_on = render
         lo, hi = tau_range
         if not (0.0 < lo <= hi < 1.0):
             raise VFIError(
@@ -171,23 +257,9 @@ class FlyingDataset(Dataset):
         self.num_frames = num_frames
         self.outer = outer
         self.seed = seed
-        h, w = self.size
-        ys, xs = torch.meshgrid(
-            torch.arange(h, dtype=torch.float32),
-            torch.arange(w, dtype=torch.float32),
-            indexing="ij",
-        )
-        self.grid = torch.stack([xs, ys], dim=-1)
 
     def __len__(self) -> int:
         return self.length
-
-    def render(self, layers: list[_Layer], t: float) -> Tensor:
-        image = None
-        for layer in layers:
-            colour, alpha = layer.render(self.grid, t)
-            image = colour if image is None else alpha * colour + (1 - alpha) * image
-        return image.clamp(-1, 1)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
@@ -206,6 +278,30 @@ class FlyingDataset(Dataset):
             times = torch.linspace(0, 1, self.num_frames)
         else:
             times = torch.tensor([0.0, tau, 1.0])
-        rendered = [-1.0, *times.tolist(), 2.0] if self.outer else times.tolist()
-        frames = torch.stack([self.render(layers, float(t)) for t in rendered])
-        return make_item(frames, times[1:-1], f"flying/{self.seed}/{index}", self.outer)
+        rendered = torch.tensor([-1.0, *times.tolist(), 2.0]) if self.outer else times
+        scene = scene_tensors(layers, self.num_layers[1] + 1)
+        item_id = f"flying/{self.seed}/{index}"
+        if self.render_on == "device":
+            spec = f"{self.size[0]}x{self.size[1]}" + ("+outer" if self.outer else "")
+            return {"scene": scene, "times": rendered, "taus": times[1:-1], "id": item_id,
+                    "render_spec": spec}  # fmt: skip
+        frames = render_scenes({k: v[None] for k, v in scene.items()}, self.size, rendered[None])
+        return make_item(frames[0], times[1:-1], item_id, self.outer)
+
+
+def render_batch(batch: dict) -> dict:
+    """A batch of device-rendered flying items (:class:`FlyingDataset` with
+    ``render="device"``) with its frames drawn on the batch's device: I0, I1, gt (and outer),
+    as the CPU items have them."""
+    if "scene" not in batch:
+        return batch
+    scene, times = batch.pop("scene"), batch.pop("times")
+    spec = batch.pop("render_spec")[0]  # a host string: "HxW" or "HxW+outer"
+    h, w = (int(x) for x in spec.split("+")[0].split("x"))
+    outer = spec.endswith("+outer")
+    frames = render_scenes(scene, (h, w), times)  # [B, N + 2 (+ 2), 3, H, W]
+    if outer:
+        batch["outer"] = torch.stack([frames[:, 0], frames[:, -1]], dim=1)
+        frames = frames[:, 1:-1]
+    batch.update(I0=frames[:, 0], I1=frames[:, -1], gt=frames[:, 1:-1])
+    return batch
