@@ -86,7 +86,7 @@ def _batch(model, split: str, b=2, size=64, taus=(0.25, 0.5, 0.75), device="meta
         }
         for _ in range(b)
     ]
-    batch = MeasuringCollate(model.batch_measures()[split])(items)
+    batch = MeasuringCollate(**model.batch_measures()[split])(items)
     batch.pop("skipped")
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -141,14 +141,14 @@ def test_the_lpips_loss_follows_the_module_to_the_device():
     assert {p.device.type for p in model.lpips_net.parameters()} == {"meta"}
 
 
-# The default bridge's sampler still runs DIS on the pair (as vfi.interpolate does, on the fly)
-@pytest.mark.parametrize("case", [case for case in CASES if "DIS" not in case])
+@pytest.mark.parametrize("case", list(CASES))
 def test_sampler_pass_neither_syncs_nor_touches_the_cpu(case):
     model = _model(*CASES[case], "model.lpips_weight=0").eval()
     sequence, single = _batch(model, "val"), _batch(model, "val", taus=(0.5,))
     found = _run(
         model,
-        lambda: model.evaluation_outputs(sequence, 2) + model.evaluation_outputs(single, 1),
+        # with the samples the workers measured the flip views for (the model's val_samples)
+        lambda: [model.evaluation_outputs(b, model.samples["val"]) for b in (sequence, single)],
     )
     assert found == []
 

@@ -8,12 +8,14 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from litdata import StreamingDataLoader, StreamingDataset
+from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, IterableDataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
 from vfi.data.flying import render_batch
 from vfi.data.video import rank_and_world
 from vfi.errors import VFIError
+from vfi.ops import flip_views, pad_to_multiple
 from vfi.ops.dis import DISFlow
 from vfi.ops.scene import scene_cuts
 
@@ -30,7 +32,7 @@ def collate_items(items: list[dict | None]) -> dict:
     return batch
 
 
-MEASURES = ("pair_flow", "cut")
+MEASURES = ("pair_flow", "pair_flow_views", "cut")
 
 
 class MeasuringCollate:
@@ -40,15 +42,23 @@ class MeasuringCollate:
 
     - ``pair_flow``: OpenCV DIS flows F_0->1, F_1->0 between the items' (augmented) I0 and I1,
       [B, 4, H, W], the start of a DIS-initialised flow net;
+    - ``pair_flow_views``: the same for the ``views`` flips of the pair that a sampler takes
+      (:func:`vfi.ops.flip_views`), each padded to ``multiple`` as the sampler pads it,
+      [views * B, 4, H', W'], view-major: exactly the flows the sampler would measure;
     - ``cut``: whether a scene cut separates I0 and I1 (:func:`vfi.ops.scene.scene_cuts`), [B].
     """
 
-    def __init__(self, measures: Sequence[str] = ()):
+    def __init__(self, measures: Sequence[str] = (), views: int = 1, multiple: int = 1):
         unknown = sorted(set(measures) - set(MEASURES))
         if unknown:
             raise VFIError(f"unknown batch measures {unknown}: expected some of {list(MEASURES)}")
         self.measures = tuple(measures)
+        self.views, self.multiple = views, multiple
         self.dis = DISFlow("medium")  # built in each worker on first use
+
+    def pair_flows(self, i0: Tensor, i1: Tensor) -> Tensor:
+        """DIS F_0->1, F_1->0 of each pair, [B, 4, H, W]."""
+        return torch.cat([self.dis(i0, i1), self.dis(i1, i0)], dim=1)
 
     def __call__(self, items: list[dict | None]) -> dict:
         batch = collate_items(items)
@@ -61,7 +71,14 @@ class MeasuringCollate:
             return batch
         i0, i1 = batch["I0"], batch["I1"]
         if "pair_flow" in self.measures:
-            batch["pair_flow"] = torch.cat([self.dis(i0, i1), self.dis(i1, i0)], dim=1)
+            batch["pair_flow"] = self.pair_flows(i0, i1)
+        if "pair_flow_views" in self.measures:
+            v = self.views
+            i0v, i1v = (
+                pad_to_multiple(flip_views(x.repeat(v, 1, 1, 1), v, v), self.multiple)[0]
+                for x in (i0, i1)
+            )
+            batch["pair_flow_views"] = self.pair_flows(i0v, i1v)
         if "cut" in self.measures:
             batch["cut"] = scene_cuts(i0, i1, self.dis)
         return batch
@@ -142,7 +159,7 @@ class VFIDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.skipped = 0
         # per split, what the workers measure for the model (set by the model's setup hook)
-        self.measures: dict[str, tuple[str, ...]] = {}
+        self.measures: dict[str, dict] = {}  # MeasuringCollate's arguments per split
 
     @property
     def device_batch_size(self) -> int:
@@ -198,7 +215,7 @@ class VFIDataModule(L.LightningDataModule):
                 num_workers=self.num_workers,
                 pin_memory=self.pin_memory,
                 persistent_workers=self.num_workers > 0,
-                collate_fn=MeasuringCollate(self.measures.get(split, ())),
+                collate_fn=MeasuringCollate(**self.measures.get(split, {})),
             )
         return DataLoader(
             dataset,
@@ -208,7 +225,7 @@ class VFIDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             drop_last=shuffle,
-            collate_fn=MeasuringCollate(self.measures.get(split, ())),
+            collate_fn=MeasuringCollate(**self.measures.get(split, {})),
         )
 
     def train_dataloader(self) -> DataLoader:

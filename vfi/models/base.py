@@ -163,12 +163,12 @@ class InterpolatorModule(L.LightningModule):
             self._cache["net"]._apply(fn, recurse)
         return super()._apply(fn, recurse)
 
-    def batch_measures(self) -> dict[str, tuple[str, ...]]:
-        """Per split, what the data workers measure for the steps
-        (:class:`vfi.data.datamodule.MeasuringCollate`): the scene ``cut`` flags of the
-        evaluation items when ``scene_cut`` is on."""
+    def batch_measures(self) -> dict[str, dict]:
+        """Per split, what the data workers measure for the steps: the arguments of
+        :class:`vfi.data.datamodule.MeasuringCollate` (here the scene ``cut`` flags of the
+        evaluation items when ``scene_cut`` is on)."""
         cut = ("cut",) if self.scene_cut else ()
-        return {"train": (), "val": cut, "test": cut}
+        return {"train": {"measures": ()}, "val": {"measures": cut}, "test": {"measures": cut}}
 
     def setup(self, stage: str) -> None:
         """Tell the DataModule what its workers measure for this model (before Lightning asks
@@ -216,6 +216,8 @@ class InterpolatorModule(L.LightningModule):
         :func:`replace_at_cuts`), and their times (the first item's)."""
         i0, i1 = batch["I0"], batch["I1"]
         extra = {"outer": batch.get("outer")} if self.takes_outer else {}
+        if "pair_flow_views" in batch:  # the sampler's DIS flows, measured by the workers
+            extra["pair_flow_views"] = batch["pair_flow_views"]
         host = host_taus(batch)
         if batch["gt"].shape[1] > 1:  # one time grid for the whole batch
             times = host[0]
@@ -477,12 +479,12 @@ class TrainableInterpolator(InterpolatorModule):
         flow = batch.get("pair_flow")
         return None if flow is None else pad_to_multiple(flow, self.multiple)[0]
 
-    def batch_measures(self) -> dict[str, tuple[str, ...]]:
+    def batch_measures(self) -> dict[str, dict]:
         """Per split, what the data workers measure for the steps: the DIS ``pair_flow`` a
         DIS-initialised flow net starts from (training), and the scene ``cut`` flags."""
         measures = super().batch_measures()
         if getattr(getattr(self, "flow_net", None), "init", None) == "dis":
-            measures["train"] = ("pair_flow",)
+            measures["train"] = {"measures": ("pair_flow",)}
         return measures
 
     def refresh_due(self, done: int, remaining: int) -> bool:

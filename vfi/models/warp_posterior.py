@@ -199,6 +199,21 @@ class WarpPosteriorVFI(TrainableInterpolator):
             var = var + self.motion_error**2 * speed2 * edge2
         return var
 
+    def batch_measures(self) -> dict[str, dict]:
+        """As the base class, and for a DIS-initialised flow net the DIS flows of each
+        evaluation pair in every flip view the sampler takes (``pair_flow_views``), so the
+        validation and test samplers run no OpenCV either."""
+        measures = super().batch_measures()
+        if getattr(self.flow_net, "init", None) == "dis":
+            for split in ("val", "test"):
+                views = self.views(self.samples[split])
+                measures[split] = {
+                    "measures": (*measures[split]["measures"], "pair_flow_views"),
+                    "views": views,
+                    "multiple": self.multiple,
+                }
+        return measures
+
     @property
     def measures_at_time(self) -> bool:
         """Whether the flow net measures the motion at a time t (see the class docstring)."""
@@ -415,6 +430,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         denoised: bool = False,
         targets: list[float] | None = None,
         measured: list[dict] | None = None,
+        start: Tensor | None = None,
     ) -> list[Tensor]:
         """One reverse pass per sample on the grid ``times`` [T'+1] (float64, 0 ... 1), from
         x_T = I1 down to x_stop. i0, i1: [B, 3, H, W] with H, W divisible by ``multiple``.
@@ -425,14 +441,15 @@ class WarpPosteriorVFI(TrainableInterpolator):
         A per-time motion estimator measures the motion once at each of the ``targets`` (the
         times the caller wants; default: times[stop]); every grid time takes the nearest one's.
         ``measured``: that motion given instead (:meth:`pair_motion`'s dicts, e.g. the
-        training items' cached motion at their taus).
+        training items' cached motion at their taus). ``start``: the pair's two-frame flows
+        measured elsewhere ([B, 4, H, W], :meth:`pair_flows`).
 
         With ``motion_refresh`` = m, after every m steps the flows are re-estimated between
         each sample's state x_k and I0, I1 and the terms from l_k down are rebuilt from them
         (:func:`vfi.ops.rescaled_flows`), until the next refresh."""
         anchors = (targets or [float(times[stop])]) if self.measures_at_time else [None]
         if measured is None:
-            measured = [self.pair_motion(i0, i1, at) for at in anchors]
+            measured = [self.pair_motion(i0, i1, at, start) for at in anchors]
         cache = {} if cache is None else cache
         pair = (i0.repeat(num_samples, 1, 1, 1), i1.repeat(num_samples, 1, 1, 1))
         extra = self.context_inputs(self.refiner, *pair, outer)
@@ -521,13 +538,16 @@ class WarpPosteriorVFI(TrainableInterpolator):
         num_samples: int = 1,
         generator: torch.Generator | None = None,
         outer: Tensor | None = None,
+        pair_flow_views: Tensor | None = None,
     ) -> list[tuple[Tensor, Tensor]]:
         """Every requested time from one reverse pass per sample: (mean, std) [B, 3, H, W] over
         the K = num_samples chains' denoised estimates, per time. The requested times are
         inserted into the grid and the pass stops at the earliest one. With ``flip_views`` the
         chains take V = :meth:`views` flips of the pair, each padded in its own coordinates,
         cropped and flipped back. Any H, W: padded and cropped back. ``outer`` [B, 2, 3, H, W]:
-        I_-1 and I2, for a multi-frame refiner."""
+        I_-1 and I2, for a multi-frame refiner. ``pair_flow_views``: a two-frame flow net's
+        start flows for the flipped, padded pairs ([V * B, 4, H', W'], measured by the data
+        workers: :class:`vfi.data.datamodule.MeasuringCollate`), used when they fit."""
         targets = [float(t) for t in check_tau(torch.tensor(times)).flatten()]
         grid = wp.time_grid(self.num_steps, targets)
         index = [int(torch.argmin((grid - t).abs())) for t in targets]
@@ -538,6 +558,12 @@ class WarpPosteriorVFI(TrainableInterpolator):
         pair, (h, w) = pad_to_multiple(torch.cat([i0, i1]), self.multiple)
         i0p, i1p = pair.chunk(2)
         stop, cache = min(index), {}
+        fits = pair_flow_views is not None and pair_flow_views.shape == (
+            len(i0p),
+            4,
+            *i0p.shape[2:],
+        )  # the views and padding the workers measured are this pass's
+        start = pair_flow_views if fits else None
         path = self.sample_path(
             i0p,
             i1p,
@@ -550,6 +576,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
             outer=outer,
             denoised=True,
             targets=[float(grid[k]) for k in index],
+            start=start,
         )
         outs = []
         for k in index:  # cropped in each view's coordinates, then mapped back
@@ -582,14 +609,18 @@ class WarpPosteriorVFI(TrainableInterpolator):
         num_samples: int = 1,
         generator: torch.Generator | None = None,
         outer: Tensor | None = None,
+        pair_flow_views: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Frames at time tau (a float, or [B]; items with different tau run separately; a
+        """Frames at time tau (a float, or [B]; items with different tau run separately (then
+        without ``pair_flow_views``, see :meth:`interpolate_times`); a
         tau on the device is read once on the host: give floats or a CPU tensor to avoid
         that sync); ``outer`` [B, 2, 3, H, W] as in :meth:`interpolate_times`."""
         taus = check_tau(tau).expand(i0.shape[0])
         groups = taus.unique().tolist()
         if len(groups) == 1:
-            return self.interpolate_times(i0, i1, groups, num_samples, generator, outer=outer)[0]
+            return self.interpolate_times(
+                i0, i1, groups, num_samples, generator, outer, pair_flow_views
+            )[0]
         mean, std = torch.empty_like(i0), torch.empty_like(i0)
         for t in groups:
             sel = (taus == t).nonzero().flatten().to(i0.device)
