@@ -705,3 +705,41 @@ def test_a_stopped_training_run_exits_128_plus_the_signal_and_resumes(cli_env, t
     resumed = run_cli("vfi.train", *args, f"ckpt_path={last}", f"trainer.max_steps={step + 2}",
                       f"hydra.run.dir={tmp_path / 'resumed'}", env=cli_env)  # fmt: skip
     assert f"training starts at global step {step}" in resumed.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_eval_exits_128_plus_the_signal_and_resumes(cli_env, tmp_path, stop):
+    """Ctrl-C or SIGTERM while vfi.eval scores: exit 130 / 143 with no traceback, every row
+    written so far whole (one JSON object per line), and resume= scores the items after them,
+    each item once."""
+    ev = tmp_path / "run"
+    args = ["model=ffmpeg", "data=clips_native", "motion_bins=null"]
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vfi.eval", *args, f"hydra.run.dir={ev}"],
+        cwd=REPO, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_sigint,
+    )  # fmt: skip
+
+    def rows() -> list[str]:
+        logs = list((ev / "items").glob("*.jsonl")) if (ev / "items").is_dir() else []
+        return logs[0].read_text().splitlines() if logs else []
+
+    deadline = time.time() + 300
+    try:
+        while not rows() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(stop)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + stop, stderr
+    assert "Traceback" not in stderr and not (ev / "metrics.json").exists()
+    done = [json.loads(line)["index"] for line in rows()]
+    assert done == list(range(len(done))) and 0 < len(done) < 24
+    more = len(done) + 2  # resume= scores two of the items not yet scored
+    run_cli("vfi.eval", *args, f"resume={ev}", "trainer.limit_test_batches=2",
+            f"hydra.run.dir={tmp_path / 'x'}", env=cli_env)  # fmt: skip
+    assert [json.loads(line)["index"] for line in rows()] == list(range(more))
+    assert json.loads((ev / "metrics.json").read_text())["results"][0]["items"] == more
