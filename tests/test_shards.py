@@ -4,6 +4,10 @@ item, both models train from them, and under DDP every item is taken once per ep
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import fabricate
@@ -285,3 +289,38 @@ def test_eval_resume_on_a_stream_counts_each_item_once(task_env, shards, tmp_pat
     got = json.loads((whole / "metrics.json").read_text())["results"][0]["metrics"]
     for name in ("test/psnr", "test/ssim", "test/lpips"):
         assert got[name] == pytest.approx(expected[name]), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_convert_exits_128_plus_the_signal_and_resumes(cli_env, tmp_path, stop):
+    """Ctrl-C or SIGTERM while vfi.data.convert writes chunks: exit 130 / 143 with no
+    traceback and no index (the shards are not readable yet); the same command again finishes
+    the conversion, and the shards hold every item once, item for item."""
+    tree = fabricate.vimeo90k(tmp_path / "vimeo", True, num_train=400)
+    out = tmp_path / "shards"
+    args = [*CONVERT, f"data.root={tree}", f"out={out}"]
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vfi.data.convert", *args, f"hydra.run.dir={tmp_path / 'a'}"],
+        cwd=REPO, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_sigint,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    try:
+        while not list(out.glob("train/chunk-*.bin")) and proc.poll() is None:
+            assert time.time() < deadline
+            time.sleep(0.02)
+        proc.send_signal(stop)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + stop, stderr
+    assert "Traceback" not in stderr and not (out / "train" / "index.json").exists()
+    run_cli("vfi.data.convert", *args, f"hydra.run.dir={tmp_path / 'b'}", env=cli_env)
+    folder = benchmarks.vimeo90k(str(tree), "train", "septuplet")
+    streamed = shard_dataset(str(out), "train")
+    assert len(streamed) == len(folder) == 400
+    assert all(same_items(streamed[i], folder[i]) for i in range(0, 400, 37))
+    ids = [streamed[i]["id"] for i in range(400)]
+    assert sorted(ids) == sorted(folder[i]["id"] for i in range(400))  # each item once
