@@ -38,6 +38,29 @@ def cli_env(tmp_path):
     return env
 
 
+def stop_midway(module: str, *args: str, env: dict, ready, stop: int) -> tuple[int, str]:
+    """Start ``python -m module args``, send it ``stop`` (a signal) once ``ready()`` is true,
+    and return its exit status and stderr. Its SIGINT starts at the default, as from a
+    terminal (pytest-xdist's workers ignore it, and a child would inherit that)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    deadline = time.time() + 300
+    try:
+        while not ready() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(stop)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    return proc.returncode, stderr
+
+
 def run_cli(module: str, *args: str, env: dict, timeout: int = 600, check: bool = True):
     """Run ``python -m module args`` in the repo root and return the CompletedProcess."""
     proc = subprocess.run(

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO, needs_shared, one_line, run_cli, run_task, task_error
+from conftest import REPO, needs_shared, one_line, run_cli, run_task, stop_midway, task_error
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -680,25 +680,12 @@ def test_a_stopped_training_run_exits_128_plus_the_signal_and_resumes(cli_env, t
     Lightning's 1), the last checkpoint whole and loadable, and ckpt_path= resumes from it."""
     run = tmp_path / "run"
     args = [*TINY, "logger=none", "test=false", "callbacks.last_checkpoint.every_n_train_steps=2"]
-    # a terminal's Ctrl-C reaches a process whose SIGINT is at its default (pytest-xdist's
-    # workers ignore it, and a child would inherit that)
-    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vfi.train", *args, "trainer.max_steps=100000",
-         f"hydra.run.dir={run}"],
-        cwd=REPO, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        preexec_fn=default_sigint,
-    )  # fmt: skip
     last = run / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    try:
-        while not last.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.1)
-        proc.send_signal(stop)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 128 + stop, stderr
+    code, stderr = stop_midway(
+        "vfi.train", *args, "trainer.max_steps=100000", f"hydra.run.dir={run}",
+        env=cli_env, ready=last.exists, stop=stop,
+    )  # fmt: skip
+    assert code == 128 + stop, stderr
     assert "Traceback" not in stderr
     step = torch.load(last, weights_only=True)["global_step"]
     assert step >= 2 and not list(last.parent.glob(".*tmp"))
@@ -715,26 +702,15 @@ def test_a_stopped_eval_exits_128_plus_the_signal_and_resumes(cli_env, tmp_path,
     each item once."""
     ev = tmp_path / "run"
     args = ["model=ffmpeg", "data=clips_native", "motion_bins=null"]
-    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vfi.eval", *args, f"hydra.run.dir={ev}"],
-        cwd=REPO, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        preexec_fn=default_sigint,
-    )  # fmt: skip
 
     def rows() -> list[str]:
         logs = list((ev / "items").glob("*.jsonl")) if (ev / "items").is_dir() else []
         return logs[0].read_text().splitlines() if logs else []
 
-    deadline = time.time() + 300
-    try:
-        while not rows() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        proc.send_signal(stop)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 128 + stop, stderr
+    code, stderr = stop_midway(
+        "vfi.eval", *args, f"hydra.run.dir={ev}", env=cli_env, ready=rows, stop=stop
+    )
+    assert code == 128 + stop, stderr
     assert "Traceback" not in stderr and not (ev / "metrics.json").exists()
     done = [json.loads(line)["index"] for line in rows()]
     assert done == list(range(len(done))) and 0 < len(done) < 24

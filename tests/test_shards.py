@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import fabricate
 import pytest
 import torch
-from conftest import REPO, one_line, run_cli, run_task, task_error
+from conftest import REPO, one_line, run_cli, run_task, stop_midway, task_error
 
 from vfi.data import benchmarks
 from vfi.data.shards import read_index, shard_dataset, write_shards
@@ -249,8 +248,6 @@ def test_convert_on_a_full_disk_names_the_chunk_and_resumes(vimeo, cli_env, tmp_
     one line that names the output, exit 2, no chunk or temporary under a final name; rerun
     with room to write, the same command continues and gives every item."""
     import resource
-    import subprocess
-    import sys
 
     out = tmp_path / "vimeo"
     args = [*CONVERT[:2], "chunk_items=8", f"data.root={vimeo}", f"out={out}", "num_workers=0",
@@ -300,22 +297,11 @@ def test_a_stopped_convert_exits_128_plus_the_signal_and_resumes(cli_env, tmp_pa
     tree = fabricate.vimeo90k(tmp_path / "vimeo", True, num_train=400)
     out = tmp_path / "shards"
     args = [*CONVERT, f"data.root={tree}", f"out={out}"]
-    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vfi.data.convert", *args, f"hydra.run.dir={tmp_path / 'a'}"],
-        cwd=REPO, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        preexec_fn=default_sigint,
+    code, stderr = stop_midway(
+        "vfi.data.convert", *args, f"hydra.run.dir={tmp_path / 'a'}", env=cli_env,
+        ready=lambda: bool(list(out.glob("train/chunk-*.bin"))), stop=stop,
     )  # fmt: skip
-    deadline = time.time() + 300
-    try:
-        while not list(out.glob("train/chunk-*.bin")) and proc.poll() is None:
-            assert time.time() < deadline
-            time.sleep(0.02)
-        proc.send_signal(stop)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 128 + stop, stderr
+    assert code == 128 + stop, stderr
     assert "Traceback" not in stderr and not (out / "train" / "index.json").exists()
     run_cli("vfi.data.convert", *args, f"hydra.run.dir={tmp_path / 'b'}", env=cli_env)
     folder = benchmarks.vimeo90k(str(tree), "train", "septuplet")
