@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -231,14 +230,6 @@ def entry_point(prog: str) -> Callable:
     return wrap
 
 
-def quiet_broken_connections(args: threading.ExceptHookArgs) -> None:
-    """``threading.excepthook`` once a run is stopping: a helper thread's broken connection
-    (multiprocessing's descriptor sharer, as the DataLoader's workers go away) is the stop
-    itself, not an error worth a traceback; any other error is reported as usual."""
-    if not issubclass(args.exc_type, OSError):
-        threading.__excepthook__(args)
-
-
 def run_hydra(prog: str, config_name: str, task: Callable[[DictConfig], object]) -> None:
     """Check the command line's config choices, then run ``task`` under Hydra."""
     import hydra
@@ -248,7 +239,6 @@ def run_hydra(prog: str, config_name: str, task: Callable[[DictConfig], object])
     def stop(signum, frame):
         if signum == signal.SIGINT:
             print(f"{prog}: interrupted", file=sys.stderr)
-        threading.excepthook = quiet_broken_connections
         sys.exit(128 + signum)
 
     # SIGTERM and Ctrl-C unwind like an exception, so partial outputs are removed on the way
