@@ -1,7 +1,7 @@
-"""Every `python -m vfi.<task> ...` command of the README composes: its config groups and
-options exist and Hydra accepts its overrides (placeholders such as `...` and `<run>` filled,
-sweeps at their first value). The commands that train, score and interpolate also run end to
-end in test_cli.py and test_interpolate.py."""
+"""Every `python -m vfi.<task> ...` command of the README and docs/*.md composes: its config
+groups and options exist and Hydra accepts its overrides (placeholders such as `...` and
+`<run>` filled, sweeps at their first value). The commands that train, score and interpolate
+also run end to end in test_cli.py and test_interpolate.py."""
 
 import re
 
@@ -16,10 +16,13 @@ CONFIGS = {"vfi.train": "train", "vfi.eval": "eval", "vfi.interpolate": "interpo
 CONFIGS.update({"vfi.data.bench": "data_bench", "vfi.data.convert": "convert"})
 
 
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
 def readme_commands() -> list[tuple[str, list[str]]]:
-    """(module, arguments) of each Hydra entry-point command in the README, in code blocks
-    (backslash continuations joined, comments dropped) and in inline code."""
-    text = (REPO / "README.md").read_text().replace("\\\n", " ")
+    """(module, arguments) of each Hydra entry-point command in the README and docs/*.md, in
+    code blocks (backslash continuations joined, comments dropped) and in inline code."""
+    text = "\n".join(p.read_text() for p in DOCUMENTS).replace("\\\n", " ")
     found = []
     for match in re.finditer(r"python -m (vfi(?:\.\w+)+)([^`\n#]*)", text):
         module, rest = match.group(1), match.group(2)
@@ -78,3 +81,31 @@ def test_every_test_the_guarantees_name_exists():
         current = path or current
         source = (REPO / current).read_text()
         assert re.search(rf"^def {name or sibling}\(", source, re.M), (current, name or sibling)
+
+
+def test_the_readme_is_one_page():
+    assert len((REPO / "README.md").read_text().splitlines()) <= 250
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_every_link_between_the_documents_resolves():
+    """Relative links (and their #anchors) in the README and docs/*.md name an existing file and
+    one of its headings."""
+    checked = 0
+    for doc in DOCUMENTS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            if re.match(r"\w+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (doc.parent / path).resolve() if path else doc
+            assert file.exists(), (doc.name, target)
+            if anchor:
+                headings = re.findall(r"^#+ (.+)$", file.read_text(), re.M)
+                assert anchor in {slug(h) for h in headings}, (doc.name, target)
+            checked += 1
+    assert checked >= 15

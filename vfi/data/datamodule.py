@@ -119,6 +119,11 @@ class InterleavedDataset(IterableDataset):
             yield item
 
 
+# the keys a data preset may share with its splits by interpolation (${..root} etc.)
+SHARED_OPTIONS = ("root", "val_size", "on_corrupt", "gap", "stride", "step", "cache_dir")
+SHARED_OPTIONS += ("difficulty", "variant", "outer")
+
+
 class VFIDataModule(L.LightningDataModule):
     """Args:
     train, val, test: dataset factories (Hydra partials) or None; built in ``setup``. A list of
@@ -129,7 +134,7 @@ class VFIDataModule(L.LightningDataModule):
     eval_batch_size: validation and test batch size per process.
     num_workers: DataLoader worker processes.
     options: settings the split configs share by interpolation (``root``, ``gap``,
-        ``difficulty``, ``on_corrupt``, ...), kept in :attr:`options`.
+        ``difficulty``, ``on_corrupt``, ...: :data:`SHARED_OPTIONS`); any other key is refused.
     """
 
     def __init__(
@@ -144,7 +149,12 @@ class VFIDataModule(L.LightningDataModule):
         **options,
     ):
         super().__init__()
-        self.options = options
+        unknown = sorted(set(options) - set(SHARED_OPTIONS))
+        if unknown:
+            raise VFIError(
+                f"unknown data option data.{unknown[0]}: expected one of "
+                f"{', '.join(SHARED_OPTIONS)} besides the splits and loader settings"
+            )
         self.factories = {"train": train, "val": val, "test": test}
         self.datasets: dict[str, Dataset] = {}
         self.built_for = rank_and_world()
