@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from litdata import StreamingDataLoader, StreamingDataset
 from torch import Tensor
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, IterableDataset, get_worker_info
+from torch.utils.data import (
+    ConcatDataset,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    IterableDataset,
+    get_worker_info,
+)
 from torch.utils.data._utils.collate import default_collate
 
 from vfi.data.flying import render_batch
@@ -119,6 +127,59 @@ class InterleavedDataset(IterableDataset):
             yield item
 
 
+class ResumableSampler(DistributedSampler):
+    """The training order: pass e over the items is a permutation drawn from the global seed
+    (``PL_GLOBAL_SEED``, set by ``seed``) and e; with W DDP processes rank r takes every W-th
+    item of it, as from Lightning's own DistributedSampler. The sampler counts its passes
+    itself (Lightning's epoch count moves on when a run stops at ``max_steps``), and
+    :meth:`resume` starts the next pass at a given pass and item, so a resumed run continues
+    the order where the stopped one left it."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0):
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.passes, self.start = 0, 0  # the next pass, and the item of this rank it starts at
+
+    def set_epoch(self, epoch: int) -> None:
+        """Ignored: the order follows the sampler's own passes."""
+
+    def resume(self, passes: int, start: int) -> None:
+        self.passes, self.start = passes, start
+
+    def __iter__(self) -> Iterator[int]:
+        self.epoch, start = self.passes, self.start
+        self.passes, self.start = self.passes + 1, 0
+        yield from list(super().__iter__())[start:]
+
+
+class ResumableLoader(DataLoader):
+    """The training DataLoader of map-style data, resumable in the middle of an epoch:
+    Lightning keeps :meth:`state_dict` in each checkpoint (the batches the training steps took
+    this epoch, counted in ``taken``) and hands it back on a resume, when
+    :meth:`load_state_dict` makes the :class:`ResumableSampler` start the epoch at the first
+    batch not yet taken. So a run stopped and resumed sees the items of an uninterrupted run,
+    in its order."""
+
+    def __init__(self, *args, taken: list[int], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.taken = (
+            taken  # [batches the training steps took this epoch], shared with the DataModule
+        )
+
+    def __iter__(self):
+        self.taken[0] = 0
+        return super().__iter__()
+
+    def state_dict(self) -> dict:
+        return {"pass": self.sampler.passes - 1, "batches": self.taken[0]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["batches"] >= len(self):  # saved at the end of a pass: the next one, whole
+            self.sampler.resume(state["pass"] + 1, 0)
+        else:
+            self.sampler.resume(state["pass"], state["batches"] * self.batch_size)
+
+
 # the keys a data preset may share with its splits by interpolation (${..root} etc.)
 SHARED_OPTIONS = ("root", "val_size", "on_corrupt", "gap", "stride", "step", "cache_dir")
 SHARED_OPTIONS += ("difficulty", "variant", "outer")
@@ -168,6 +229,7 @@ class VFIDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.skipped = 0
+        self.train_batches_taken = [0]  # this epoch's, for ResumableLoader
         # per split, what the workers measure for the model (set by the model's setup hook)
         self.measures: dict[str, dict] = {}  # MeasuringCollate's arguments per split
 
@@ -227,16 +289,19 @@ class VFIDataModule(L.LightningDataModule):
                 persistent_workers=self.num_workers > 0,
                 collate_fn=MeasuringCollate(**self.measures.get(split, {})),
             )
-        return DataLoader(
-            dataset,
+        options = dict(
             batch_size=batch_size,
-            shuffle=shuffle and not isinstance(dataset, IterableDataset),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             drop_last=shuffle,
             collate_fn=MeasuringCollate(**self.measures.get(split, {})),
         )
+        if not shuffle or isinstance(dataset, IterableDataset):
+            return DataLoader(dataset, **options)
+        rank, world = rank_and_world()
+        sampler = ResumableSampler(dataset, num_replicas=world, rank=rank)
+        return ResumableLoader(dataset, sampler=sampler, taken=self.train_batches_taken, **options)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.device_batch_size, shuffle=True)
@@ -248,8 +313,11 @@ class VFIDataModule(L.LightningDataModule):
         return self._loader("test", self.eval_batch_size, shuffle=False)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Count the skipped items; draw device-rendered flying items on the device."""
+        """Count the skipped items and the training batches taken; draw device-rendered
+        flying items on the device."""
         self.skipped += int(batch.pop("skipped", 0))
+        if self.trainer is not None and self.trainer.training:
+            self.train_batches_taken[0] += 1
         return render_batch(batch)
 
     def teardown(self, stage: str) -> None:
