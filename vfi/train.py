@@ -43,6 +43,13 @@ def train(cfg: DictConfig) -> dict[str, float] | float:
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # bad data fails here, before the trainer starts talking
     model = instantiate(cfg.model)
+    choices = dict(HydraConfig.get().runtime.choices)
+    if type(model).training_step is L.LightningModule.training_step:
+        name = choices.get("model")
+        raise VFIError(
+            f"model={name} has nothing to train (a baseline): score it with "
+            f"python -m vfi.eval model={name} data=..."
+        )
     backend = cfg.get("compile")
     if backend:
         backend = "inductor" if backend is True else backend
@@ -50,7 +57,6 @@ def train(cfg: DictConfig) -> dict[str, float] | float:
         if backend not in known:
             raise VFIError(f"compile must be true, false or one of {known}, got {backend!r}")
         model.compile_networks(backend)
-    choices = dict(HydraConfig.get().runtime.choices)
     model.run_config = {
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "data": OmegaConf.to_container(cfg.data, resolve=True),

@@ -166,6 +166,26 @@ def read_index(where: str, cache_dir: str | None = None) -> dict:
     return index
 
 
+class ShardDataset(StreamingDataset):
+    """litdata's ``StreamingDataset`` whose items, when a chunk cannot be read or decoded,
+    end the run with one line that names the chunk file."""
+
+    def __getitem__(self, index):
+        try:
+            return super().__getitem__(index)
+        except VFIError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure to read a stored item
+            chunk = getattr(index, "chunk_index", None)
+            chunks = self.cache._reader.config._chunks if chunk is not None else None
+            name = chunks[chunk]["filename"] if chunks else "a chunk"
+            where = self.input_dir.url or self.input_dir.path
+            raise VFIError(
+                f"cannot read shard {where}/{name} ({type(exc).__name__}: {exc}); the shard "
+                "set is damaged: convert it again with python -m vfi.data.convert"
+            ) from None
+
+
 def shard_dataset(
     root: str,
     split: str,
@@ -176,13 +196,14 @@ def shard_dataset(
     max_cache_size: str = "50GB",
 ) -> StreamingDataset:
     """The ``split`` subfolder of the shard set at ``root`` as a litdata ``StreamingDataset``
+    (:class:`ShardDataset`)
     of items. Remote chunks are downloaded into ``cache_dir`` (litdata's default when None)
     and evicted beyond ``max_cache_size``. It splits itself over DataLoader workers and DDP
     ranks; a shuffled (training) set drops the last items that would leave the ranks with
     unequal batches, an evaluation set keeps every item."""
     where = f"{str(root).rstrip('/')}/{split}"
     read_index(where, cache_dir)
-    return StreamingDataset(
+    return ShardDataset(
         where,
         cache_dir=cache_dir,
         shuffle=shuffle,
