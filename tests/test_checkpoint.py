@@ -202,3 +202,25 @@ def test_optimized_value_is_the_best_checkpoint_score_else_the_last_or_one_line(
     assert optimized_value(trainer, "val/ssim") == pytest.approx(0.9)
     with pytest.raises(VFIError, match=r"val/nope was never logged \(logged: val/psnr, val/ssim\)"):
         optimized_value(trainer, "val/nope")
+
+
+def test_the_release_files_hold_no_machine_path(tmp_path):
+    """release.ckpt, .safetensors and .json name no absolute path of the machine that trained
+    them; an export drops the LPIPS weights' path, which each loader gives itself."""
+    import json
+    import re
+
+    from vfi.utils.checkpoint import RELEASE_CHECKPOINT, export_checkpoint
+
+    texts = [RELEASE_CHECKPOINT.with_suffix(".json").read_text()]
+    for suffix in (".ckpt", ".safetensors"):
+        saved = load_checkpoint(RELEASE_CHECKPOINT.with_suffix(suffix))
+        texts.append(json.dumps(saved["vfi_config"]))
+    for text in texts:
+        assert not re.search(r'"/(work|root|home|tmp|Users)\b', text), text[:300]
+    source = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    source.parent.mkdir(parents=True)
+    config = {"model": {"lpips_backbone": "/home/me/alexnet.pth", "kappa": 0.01}, "data": {}}
+    torch.save({"state_dict": {"w": torch.ones(2)}, "vfi_config": config}, source)
+    out = export_checkpoint(source, tmp_path / "out.ckpt", {"test/psnr": 30.0})
+    assert load_checkpoint(out)["vfi_config"]["model"] == {"lpips_backbone": None, "kappa": 0.01}

@@ -14,13 +14,23 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO, needs_shared, one_line, run_cli, run_task, stop_midway, task_error
+from conftest import (
+    REPO,
+    needs_shared,
+    one_line,
+    psnr_of,
+    run_cli,
+    run_task,
+    stop_midway,
+    task_error,
+)
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from vfi.errors import VFIError
-from vfi.utils.checkpoint import RELEASE_CHECKPOINT, model_from_checkpoint
+from vfi.models.checkpoint import model_from_checkpoint
+from vfi.utils.checkpoint import RELEASE_CHECKPOINT
 from vfi.utils.run import CONF_DIR
 
 pytestmark = pytest.mark.slow
@@ -71,6 +81,12 @@ def test_bad_input_gets_one_line_from_the_command_line(cli_env):
             ["tau_range must lie inside (0, 1)", "1.5"],
         ),
         ("vfi.eval", ["model=blend"], ["no test data"]),
+        ("vfi.train", ["model=classical"], ["model=classical has nothing to train", "vfi.eval"]),
+        (
+            "vfi.eval",
+            ["model=blend", "data=clips", "+data.gapp=3"],
+            ["unknown data option data.gapp", "gap"],
+        ),
         (
             "vfi.eval",
             ["data=clips", "motion_refresh=often"],
@@ -112,6 +128,11 @@ def test_bad_input_gets_one_line_from_the_command_line(cli_env):
         (
             "vfi.train",
             ["trainer=debug", "data=flying", "trainer.max_steps=abc"],
+            ["trainer.max_steps must be an integer >= -1, got 'abc'"],
+        ),
+        (
+            "vfi.train",
+            ["trainer=debug", "data=flying", "trainer.precision=99"],
             ["Error in call to target 'lightning.pytorch.trainer.trainer.Trainer'", "HYDRA_FULL"],
         ),
         (
@@ -218,9 +239,10 @@ LAYOUTS = {
 
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
-def test_fast_dev_run_on_each_layout(task_env, tmp_path, capsys, name):
+def test_fast_dev_run_on_each_layout(task_env, tmp_path, capsys, tested_frames, name):
     """model=resshift trains a step, validates and tests on every fabricated benchmark tree
-    (37x50 frames: the model pads odd sizes); vfi.train in-process, without a logger."""
+    (37x50 frames: the model pads odd sizes); vfi.train in-process, without a logger. The
+    reported test/psnr is that of the frames the test steps produced, recomputed here."""
     make, overrides = LAYOUTS[name]
     root = make(tmp_path / name)
     args = [
@@ -228,7 +250,8 @@ def test_fast_dev_run_on_each_layout(task_env, tmp_path, capsys, name):
         "data.batch_size=2", "data.num_workers=0", "logger=none", *overrides,
     ]  # fmt: skip
     metrics = run_task("vfi.train", args, tmp_path / "run")
-    assert "test/psnr" in capsys.readouterr().out and metrics["test/psnr"] > 0
+    assert "test/psnr" in capsys.readouterr().out
+    assert metrics["test/psnr"] == pytest.approx(psnr_of(tested_frames), abs=1e-3)
 
 
 def test_data_bench_prints_items_per_second(task_env, tmp_path, capsys):

@@ -25,20 +25,39 @@ def _compose(*overrides, hydra=False):
 @pytest.mark.parametrize("name", group_options("model"))
 def test_every_model_instantiates(name):
     """Every model option builds and interpolates a pair: frames of the input's shape, with
-    I0 == I1 answered by that frame (up to the 8-bit rounding of ffmpeg's colour round trip)."""
+    I0 == I1 answered by that frame (up to the 8-bit rounding of ffmpeg's colour round trip).
+    The untrained models answer their prior: ResShift (zero flows, v0 = v1 = 1/2, a zero
+    denoiser output) the tau-weighted blend of any pair, std 0; the bridge, for I0 == I1, the
+    frame plus its one noisy step, with std the floor alone (every hypothesis is the frame);
+    the autoencoder (a zero output layer) the blend of its input frames."""
     model = instantiate(_compose(f"model={name}").model).eval()
-    frame = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    frame, other = (torch.rand(1, 3, 32, 48, generator=g) * 2 - 1 for _ in range(2))
     if name == "autoencoder":  # rebuilds frames for the latent mode; interpolating is refused
         with pytest.raises(VFIError, match="does not interpolate"):
             model.interpolate(frame, frame, 0.5)
         with torch.no_grad():
-            assert model.reconstruct(frame, frame, frame).shape == frame.shape
+            rebuilt = model.reconstruct(frame, other, -frame)
+        torch.testing.assert_close(rebuilt, (other - frame) / 2, rtol=0, atol=1e-6)
+        return
+    if name == "resshift":
+        with torch.no_grad():
+            mean, std = model.interpolate(frame, other, 0.3)
+        torch.testing.assert_close(mean, 0.7 * frame + 0.3 * other, rtol=0, atol=1e-5)
+        assert mean.shape == std.shape and not std.any()
         return
     with torch.no_grad():
         mean, std = model.interpolate(frame, frame, 0.5)
     assert mean.shape == std.shape == frame.shape
     if name in ("blend", "classical", "ffmpeg"):
         assert (mean - frame).abs().max() < 4 / 127.5
+    if name == "warp_posterior":
+        torch.testing.assert_close(std, torch.full_like(std, model.uncertainty_floor))
+        # on the T = 4 grid the estimate at 1/2 comes from x_{3/4} ~ N(frame, beta(3/4)):
+        # frame + rho beta(1/2) / beta(3/4) (x - frame), of variance kappa^2 (1/2)^2 (1/4) / (3/4)
+        noise = float((mean - frame).double().pow(2).mean())
+        assert model.num_steps == 4
+        assert abs(noise / (model.kappa**2 / 12) - 1) < 0.1, noise
 
 
 @pytest.mark.parametrize("name", group_options("data"))

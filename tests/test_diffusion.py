@@ -57,12 +57,18 @@ def test_posterior_matches_gaussian_conditioning(t):
     assert torch.allclose(got_var.flatten()[0].double(), want_var.double(), atol=1e-12)
 
 
-def test_forward_marginals_match_chain():
+def test_q_sample_is_the_chains_marginal():
+    """q_sample's x_t (its mean with zero noise; its std per unit noise) against the marginal
+    of the dense Markov chain at every t."""
     etas = rs.eta_schedule()
     x0, y = 0.25, -0.75
     mean, cov = _chain_joint(etas, x0, y)
-    assert torch.allclose(mean, x0 + etas * (y - x0))
-    assert torch.allclose(torch.diagonal(cov), KAPPA**2 * etas)
+    t = torch.arange(1, len(etas) + 1)
+    x0s, ys = (torch.full((len(t), 1, 1, 1), v, dtype=torch.float64) for v in (x0, y))
+    at_zero = rs.q_sample(x0s, ys, t, etas, KAPPA, torch.zeros_like(x0s)).flatten()
+    at_one = rs.q_sample(x0s, ys, t, etas, KAPPA, torch.ones_like(x0s)).flatten()
+    torch.testing.assert_close(at_zero, mean, rtol=0, atol=1e-12)
+    torch.testing.assert_close(at_one - at_zero, torch.diagonal(cov).sqrt(), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("t", [1, 8, 15])

@@ -87,7 +87,7 @@ def test_logged_means_are_the_item_means_over_uneven_batches(tmp_path):
 
     from vfi.data.datamodule import collate_items
     from vfi.data.flying import FlyingDataset
-    from vfi.metrics import quantize
+    from vfi.ops import quantize
 
     items = [FlyingDataset(size=(32, 32), seed=3, num_frames=3)[i] for i in range(5)]
     model = BlendInterpolator()
@@ -127,7 +127,7 @@ def test_ddp_validation_with_a_subset_score_on_one_rank_only(tmp_path):
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
     from vfi.data.datamodule import collate_items
-    from vfi.metrics import quantize
+    from vfi.ops import quantize
 
     model = BlendInterpolator()
     trainer = L.Trainer(

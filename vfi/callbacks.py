@@ -16,14 +16,8 @@ import lightning as L
 import torch
 
 from vfi.errors import VFIError
-from vfi.utils.panels import (
-    log_panel,
-    panel_rows,
-    save_png,
-    stack_rows,
-    thumbnail,
-    wandb_loggers,
-)
+from vfi.utils.panels import log_panel, panel_rows, save_png, stack_rows, thumbnail
+from vfi.utils.run import wandb_loggers
 
 
 class EvalPanels(L.Callback):

@@ -29,8 +29,9 @@ from torch.utils.data import Dataset, IterableDataset, Subset
 
 from vfi.callbacks import EvalPanels, ItemRows
 from vfi.errors import VFIError
-from vfi.utils.checkpoint import checkpoint_or_release, load_checkpoint, model_from_checkpoint
-from vfi.utils.panels import log_panel, wandb_loggers
+from vfi.models.checkpoint import model_from_checkpoint
+from vfi.utils.checkpoint import checkpoint_or_release, load_checkpoint
+from vfi.utils.panels import log_panel
 from vfi.utils.report import aggregate, plot_report
 from vfi.utils.run import (
     CONF_DIR,
@@ -39,6 +40,7 @@ from vfi.utils.run import (
     entry_point,
     instantiate_loggers,
     run_hydra,
+    wandb_loggers,
     write_metrics,
 )
 

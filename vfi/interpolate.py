@@ -28,9 +28,10 @@ from rich.progress import track
 from vfi.data.items import read_image, to_model_range, to_uint8
 from vfi.data.video import open_video, replace_outer_across_cuts, rgb
 from vfi.errors import VFIError
+from vfi.models.checkpoint import model_from_checkpoint
 from vfi.ops.scene import nearest_frame
 from vfi.ops.tiles import tiled
-from vfi.utils.checkpoint import checkpoint_or_release, load_checkpoint, model_from_checkpoint
+from vfi.utils.checkpoint import checkpoint_or_release, load_checkpoint
 from vfi.utils.panels import heatmap, save_png
 from vfi.utils.run import entry_point, partial_name, run_hydra
 
@@ -93,7 +94,7 @@ class Interpolator:
         if precision not in PRECISIONS:
             raise VFIError(f"precision must be one of fp32, bf16, fp16, got {precision!r}")
         if tile is not None and (not isinstance(tile, int) or tile < 64):
-            raise VFIError(f"tile must be null or an integer of at least 64 pixels, got {tile!r}")
+            raise VFIError(f"tile must be an integer >= 64 or null, got {tile!r}")
         if tile is not None and (not isinstance(overlap, int) or not 0 <= overlap <= tile // 4):
             raise VFIError(f"tile_overlap must be an integer from 0 to tile / 4, got {overlap!r}")
         self.device = check_device(device)
@@ -187,8 +188,6 @@ def interpolate_video(cfg: DictConfig, engine: Interpolator, out_dir: Path) -> l
     factor = cfg.factor
     if not isinstance(factor, int) or factor < 2:
         raise VFIError(f"factor must be an integer of at least 2, got {factor!r}")
-    if not isinstance(cfg.crf, int) or not 0 <= cfg.crf <= 51:
-        raise VFIError(f"crf must be an integer from 0 to 51 (H.264 quality), got {cfg.crf!r}")
     source = Path(cfg.input)
     with open_video(source) as container:
         stream = container.streams.video[0]
@@ -284,12 +283,6 @@ def interpolate_pair(cfg: DictConfig, engine: Interpolator, out_dir: Path) -> li
 def interpolate(cfg: DictConfig) -> list[Path]:
     if (cfg.input is None) == (cfg.frames is None):
         raise VFIError("give either input=<video> (video mode) or frames=[a.png,b.png] (pair mode)")
-    if cfg.num_samples is not None and (
-        not isinstance(cfg.num_samples, int) or cfg.num_samples < 1
-    ):
-        raise VFIError(
-            f"num_samples must be an integer of at least 1 (or null), got {cfg.num_samples!r}"
-        )
     ckpt_path = checkpoint_or_release(
         cfg.ckpt_path, cfg.get("model") is not None, Path(cfg.paths.log_dir) / "train"
     )

@@ -14,14 +14,9 @@ from torchmetrics.functional.image import (
 )
 
 from vfi.errors import VFIError
-from vfi.ops import warp_backward
+from vfi.ops import quantize, warp_backward
 
 log = logging.getLogger(__name__)
-
-
-def quantize(x: Tensor) -> Tensor:
-    """[-1, 1] images to the 8-bit grid, returned in [0, 1]: round((x + 1) / 2 * 255) / 255."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round() / 255.0
 
 
 def load_lpips(backbone: str | None = None) -> nn.Module:

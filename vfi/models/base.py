@@ -401,7 +401,7 @@ class TrainableInterpolator(InterpolatorModule):
 
     def __init__(
         self,
-        lr: float = 2e-4,
+        lr: float = 5e-4,
         optimizer: Callable | None = None,
         scheduler: Callable | None = None,
         lpips_weight: float = 0.0,

@@ -40,9 +40,10 @@ class ResShiftVFI(TrainableInterpolator):
         (``autoencoder``: the checkpoint of a ``model=autoencoder`` run, frozen; after LDMVFI)
         at 1/f of the frame size, with the prior and its parts encoded, and its result decoded
         with the input frames.
-    other keyword arguments (lr, optimizer, scheduler, lpips_weight on LPIPS(x0_hat, I_tau),
-        val_samples, test_samples, lpips_backbone) go to
-        :class:`vfi.models.base.TrainableInterpolator`.
+    val_samples, test_samples, scene_cut and the other keyword arguments (lr, optimizer,
+        scheduler, lpips_weight on LPIPS(x0_hat, I_tau), lpips_backbone, ...) go to
+        :class:`vfi.models.base.TrainableInterpolator`. Every default equals
+        ``model/resshift.yaml`` (tests/test_defaults.py).
     """
 
     def __init__(
@@ -60,9 +61,14 @@ class ResShiftVFI(TrainableInterpolator):
         ifd_tau_range: tuple[float, float] = (0.05, 0.95),
         space: str = "pixel",
         autoencoder: str | None = None,
+        val_samples: int = 2,
+        test_samples: int = 4,
+        scene_cut: bool = True,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(
+            val_samples=val_samples, test_samples=test_samples, scene_cut=scene_cut, **kwargs
+        )
         if space not in ("pixel", "latent"):
             raise VFIError(f"model.space must be 'pixel' or 'latent', got {space!r}")
         if warp not in ("backward", "softmax_splat"):

@@ -5,6 +5,7 @@ residual (see :mod:`vfi.diffusion.warp_posterior` for the maths)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import kornia
 import torch
@@ -26,9 +27,36 @@ from vfi.ops import (
     pad_to_multiple,
     rescaled_flows,
     warp_backward,
-    warp_gram_diagonal,
 )
 from vfi.ops.fusion import fuse, fusion_weights, mixture_variance, motion_confidence
+
+
+@dataclass(frozen=True)
+class PassContext:
+    """What a sampling pass is told besides the pair: ``outer`` [B, 2, 3, H, W] (I_-1 and I2,
+    for a multi-frame refiner); ``targets``, the times the caller wants, where a per-time
+    motion estimator measures the motion (None: the pass's stop time); ``measured``, that
+    motion given instead (:meth:`WarpPosteriorVFI.pair_motion`'s dicts, e.g. the training
+    items' cached motion at their taus); ``start``, the pair's two-frame flows measured
+    elsewhere ([B, 4, H, W], :meth:`~vfi.models.base.TrainableInterpolator.pair_flows`)."""
+
+    outer: Tensor | None = None
+    targets: list[float] | None = None
+    measured: list[dict] | None = None
+    start: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class SamplePass:
+    """One sampling pass's outputs: the ``path`` [x_stop, ..., x_T] (or the estimates, see
+    :class:`vfi.diffusion.warp_posterior.SampleOptions`), each [K * B, 3, H, W] sample-major;
+    per grid index k the bridge terms x_k was drawn with (``drawn``, [K * B, ...] each); the
+    bridge's :class:`~vfi.diffusion.warp_posterior.PassStats`; and the motion refreshes run."""
+
+    path: list[Tensor]
+    drawn: dict[int, dict]
+    stats: wp.PassStats
+    refreshes: int
 
 
 class WarpPosteriorVFI(TrainableInterpolator):
@@ -69,8 +97,10 @@ class WarpPosteriorVFI(TrainableInterpolator):
         (the flows are estimated once per view).
     sample_noise: draw the chain's Gaussian noise when sampling (True), or run it on the
         posterior means alone (False: deterministic; K > 1 chains then differ by their views).
-    other keyword arguments (lr, optimizer, scheduler, lpips_weight, val_samples,
-        test_samples, lpips_backbone) go to :class:`vfi.models.base.TrainableInterpolator`.
+    val_samples, test_samples, lpips_weight, scene_cut and the other keyword arguments (lr,
+        optimizer, scheduler, lpips_backbone, ...) go to
+        :class:`vfi.models.base.TrainableInterpolator`. Every default equals
+        ``model/warp_posterior.yaml`` (tests/test_defaults.py).
     """
 
     one_pass_std = True  # K = 1 gives a std from the prior's terms (:meth:`total_std`)
@@ -80,24 +110,34 @@ class WarpPosteriorVFI(TrainableInterpolator):
         flow_net: nn.Module,
         visibility_net: nn.Module,
         refiner: nn.Module,
-        num_steps: int = 8,
-        kappa: float = 0.1,
+        num_steps: int = 4,
+        kappa: float = 0.01,
         posterior: str = "diagonal",
         cg_tol: float = 1e-4,
         cg_max_iter: int = 50,
         prior_weight: float = 1.0,
-        rollout_prob: float = 0.0,
+        rollout_prob: float = 0.25,
         eps: float = 1e-6,
         fallback: str = "confidence",
         fallback_gain: float = 4.0,
-        uncertainty_floor: float = 2.0 / 255,
+        uncertainty_floor: float = 0.00784,
         motion_error: float = 0.0,
-        warp_mode: str = "bilinear",
+        warp_mode: str = "bicubic",
         flip_views: bool = True,
         sample_noise: bool = True,
+        val_samples: int = 4,
+        test_samples: int = 4,
+        lpips_weight: float = 0.1,
+        scene_cut: bool = True,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(
+            val_samples=val_samples,
+            test_samples=test_samples,
+            lpips_weight=lpips_weight,
+            scene_cut=scene_cut,
+            **kwargs,
+        )
         if posterior not in ("exact", "diagonal"):
             raise VFIError(f"model.posterior must be 'exact' or 'diagonal', got {posterior!r}")
         if num_steps < 2:
@@ -135,9 +175,15 @@ class WarpPosteriorVFI(TrainableInterpolator):
         self.flip_views = flip_views
         self.sample_noise = sample_noise
         self.multiple = math.lcm(getattr(flow_net, "multiple", 1), getattr(refiner, "multiple", 1))
-        self.cg_stats: list[dict] = []  # exact mode: iterations and residual of every step
+        self.cg_stats: list[wp.CGSolve] = []  # exact mode: every step's solve since sampler_stats
 
     # --- the bridge's operators ----------------------------------------------------------
+    def bridge(self, times: Tensor) -> wp.WarpBridge:
+        """The bridge on the grid ``times`` [T'+1] (float64, 0 ... 1) with this model's kappa
+        and posterior (``posterior``, ``cg_tol``, ``cg_max_iter``)."""
+        cg = wp.ConjugateGradient(self.cg_tol, self.cg_max_iter, self.cg_check_every)
+        return wp.WarpBridge(times, self.kappa, wp.PosteriorSolver(self.posterior_mode, cg))
+
     def bridge_terms(
         self,
         i0: Tensor,
@@ -260,28 +306,14 @@ class WarpPosteriorVFI(TrainableInterpolator):
         return self.refiner(inp, dl * 1000.0, l_prev, **extra)
 
     def step_posterior(
-        self, x_k: Tensor, prev: dict, cur: dict, l_prev: Tensor, l_k: Tensor
+        self, bridge: wp.WarpBridge, x_k: Tensor, prev: dict, cur: dict, l: tuple[Tensor, Tensor]
     ) -> Tensor:
-        """mu~ of q(x_{k-1} | x_k, I0, I1), per item l [B]."""
-        lp, lk = l_prev.to(x_k).view(-1, 1, 1, 1), l_k.to(x_k).view(-1, 1, 1, 1)
-        rho, gamma = wp.transition_coefficients(lp, lk, self.kappa)
-        beta_prev = wp.bridge_variance(lp, self.kappa)
-        flow = self.step_flow(cur["velocity"], l_k - l_prev)
-        mean, _ = wp.posterior(
-            x_k,
-            prev["mu"],
-            cur["mu"],
-            BackwardWarp(flow),
-            rho,
-            gamma,
-            beta_prev,
-            self.posterior_mode,
-            warp_gram_diagonal(flow),
-            self.cg_tol,
-            self.cg_max_iter,
-            check_every=self.cg_check_every,
-        )
-        return mean
+        """mu~ of q(x_{k-1} | x_k, I0, I1) for the per-item step l = (l_{k-1}, l_k) [B] each,
+        from the bridge terms at l_{k-1} and l_k (:meth:`bridge_terms`)."""
+        lp, lk = (t.to(x_k).view(-1, 1, 1, 1) for t in l)
+        warp = BackwardWarp(self.step_flow(cur["velocity"], l[1] - l[0]))
+        prior = wp.StepPrior(prev["mu"], cur["mu"], warp)
+        return bridge.posterior(x_k, prior, bridge.between(lp, lk)).mean
 
     # --- training ------------------------------------------------------------------------
     @staticmethod
@@ -342,6 +374,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         gt_k = frames[rows, match.float().argmax(1)]
 
         i0, i1 = frames[:, 0], frames[:, -1]
+        bridge = self.bridge(wp.time_grid(self.num_steps))  # the training grid k / T
         outer = batch.get("outer")
         cached = self.cached_motion(batch)  # the items' motion at their taus, if any
         if cached is not None:
@@ -363,12 +396,11 @@ class WarpPosteriorVFI(TrainableInterpolator):
                     {name: v[:, i] for name, v in cached.items()} | {"at": times_host[0][i + 1]}
                     for i in range(n - 2)
                 ]
-            grid = wp.time_grid(self.num_steps)
-            x_k = self.sample_path(i0, i1, grid, stop=k, outer=outer, measured=measured)[0]
-        else:
-            beta_k = wp.bridge_variance(l_k, self.kappa).to(i0).view(-1, 1, 1, 1)
+            context = PassContext(outer=outer, measured=measured)
+            x_k = self.sample_path(i0, i1, bridge.times, stop=k, context=context)[0]
+        else:  # a draw of the bridge's marginal at l_k around the ground truth (or the prior)
             clean = torch.where(has_gt.view(-1, 1, 1, 1), gt_k, cur["mu"].detach())
-            x_k = clean + beta_k.sqrt() * torch.randn_like(clean)
+            x_k = bridge.marginal(clean, l_k, torch.randn_like(clean))
         if self.motion_refresh:  # as in sampling: the step's flows re-read from x_k
             both = self.bridge_terms(
                 *ends, *self.refreshed_flows(x_k, i0, i1, l_both, tuple(flows)), l_both, None
@@ -376,7 +408,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
             cur = {k: v[b:] for k, v in both.items()}
         prev = {k: v[:b] for k, v in both.items()}
 
-        mean = self.step_posterior(x_k, prev, cur, l_prev, l_k)
+        mean = self.step_posterior(bridge, x_k, prev, cur, (l_prev, l_k))
         extra = self.context_inputs(self.refiner, i0, i1, outer)
         x_hat = mean + self.refine(mean, x_k, prev, l_prev.to(i0), (l_k - l_prev).to(i0), extra)
         return self.supervised_loss(x_hat, mean, gt_prev, self.prior_weight)
@@ -416,6 +448,36 @@ class WarpPosteriorVFI(TrainableInterpolator):
 
     # --- sampling ------------------------------------------------------------------------
     @torch.no_grad()
+    def sample_pass(
+        self,
+        i0: Tensor,
+        i1: Tensor,
+        times: Tensor,
+        num_samples: int,
+        options: wp.SampleOptions,
+        context: PassContext,
+    ) -> SamplePass:
+        """One reverse pass per sample on the grid ``times`` [T'+1] (float64, 0 ... 1), from
+        x_T = I1 down to x_stop (:class:`vfi.diffusion.warp_posterior.SampleOptions`). i0, i1:
+        [B, 3, H, W] with H, W divisible by ``multiple``. A per-time motion estimator measures
+        the motion once at each of the ``context.targets`` (default: times[stop]); every grid
+        time takes the nearest one's (:class:`SamplerTerms`). Returns the path, each
+        [num_samples * B, 3, H, W] (sample-major), the terms each x_k was drawn with and the
+        pass's stats (:class:`SamplePass`); the exact mode's solves are also kept for
+        :meth:`sampler_stats`."""
+        stop = options.stop
+        anchors = (context.targets or [float(times[stop])]) if self.measures_at_time else [None]
+        measured = context.measured
+        if measured is None:
+            measured = [self.pair_motion(i0, i1, at, context.start) for at in anchors]
+        pair = (i0.repeat(num_samples, 1, 1, 1), i1.repeat(num_samples, 1, 1, 1))
+        extra = self.context_inputs(self.refiner, *pair, context.outer)
+        terms = SamplerTerms(self, pair, times, measured, stop, extra)
+        done = self.bridge(times).sample(*pair, terms, options)
+        self.cg_stats.extend(done.stats.solves)
+        return SamplePass(done.path, terms.drawn, done.stats, terms.refreshes)
+
+    @torch.no_grad()
     def sample_path(
         self,
         i0: Tensor,
@@ -424,95 +486,12 @@ class WarpPosteriorVFI(TrainableInterpolator):
         stop: int = 1,
         num_samples: int = 1,
         noise: bool = True,
-        generator: torch.Generator | None = None,
-        cache: dict[int, dict] | None = None,
-        outer: Tensor | None = None,
-        denoised: bool = False,
-        targets: list[float] | None = None,
-        measured: list[dict] | None = None,
-        start: Tensor | None = None,
+        context: PassContext | None = None,
     ) -> list[Tensor]:
-        """One reverse pass per sample on the grid ``times`` [T'+1] (float64, 0 ... 1), from
-        x_T = I1 down to x_stop. i0, i1: [B, 3, H, W] with H, W divisible by ``multiple``.
-        Returns [x_stop, ..., x_T], each [num_samples * B, 3, H, W] (sample-major; with
-        ``denoised``, the estimates x^_k, see :func:`vfi.diffusion.warp_posterior.reverse_bridge`).
-        ``cache`` (a dict) receives, per grid index k, the bridge terms that x_k was drawn
-        with, per sample. ``outer`` [B, 2, 3, H, W]: I_-1 and I2, for a multi-frame refiner.
-        A per-time motion estimator measures the motion once at each of the ``targets`` (the
-        times the caller wants; default: times[stop]); every grid time takes the nearest one's.
-        ``measured``: that motion given instead (:meth:`pair_motion`'s dicts, e.g. the
-        training items' cached motion at their taus). ``start``: the pair's two-frame flows
-        measured elsewhere ([B, 4, H, W], :meth:`pair_flows`).
-
-        With ``motion_refresh`` = m, after every m steps the flows are re-estimated between
-        each sample's state x_k and I0, I1 and the terms from l_k down are rebuilt from them
-        (:func:`vfi.ops.rescaled_flows`), until the next refresh."""
-        anchors = (targets or [float(times[stop])]) if self.measures_at_time else [None]
-        if measured is None:
-            measured = [self.pair_motion(i0, i1, at, start) for at in anchors]
-        cache = {} if cache is None else cache
-        pair = (i0.repeat(num_samples, 1, 1, 1), i1.repeat(num_samples, 1, 1, 1))
-        extra = self.context_inputs(self.refiner, *pair, outer)
-        motion: dict = {}  # after a refresh: the flows from the state at time "at", per sample
-        current: dict[int, dict] = {}  # the terms at a refresh's own index, rebuilt
-
-        def flows(l: float) -> tuple[Tensor, Tensor, Tensor | None]:
-            if motion:
-                return self.motion_at(motion, l)
-            nearest = min(measured, key=lambda m: abs(m.get("at", l) - l))
-            return self.motion_at(nearest, l)
-
-        def build(k: int) -> dict:
-            """Bridge terms at l_k for the K samples (computed once for the B items while they
-            share the pair's flows), with S_k's flow and diag(S_k^T S_k) (k >= 1)."""
-            f_l0, f_l1, mask = flows(float(times[k]))
-            n = len(f_l0)
-            l = torch.full((n,), float(times[k]), device=i0.device)
-            found = self.bridge_terms(pair[0][:n], pair[1][:n], f_l0, f_l1, l, mask)
-            found = {name: v.repeat(len(pair[0]) // n, 1, 1, 1) for name, v in found.items()}
-            if k > 0:
-                found["step"] = self.step_flow(found["velocity"], float(times[k] - times[k - 1]))
-                found["gram"] = warp_gram_diagonal(found["step"])
-            return found
-
-        def terms(k: int) -> dict:
-            if k in current:
-                return current[k]
-            if k not in cache:
-                cache[k] = build(k)
-            return cache[k]
-
-        def refresh(x_k: Tensor, k: int) -> None:
-            if not self.refresh_due(len(times) - 1 - k, k - max(stop, 1)):
-                return
-            motion.update(self.refresh_flows(x_k, *pair), at=float(times[k]))
-            current.clear()
-            current[k] = build(k)
-
-        def refine(mean: Tensor, x_k: Tensor, j: int) -> Tensor:
-            l_prev = torch.full((len(mean),), float(times[j]), device=mean.device)
-            dl = torch.full_like(l_prev, float(times[j + 1] - times[j]))
-            return self.refine(mean, x_k, terms(j), l_prev, dl, extra)
-
-        return wp.reverse_bridge(
-            *pair,
-            times,
-            prior_mean=lambda k: terms(k)["mu"],
-            one_step_warp=lambda k: BackwardWarp(terms(k)["step"]),
-            kappa=self.kappa,
-            mode=self.posterior_mode,
-            gram_diag=lambda k: terms(k)["gram"],
-            refine=refine,
-            on_step=refresh,
-            noise=noise,
-            generator=generator,
-            stop=stop,
-            denoised=denoised,
-            tol=self.cg_tol,
-            max_iter=self.cg_max_iter,
-            check_every=self.cg_check_every,
-            stats=self.cg_stats,
-        )
+        """The path [x_stop, ..., x_T] of :meth:`sample_pass` (the states, each
+        [num_samples * B, 3, H, W]), with the chain's noise or without (``noise``)."""
+        options = wp.SampleOptions(stop=stop, noise=noise)
+        return self.sample_pass(i0, i1, times, num_samples, options, context or PassContext()).path
 
     def views(self, num_samples: int) -> int:
         """V: how many flip views K = num_samples chains take (``flip_views``), gcd(K, 4)."""
@@ -523,11 +502,10 @@ class WarpPosteriorVFI(TrainableInterpolator):
         residual since the last call (then cleared)."""
         if not self.cg_stats:
             return {}
-        iters = sum(float(s["iterations"]) for s in self.cg_stats) / len(self.cg_stats)
-        residual = max(float(s["residual"]) for s in self.cg_stats)
-        out = {"cg_iterations": iters, "cg_residual": residual}
+        iters = sum(float(s.iterations) for s in self.cg_stats) / len(self.cg_stats)
+        residual = max(float(s.residual) for s in self.cg_stats)
         self.cg_stats.clear()
-        return out
+        return {"cg_iterations": iters, "cg_residual": residual}
 
     @torch.no_grad()
     def interpolate_times(
@@ -557,35 +535,27 @@ class WarpPosteriorVFI(TrainableInterpolator):
             outer = flip_views(outer.repeat(views, 1, 1, 1, 1), views, views)
         pair, (h, w) = pad_to_multiple(torch.cat([i0, i1]), self.multiple)
         i0p, i1p = pair.chunk(2)
-        stop, cache = min(index), {}
+        stop = min(index)
         fits = pair_flow_views is not None and pair_flow_views.shape == (
             len(i0p),
             4,
             *i0p.shape[2:],
         )  # the views and padding the workers measured are this pass's
-        start = pair_flow_views if fits else None
-        path = self.sample_path(
-            i0p,
-            i1p,
-            grid,
-            stop,
-            num_samples // views,
-            noise=self.sample_noise,
-            generator=generator,
-            cache=cache,
+        context = PassContext(
             outer=outer,
-            denoised=True,
             targets=[float(grid[k]) for k in index],
-            start=start,
+            start=pair_flow_views if fits else None,
         )
+        options = wp.SampleOptions(stop, self.sample_noise, generator, denoised=True)
+        done = self.sample_pass(i0p, i1p, grid, num_samples // views, options, context)
         outs = []
         for k in index:  # cropped in each view's coordinates, then mapped back
-            samples = flip_views(path[k - stop][..., :h, :w], views, num_samples)
+            samples = flip_views(done.path[k - stop][..., :h, :w], views, num_samples)
             mean, std = sample_statistics(samples, num_samples, (h, w))
             # the terms are per view, or per sample after a motion refresh: their variances are
             # mapped back and averaged
             reps = num_samples // views if self.motion_refresh else 1
-            terms = {name: v[: reps * len(i0)] for name, v in cache[k].items()}
+            terms = {name: v[: reps * len(i0)] for name, v in done.drawn[k].items()}
             ends = (i0p.repeat(reps, 1, 1, 1), i1p.repeat(reps, 1, 1, 1))
             var = self.prior_variance(terms, *ends, float(grid[k]))[..., :h, :w]
             var = flip_views(var, views, reps * views)
@@ -628,3 +598,82 @@ class WarpPosteriorVFI(TrainableInterpolator):
             out = self.interpolate_times(i0[sel], i1[sel], [t], num_samples, generator, outer=part)
             mean[sel], std[sel] = out[0]
         return mean, std
+
+
+class SamplerTerms:
+    """The prior's terms one sampling pass of ``model`` asks for
+    (:class:`vfi.diffusion.warp_posterior.BridgeTerms`), for the K samples of the pair
+    (``pair``: I0, I1 [K * B, 3, H, W], sample-major) on the grid ``times``, from the
+    ``measured`` motion (:meth:`WarpPosteriorVFI.pair_motion`'s dicts: every grid time takes
+    the nearest one's), with the refiner's ``extra`` inputs.
+
+    The terms at grid index k (:meth:`WarpPosteriorVFI.bridge_terms`, with S_k's flow as
+    ``step`` for k >= 1) are built once, for the B items while they share the pair's flows,
+    repeated for the K samples, and kept in ``drawn``. With ``motion_refresh`` = m, after every
+    m steps (counted from the pass's ``stop``) the flows are re-estimated between each
+    sample's state x_k and I0, I1 (``refreshes`` counts them): the terms at l_k are rebuilt
+    from them, and those below l_k built from them (:func:`vfi.ops.rescaled_flows`), until the
+    next refresh."""
+
+    def __init__(
+        self,
+        model: WarpPosteriorVFI,
+        pair: tuple[Tensor, Tensor],
+        times: Tensor,
+        measured: list[dict],
+        stop: int,
+        extra: dict,
+    ):
+        self.model, self.pair, self.times = model, pair, times
+        self.measured, self.stop, self.extra = measured, stop, extra
+        self.motion: dict = {}  # after a refresh: the flows from the state at time "at"
+        self.drawn: dict[int, dict] = {}
+        self.rebuilt: dict[int, dict] = {}  # the terms at the last refresh's own index
+        self.refreshes = 0
+
+    def flows(self, l: float) -> tuple[Tensor, Tensor, Tensor | None]:
+        """F_l->0, F_l->1 and the fusion mask (:meth:`WarpPosteriorVFI.motion_at`)."""
+        if self.motion:
+            return self.model.motion_at(self.motion, l)
+        nearest = min(self.measured, key=lambda m: abs(m.get("at", l) - l))
+        return self.model.motion_at(nearest, l)
+
+    def build(self, k: int) -> dict:
+        """The bridge terms at l_k for the K samples, with S_k's flow (k >= 1)."""
+        model, pair, times = self.model, self.pair, self.times
+        f_l0, f_l1, mask = self.flows(float(times[k]))
+        n = len(f_l0)
+        l = torch.full((n,), float(times[k]), device=pair[0].device)
+        found = model.bridge_terms(pair[0][:n], pair[1][:n], f_l0, f_l1, l, mask)
+        found = {name: v.repeat(len(pair[0]) // n, 1, 1, 1) for name, v in found.items()}
+        if k > 0:
+            found["step"] = model.step_flow(found["velocity"], float(times[k] - times[k - 1]))
+        return found
+
+    def terms(self, k: int) -> dict:
+        """The terms at grid index k: rebuilt by the last refresh, or drawn (built once)."""
+        if k in self.rebuilt:
+            return self.rebuilt[k]
+        if k not in self.drawn:
+            self.drawn[k] = self.build(k)
+        return self.drawn[k]
+
+    def observe(self, x_k: Tensor, k: int) -> None:
+        """The motion refresh, when due before step k: flows from x_k to I0, I1."""
+        if not self.model.refresh_due(len(self.times) - 1 - k, k - max(self.stop, 1)):
+            return
+        self.motion = {**self.model.refresh_flows(x_k, *self.pair), "at": float(self.times[k])}
+        self.refreshes += 1
+        self.rebuilt = {k: self.build(k)}
+
+    def mean(self, k: int) -> Tensor:
+        return self.terms(k)["mu"]
+
+    def warp(self, k: int) -> BackwardWarp:
+        return BackwardWarp(self.terms(k)["step"])
+
+    def refine(self, mean: Tensor, x_k: Tensor, k: int) -> Tensor:
+        """The refiner's residual for the estimate ``mean`` of x at l_k, from x_{k+1}."""
+        l_prev = torch.full((len(mean),), float(self.times[k]), device=mean.device)
+        dl = torch.full_like(l_prev, float(self.times[k + 1] - self.times[k]))
+        return self.model.refine(mean, x_k, self.terms(k), l_prev, dl, self.extra)

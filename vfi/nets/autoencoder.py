@@ -5,7 +5,10 @@ The encoder maps a frame [B, 3, H, W] to a latent [B, z, H/f, W/f] (f = 2^levels
 rebuilds the frame from the (quantised) latent and, at every resolution, cross-attends from
 its features to the encoder's features of the two input frames I0, I1 at that resolution, in
 windows (as MaxViT-style block attention), so it can copy detail the latent does not hold. Its
-output is added to the blend (I0 + I1) / 2, so the latent carries what differs from it.
+last layer gives four channels, a residual r (3) and a mixing logit m (1), and the frame it
+returns is sigmoid(m) * I0 + (1 - sigmoid(m)) * I1 + r: a per-pixel mix of the input frames plus
+a residual, so the latent carries what that mix misses. The last layer starts at zero, so an
+untrained decoder returns the blend (I0 + I1) / 2.
 """
 
 from __future__ import annotations
@@ -198,9 +201,10 @@ class FrameAutoencoder(nn.Module):
         return [torch.stack(level.chunk(2), dim=1) for level in both]
 
     def decode(self, z: Tensor, i0: Tensor, i1: Tensor, quantize: bool = True) -> Tensor:
-        """The frame (I0 + I1) / 2 + D(z; I0, I1) [B, 3, H, W] from the latent z
-        [B, z, H/f, W/f] and the input frames i0, i1 [B, 3, H, W]; a "vq" latent is quantised
-        first (``quantize``)."""
+        """The frame sigmoid(m) * I0 + (1 - sigmoid(m)) * I1 + r [B, 3, H, W], where the
+        decoder D(z; I0, I1) gives the residual r [B, 3, H, W] and the mixing logit m
+        [B, 1, H, W], from the latent z [B, z, H/f, W/f] and the input frames i0, i1
+        [B, 3, H, W]; a "vq" latent is quantised first (``quantize``)."""
         if quantize and self.quantizer is not None:
             z = self.quantizer(z)[0]
         context = self.context(i0, i1)
@@ -214,7 +218,10 @@ class FrameAutoencoder(nn.Module):
         return mix * i0 + (1 - mix) * i1 + residual
 
     def forward(self, x: Tensor, i0: Tensor, i1: Tensor) -> tuple[Tensor, Tensor]:
-        """Reconstruction of x [B, 3, H, W] given the input frames, and the regulariser's loss."""
+        """(reconstruction [B, 3, H, W], regulariser loss []): x [B, 3, H, W] encoded,
+        regularised (quantised with the straight-through gradient for "vq", sampled for "kl"),
+        and decoded as in :meth:`decode` (the mix of i0, i1 plus the residual); the loss is the
+        codebook + commitment loss ("vq") or the KL to N(0, I) ("kl")."""
         moments = self.to_latent(self.features(x)[-1])
         z, loss = self.regularize(moments)
         return self.decode(z, i0, i1, quantize=False), loss

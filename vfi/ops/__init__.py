@@ -1,4 +1,5 @@
-"""Differentiable warping, splatting and padding operators (plain torch, CPU and GPU)."""
+"""Differentiable warping, splatting and padding operators, and the 8-bit quantisation of
+images (plain torch, CPU and GPU)."""
 
 from vfi.ops.warp import (
     FLIPS,
@@ -6,6 +7,7 @@ from vfi.ops.warp import (
     flip_views,
     intermediate_flows,
     pad_to_multiple,
+    quantize,
     rescaled_flows,
     softmax_splat,
     splat_sum,
@@ -20,6 +22,7 @@ __all__ = [
     "flip_views",
     "intermediate_flows",
     "pad_to_multiple",
+    "quantize",
     "rescaled_flows",
     "softmax_splat",
     "splat_sum",

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vfi.metrics import quantize
+from vfi.ops.warp import quantize
 
 DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,

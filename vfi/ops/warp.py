@@ -1,4 +1,5 @@
-"""Backward warping, forward (softmax) splatting and linear-motion intermediate flows.
+"""Backward warping, forward (softmax) splatting and linear-motion intermediate flows, and the
+image helpers beside them (flip views, padding, 8-bit quantisation).
 
 Flows are [B, 2, H, W] in pixels; channel 0 is the x (width) displacement, channel 1 the y one.
 """
@@ -113,17 +114,26 @@ def warp_backward_transpose(y: Tensor, flow: Tensor) -> Tensor:
 
 
 class BackwardWarp:
-    """The linear operator S = ``warp_backward(., flow)`` (bilinear, border padding) with its
-    exact transpose (:func:`warp_backward_transpose`): ``S(x)``, ``S.transpose(y)``."""
+    """The linear operator S = ``warp_backward(., flow)`` (bilinear, border padding) on
+    [B, C, H, W] images, flow [B, 2, H, W]: ``S(x)``, its exact transpose ``S.transpose(y)``
+    (:func:`warp_backward_transpose`) and ``S.gram_diagonal()`` = diag(S^T S) [B, 1, H, W]
+    (:func:`warp_gram_diagonal`, computed once): the bridge's
+    :class:`vfi.diffusion.warp_posterior.WarpOperator`."""
 
     def __init__(self, flow: Tensor):
         self.flow = flow
+        self._gram: Tensor | None = None
 
     def __call__(self, x: Tensor) -> Tensor:
         return warp_backward(x, self.flow)
 
     def transpose(self, y: Tensor) -> Tensor:
         return warp_backward_transpose(y, self.flow)
+
+    def gram_diagonal(self) -> Tensor:
+        if self._gram is None:
+            self._gram = warp_gram_diagonal(self.flow)
+        return self._gram
 
 
 def warp_gram_diagonal(flow: Tensor) -> Tensor:
@@ -203,3 +213,8 @@ def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
     return x, (h, w)
+
+
+def quantize(x: Tensor) -> Tensor:
+    """[-1, 1] images to the 8-bit grid, returned in [0, 1]: round((x + 1) / 2 * 255) / 255."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round() / 255.0

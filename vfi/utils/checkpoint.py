@@ -58,49 +58,6 @@ def read_safetensors(path: str | Path) -> dict:
     return dict(ckpt, state_dict=load_file(str(path), device="cpu"))
 
 
-def model_from_checkpoint(
-    ckpt: dict | str | Path,
-    lpips_backbone: str | None = None,
-    motion_refresh: int | str | None = None,
-    flip_views: bool | None = None,
-    sample_noise: bool | None = None,
-):
-    """Rebuild the LightningModule from a checkpoint's saved model config and load its
-    (EMA) weights. Returns the module in eval mode. ``motion_refresh``: the sampler's motion
-    refresh (every m steps, or "none"; None keeps the checkpoint's own). ``flip_views``: the
-    bridge's flip views on (True) or off (False), ``sample_noise``: the bridge's chain noise on
-    or off (deterministic); None keeps the checkpoint's own."""
-    from hydra.utils import instantiate
-
-    from vfi.models.base import refresh_steps
-
-    if not isinstance(ckpt, dict):
-        ckpt = load_checkpoint(ckpt)
-    model_cfg = dict(ckpt["vfi_config"]["model"], lpips_backbone=lpips_backbone)
-    model = instantiate(model_cfg)
-    model.load_state_dict(ckpt["state_dict"])
-    if motion_refresh is not None:
-        model.motion_refresh = refresh_steps(motion_refresh, "motion_refresh")
-        flow_net = getattr(model, "flow_net", None)
-        if model.motion_refresh and getattr(flow_net, "measures_at_time", False):
-            raise VFIError(
-                f"motion_refresh={motion_refresh} needs a two-frame flow net; this checkpoint "
-                "measures its motion with model/flow_net=rife (give motion_refresh=null)"
-            )
-    for name, value in (("flip_views", flip_views), ("sample_noise", sample_noise)):
-        if value is None:
-            continue
-        if not isinstance(value, bool):
-            raise VFIError(f"{name} must be true, false or null, got {value!r}")
-        if not hasattr(model, name):
-            raise VFIError(
-                f"{name} applies to the bridge (model=warp_posterior), not to this "
-                f"checkpoint's {type(model).__name__}"
-            )
-        setattr(model, name, value)
-    return model.eval()
-
-
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -160,9 +117,13 @@ def export_checkpoint(
 
     ckpt = load_checkpoint(source)
     out = Path(out)
+    config = dict(config or ckpt["vfi_config"])
+    # the LPIPS weights' path is the training machine's: the loader takes its own
+    if "lpips_backbone" in config["model"]:
+        config["model"] = dict(config["model"], lpips_backbone=None)
     slim = {
         "state_dict": {k: v.contiguous().clone() for k, v in ckpt["state_dict"].items()},
-        "vfi_config": config or ckpt["vfi_config"],
+        "vfi_config": config,
         "metrics": metrics,
         "global_step": ckpt.get("global_step"),
     }

@@ -19,10 +19,16 @@ BARS = (("psnr", "PSNR (dB), higher is better"), ("ssim", "SSIM, higher is bette
 
 
 def plot_report(records: list[dict], curves: dict[str, dict], path: str | Path) -> Path:
-    """Bars of PSNR, SSIM and LPIPS per record (``{"model", "data", "metrics"}``) and, for
-    the models in ``curves`` with a ``sparsification`` curve, that curve beside its oracle
-    (mean absolute error of the pixels kept against the fraction removed). Written atomically."""
-    path = Path(path)
+    """:func:`report_figure` written to ``path`` as a PNG, atomically."""
+    fig = report_figure(records, curves)
+    return write_atomic(Path(path), lambda tmp: fig.savefig(tmp, dpi=110))
+
+
+def report_figure(records: list[dict], curves: dict[str, dict]) -> Figure:
+    """Bars of PSNR, SSIM and LPIPS per record (``{"model", "data", "metrics"}``), from zero
+    with each value printed on its bar, and, for the models in ``curves`` with a
+    ``sparsification`` curve, that curve beside its oracle (mean absolute error of the pixels
+    kept against the fraction removed). The bar axes come first in ``figure.axes``."""
     labels = [f"{r['model'].split(' (')[0]}\n{r['data']}" for r in records]
     with_curves = {k: v for k, v in curves.items() if "sparsification" in v}
     panels = len(BARS) + (1 if with_curves else 0)
@@ -36,10 +42,10 @@ def plot_report(records: list[dict], curves: dict[str, dict], path: str | Path) 
         ax.bar_label(bars, fmt="%.4g", fontsize=7)
         ax.set_title(title, fontsize=9)
         ax.set_xticks(range(len(values)), labels, fontsize=7)
+        # from zero, so bar lengths compare as the values do; headroom for the printed values
         finite = [v for v in values if math.isfinite(v)]
-        if finite and name != "lpips":
-            low, high = min(finite), max(finite)
-            ax.set_ylim(low - 0.15 * (high - low + 1e-3) - (1 if name == "psnr" else 0.01), None)
+        top = max(finite, default=0.0)
+        ax.set_ylim(min([0.0, *finite]), 1.15 * top if top > 0 else None)
     if with_curves:
         ax = axes[-1]
         fractions = SPARSIFICATION_FRACTIONS.tolist()
@@ -53,7 +59,7 @@ def plot_report(records: list[dict], curves: dict[str, dict], path: str | Path) 
         ax.set_ylabel("mean |error| of the rest", fontsize=8)
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    return fig
 
 
 def aggregate(

