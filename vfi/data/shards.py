@@ -176,9 +176,10 @@ class ShardDataset(StreamingDataset):
         except VFIError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure to read a stored item
-            chunk = getattr(index, "chunk_index", None)
-            chunks = self.cache._reader.config._chunks if chunk is not None else None
-            name = chunks[chunk]["filename"] if chunks else "a chunk"
+            try:  # litdata's own record of the chunk the item is in
+                name = self.cache._reader.config._chunks[index.chunk_index]["filename"]
+            except (AttributeError, IndexError, KeyError, TypeError):
+                name = "a chunk"
             where = self.input_dir.url or self.input_dir.path
             raise VFIError(
                 f"cannot read shard {where}/{name} ({type(exc).__name__}: {exc}); the shard "

@@ -14,7 +14,7 @@ The pieces:
   (:meth:`~WarpBridge.marginal`, :meth:`~WarpBridge.posterior`, :meth:`~WarpBridge.step`)
   and the reverse pass (:meth:`~WarpBridge.sample`), which asks a :class:`BridgeTerms` for
   mu_k, S_k and the learned residual and returns a :class:`BridgePass`: the path and its
-  :class:`PassStats`;
+  conjugate-gradient solves;
 - :func:`posterior` and :func:`reverse_bridge`, their functional forms.
 """
 
@@ -346,21 +346,13 @@ class CGSolve:
 
 
 @dataclass(frozen=True)
-class PassStats:
-    """What one reverse pass reports: the steps it ran and the exact mode's solves (none in
-    diagonal mode), in step order; nothing is read on the host here."""
-
-    steps: int
-    solves: tuple[CGSolve, ...] = ()
-
-
-@dataclass(frozen=True)
 class BridgePass:
     """A reverse pass's output: the path [x_stop, ..., x_T] (or the estimates, see
-    :class:`SampleOptions`), each [N, C, H, W], and its :class:`PassStats`."""
+    :class:`SampleOptions`), each [N, C, H, W], and the exact mode's solves in step order
+    (none in diagonal mode; nothing is read on the host here)."""
 
     path: list[Tensor]
-    stats: PassStats
+    solves: tuple[CGSolve, ...] = ()
 
 
 class WarpBridge:
@@ -432,8 +424,7 @@ class WarpBridge:
         The step k = 1 is not run: beta_0 = 0, so x_0 = mu_0 = I0 exactly."""
         options = SampleOptions() if options is None else options
         path, x_k, solves = [i1], i1, []
-        steps = range(self.num_steps, max(options.stop, 1), -1)
-        for k in steps:
+        for k in range(self.num_steps, max(options.stop, 1), -1):
             terms.observe(x_k, k)
             prior, coefficients = self.step_prior(k, terms, (i0, i1)), self.coefficients(k)
             post = self.posterior(x_k, prior, coefficients)
@@ -449,7 +440,7 @@ class WarpBridge:
             path.append(mean if options.denoised else x_k)
         if options.stop == 0:
             path.append(i0)
-        return BridgePass(path[::-1], PassStats(len(steps), tuple(solves)))
+        return BridgePass(path[::-1], tuple(solves))
 
 
 # --- functional forms --------------------------------------------------------------------

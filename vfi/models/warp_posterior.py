@@ -49,14 +49,11 @@ class PassContext:
 @dataclass(frozen=True)
 class SamplePass:
     """One sampling pass's outputs: the ``path`` [x_stop, ..., x_T] (or the estimates, see
-    :class:`vfi.diffusion.warp_posterior.SampleOptions`), each [K * B, 3, H, W] sample-major;
-    per grid index k the bridge terms x_k was drawn with (``drawn``, [K * B, ...] each); the
-    bridge's :class:`~vfi.diffusion.warp_posterior.PassStats`; and the motion refreshes run."""
+    :class:`vfi.diffusion.warp_posterior.SampleOptions`), each [K * B, 3, H, W] sample-major,
+    and per grid index k the bridge terms x_k was drawn with (``drawn``, [K * B, ...] each)."""
 
     path: list[Tensor]
     drawn: dict[int, dict]
-    stats: wp.PassStats
-    refreshes: int
 
 
 class WarpPosteriorVFI(TrainableInterpolator):
@@ -462,9 +459,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
         [B, 3, H, W] with H, W divisible by ``multiple``. A per-time motion estimator measures
         the motion once at each of the ``context.targets`` (default: times[stop]); every grid
         time takes the nearest one's (:class:`SamplerTerms`). Returns the path, each
-        [num_samples * B, 3, H, W] (sample-major), the terms each x_k was drawn with and the
-        pass's stats (:class:`SamplePass`); the exact mode's solves are also kept for
-        :meth:`sampler_stats`."""
+        [num_samples * B, 3, H, W] (sample-major), and the terms each x_k was drawn with
+        (:class:`SamplePass`); the exact mode's solves are kept for :meth:`sampler_stats`."""
         stop = options.stop
         anchors = (context.targets or [float(times[stop])]) if self.measures_at_time else [None]
         measured = context.measured
@@ -474,8 +470,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
         extra = self.context_inputs(self.refiner, *pair, context.outer)
         terms = SamplerTerms(self, pair, times, measured, stop, extra)
         done = self.bridge(times).sample(*pair, terms, options)
-        self.cg_stats.extend(done.stats.solves)
-        return SamplePass(done.path, terms.drawn, done.stats, terms.refreshes)
+        self.cg_stats.extend(done.solves)
+        return SamplePass(done.path, terms.drawn)
 
     @torch.no_grad()
     def sample_path(
@@ -611,7 +607,7 @@ class SamplerTerms:
     ``step`` for k >= 1) are built once, for the B items while they share the pair's flows,
     repeated for the K samples, and kept in ``drawn``. With ``motion_refresh`` = m, after every
     m steps (counted from the pass's ``stop``) the flows are re-estimated between each
-    sample's state x_k and I0, I1 (``refreshes`` counts them): the terms at l_k are rebuilt
+    sample's state x_k and I0, I1: the terms at l_k are rebuilt
     from them, and those below l_k built from them (:func:`vfi.ops.rescaled_flows`), until the
     next refresh."""
 
@@ -629,7 +625,6 @@ class SamplerTerms:
         self.motion: dict = {}  # after a refresh: the flows from the state at time "at"
         self.drawn: dict[int, dict] = {}
         self.rebuilt: dict[int, dict] = {}  # the terms at the last refresh's own index
-        self.refreshes = 0
 
     def flows(self, l: float) -> tuple[Tensor, Tensor, Tensor | None]:
         """F_l->0, F_l->1 and the fusion mask (:meth:`WarpPosteriorVFI.motion_at`)."""
@@ -663,7 +658,6 @@ class SamplerTerms:
         if not self.model.refresh_due(len(self.times) - 1 - k, k - max(self.stop, 1)):
             return
         self.motion = {**self.model.refresh_flows(x_k, *self.pair), "at": float(self.times[k])}
-        self.refreshes += 1
         self.rebuilt = {k: self.build(k)}
 
     def mean(self, k: int) -> Tensor:
