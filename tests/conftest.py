@@ -38,10 +38,23 @@ def cli_env(tmp_path):
     return env
 
 
+def catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler of its own for signal ``signum`` (Linux: the
+    SigCgt mask of /proc/<pid>/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(mask, 16) >> (signum - 1) & 1)
+
+
 def stop_midway(module: str, *args: str, env: dict, ready, stop: int) -> tuple[int, str]:
-    """Start ``python -m module args``, send it ``stop`` (a signal) once ``ready()`` is true,
-    and return its exit status and stderr. Its SIGINT starts at the default, as from a
-    terminal (pytest-xdist's workers ignore it, and a child would inherit that)."""
+    """Start ``python -m module args``, send it ``stop`` (a signal) once ``ready()`` is true
+    and the process has its signal handlers in place (SIGTERM's, set with SIGINT's; Python
+    catches SIGINT from the start), and return its exit status and stderr. Its SIGINT starts
+    at the default, as from a terminal (pytest-xdist's workers ignore it, and a child would
+    inherit that)."""
     import signal
     import time
 
@@ -52,7 +65,11 @@ def stop_midway(module: str, *args: str, env: dict, ready, stop: int) -> tuple[i
     )  # fmt: skip
     deadline = time.time() + 300
     try:
-        while not ready() and proc.poll() is None and time.time() < deadline:
+        while (
+            not (ready() and catches(proc.pid, signal.SIGTERM))
+            and proc.poll() is None
+            and time.time() < deadline
+        ):
             time.sleep(0.02)
         proc.send_signal(stop)
         _, stderr = proc.communicate(timeout=120)

@@ -415,7 +415,7 @@ def test_killed_run_resumes_at_same_step(cli_env):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     (last,) = sweeps.glob("*/0/checkpoints/last.ckpt")
-    step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
     assert step >= 3 and step % 3 == 0
     run_cli("vfi.train", *args, "ckpt_path=last", f"trainer.max_steps={step + 2}", env=cli_env)
     (resubmitted,) = [p for p in sweeps.iterdir() if p != last.parents[2]]
@@ -718,11 +718,12 @@ def test_a_stopped_training_run_exits_128_plus_the_signal_and_resumes(cli_env, t
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_a_stopped_eval_exits_128_plus_the_signal_and_resumes(cli_env, tmp_path, stop):
-    """Ctrl-C or SIGTERM while vfi.eval scores: exit 130 / 143 with no traceback, every row
-    written so far whole (one JSON object per line), and resume= scores the items after them,
-    each item once."""
+    """Ctrl-C or SIGTERM while vfi.eval scores: exit 130 / 143 with no traceback and every row
+    written so far whole (one JSON object per line); kill -9 may cut the last row short.
+    Either way resume= scores the items after the whole rows, each item once, and leaves
+    every line whole."""
     ev = tmp_path / "run"
     args = ["model=ffmpeg", "data=clips_native", "motion_bins=null"]
 
@@ -730,15 +731,47 @@ def test_a_stopped_eval_exits_128_plus_the_signal_and_resumes(cli_env, tmp_path,
         logs = list((ev / "items").glob("*.jsonl")) if (ev / "items").is_dir() else []
         return logs[0].read_text().splitlines() if logs else []
 
+    def whole_rows() -> list[dict]:
+        return [json.loads(line) for line in rows() if is_json(line)]
+
     code, stderr = stop_midway(
-        "vfi.eval", *args, f"hydra.run.dir={ev}", env=cli_env, ready=rows, stop=stop
+        "vfi.eval", *args, f"hydra.run.dir={ev}", env=cli_env, ready=whole_rows, stop=stop
     )
-    assert code == 128 + stop, stderr
+    assert code == (-stop if stop == signal.SIGKILL else 128 + stop), stderr
     assert "Traceback" not in stderr and not (ev / "metrics.json").exists()
-    done = [json.loads(line)["index"] for line in rows()]
+    lines = rows()
+    if stop == signal.SIGKILL:  # the row being written when the process died is cut short
+        if is_json(lines[-1]):
+            log = next((ev / "items").glob("*.jsonl"))
+            log.write_text(log.read_text() + '{"index": 99, "psn')
+        else:
+            lines = lines[:-1]
+    done = [json.loads(line)["index"] for line in lines]
     assert done == list(range(len(done))) and 0 < len(done) < 24
     more = len(done) + 2  # resume= scores two of the items not yet scored
     run_cli("vfi.eval", *args, f"resume={ev}", "trainer.limit_test_batches=2",
             f"hydra.run.dir={tmp_path / 'x'}", env=cli_env)  # fmt: skip
     assert [json.loads(line)["index"] for line in rows()] == list(range(more))
     assert json.loads((ev / "metrics.json").read_text())["results"][0]["items"] == more
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_bench_exits_128_plus_the_signal_and_writes_nothing(cli_env, tmp_path, stop):
+    """Ctrl-C or SIGTERM once vfi.bench has started: exit 130 / 143 with no traceback, and no
+    table (nor a temporary) under --out."""
+    out = tmp_path / "bench" / "table.md"
+    code, stderr = stop_midway(
+        "vfi.bench", "--models", "warp_posterior", "--size", "64", "--repeats", "100000",
+        "--out", str(out), env=cli_env, ready=lambda: True, stop=stop,
+    )  # fmt: skip
+    assert code == 128 + stop, stderr
+    assert "Traceback" not in stderr, stderr
+    assert not out.parent.exists() or not list(out.parent.iterdir())
+
+
+def is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True

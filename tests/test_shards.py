@@ -4,6 +4,7 @@ item, both models train from them, and under DDP every item is taken once per ep
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import fabricate
 import pytest
 import torch
-from conftest import REPO, one_line, psnr_of, run_cli, run_task, task_error
+from conftest import REPO, one_line, psnr_of, run_cli, run_task, stop_midway, task_error
 
 from vfi.data import benchmarks
 from vfi.data.shards import read_index, shard_dataset, write_shards
@@ -287,3 +288,28 @@ def test_eval_resume_on_a_stream_counts_each_item_once(task_env, shards, tmp_pat
     got = json.loads((whole / "metrics.json").read_text())["results"][0]["metrics"]
     for name in ("test/psnr", "test/ssim", "test/lpips"):
         assert got[name] == pytest.approx(expected[name]), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_convert_exits_128_plus_the_signal_and_resumes(cli_env, tmp_path, stop):
+    """Ctrl-C or SIGTERM while vfi.data.convert writes chunks: exit 130 / 143 with no
+    traceback and no index (the shards are not readable yet); the same after kill -9. The same
+    command again finishes the conversion, and the shards hold every item once, item for
+    item."""
+    tree = fabricate.vimeo90k(tmp_path / "vimeo", True, num_train=400)
+    out = tmp_path / "shards"
+    args = [*CONVERT, f"data.root={tree}", f"out={out}"]
+    code, stderr = stop_midway(
+        "vfi.data.convert", *args, f"hydra.run.dir={tmp_path / 'a'}", env=cli_env,
+        ready=lambda: bool(list(out.glob("train/chunk-*.bin"))), stop=stop,
+    )  # fmt: skip
+    assert code == (-stop if stop == signal.SIGKILL else 128 + stop), stderr
+    assert "Traceback" not in stderr and not (out / "train" / "index.json").exists()
+    run_cli("vfi.data.convert", *args, f"hydra.run.dir={tmp_path / 'b'}", env=cli_env)
+    folder = benchmarks.vimeo90k(str(tree), "train", "septuplet")
+    streamed = shard_dataset(str(out), "train")
+    assert len(streamed) == len(folder) == 400
+    assert all(same_items(streamed[i], folder[i]) for i in range(0, 400, 37))
+    ids = [streamed[i]["id"] for i in range(400)]
+    assert sorted(ids) == sorted(folder[i]["id"] for i in range(400))  # each item once

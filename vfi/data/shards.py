@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -278,8 +279,10 @@ def write_shards(
     todo = [c for c, record in records.items() if not record.is_file()]
     spans = {c: range(c * chunk_items, min(len(dataset), (c + 1) * chunk_items)) for c in todo}
     encoded = EncodedItems(dataset, [i for c in todo for i in spans[c]], encoding, quality)
-    loader = DataLoader(encoded, batch_size=None, num_workers=num_workers, collate_fn=_as_is)
-    stream = iter(loader)
+    # the workers send each record as plain pickled bytes: a tensor would travel as a shared
+    # file descriptor, whose sharer thread prints a traceback when a signal stops the run
+    loader = DataLoader(encoded, batch_size=None, num_workers=num_workers, collate_fn=pickle.dumps)
+    stream = map(pickle.loads, loader)
     with _progress() as progress:
         bar = progress.add_task(f"converting to {out}", total=len(dataset), completed=done)
         for c in todo:
@@ -317,10 +320,6 @@ def _start(local: Path, out: str, settings: dict) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     write_atomic(work / "settings.json", json.dumps(settings, sort_keys=True))
     return work
-
-
-def _as_is(record):
-    return record
 
 
 def _write_chunk(records, c: int, chunk_items: int, local: Path, work: Path, advance) -> None:

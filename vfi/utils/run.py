@@ -245,22 +245,27 @@ def entry_point(prog: str) -> Callable:
     return wrap
 
 
-def run_hydra(prog: str, config_name: str, task: Callable[[DictConfig], object]) -> None:
-    """Check the command line's config choices, then run ``task`` under Hydra."""
-    import hydra
-
-    check_command_line(sys.argv[1:], config_name, prog)
+def exit_on_signals(prog: str) -> None:
+    """SIGTERM and Ctrl-C unwind like an exception, so partial outputs are removed on the way
+    out, then exit 143 / 130 (Lightning alone would answer Ctrl-C in a stage with exit 1, and
+    plain Python with a traceback)."""
 
     def stop(signum, frame):
         if signum == signal.SIGINT:
             print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(128 + signum)
 
-    # SIGTERM and Ctrl-C unwind like an exception, so partial outputs are removed on the way
-    # out, with exit 143 / 130 (Lightning alone would answer Ctrl-C in a stage with exit 1)
     signal.signal(signal.SIGTERM, stop)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # not in a background job
         signal.signal(signal.SIGINT, stop)
+
+
+def run_hydra(prog: str, config_name: str, task: Callable[[DictConfig], object]) -> None:
+    """Check the command line's config choices, then run ``task`` under Hydra."""
+    import hydra
+
+    check_command_line(sys.argv[1:], config_name, prog)
+    exit_on_signals(prog)
     hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)()
 
 
