@@ -64,3 +64,26 @@ def test_the_check_sees_a_changed_default():
             super().__init__(lr=lr, **kwargs)
 
     assert constructor_defaults(Model) == {"self": inspect.Parameter.empty, "kappa": 0.1, "lr": 2.0}
+
+
+@pytest.mark.parametrize("name", ["warp_posterior", "resshift", "autoencoder"])
+def test_the_saved_hyperparameters_are_the_config_and_rebuild_the_model(name, tmp_path):
+    """A model built from its preset records its config with save_hyperparameters (nothing
+    set from outside): every key of the resolved preset is in the checkpoint's model config
+    with the same value, and that config rebuilds a model with the same weights' names and
+    shapes."""
+    from hydra.utils import instantiate
+
+    from vfi.callbacks import model_config
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={name}", f"paths.output_dir={tmp_path}"])
+    resolved = OmegaConf.to_container(cfg.model, resolve=True)
+    model = instantiate(cfg.model)
+    saved = model_config(model)
+    assert {k: saved.get(k) for k in resolved} == resolved
+    assert "run_config" not in vars(model)
+    rebuilt = instantiate(saved)
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == shapes
+    assert model_config(rebuilt) == saved

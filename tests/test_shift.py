@@ -229,7 +229,7 @@ def test_two_frame_data_without_the_fallback_is_one_line(task_env, tmp_path, cap
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("INFO:")]
     assert stop.value.code == 2 and "Traceback" not in err and len(lines) == 1, err
-    assert "data=flying gives 2-frame items" in lines[0] and "outer_fallback" in lines[0]
+    assert "the data gives 2-frame items" in lines[0] and "outer_fallback" in lines[0]
 
 
 def test_video_items_give_outer_neighbours_replicated_at_the_ends():

@@ -142,3 +142,33 @@ class FiniteLoss(L.Callback):
                 f"the weights are not finite at step {trainer.global_step} ({name}): the run "
                 "stops and keeps its checkpoints from before (lower model.lr, or check the data)"
             )
+
+
+class RunRecord(L.Callback):
+    """The run's config in every checkpoint, as ``vfi_config``: the model's from its saved
+    hyperparameters (``save_hyperparameters``: every constructor argument, networks and
+    optimizers as their configs) under its class as ``_target_``, beside what the model does
+    not know, the run's ``data`` config and Hydra ``choices``. The loaders rebuild the model
+    from it (:func:`vfi.models.checkpoint.model_from_checkpoint`); ``data`` and ``choices``
+    are also logged to the loggers as hyperparameters, next to the model's."""
+
+    def __init__(self, data: dict, choices: dict):
+        self.data, self.choices = data, choices
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"data": self.data, "choices": self.choices})
+
+    def on_save_checkpoint(self, trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["vfi_config"] = {
+            "model": model_config(pl_module),
+            "data": self.data,
+            "choices": self.choices,
+        }
+
+
+def model_config(module: L.LightningModule) -> dict:
+    """The Hydra config that rebuilds ``module``: its class and saved hyperparameters."""
+    cls = type(module)
+    target = f"{cls.__module__}.{cls.__qualname__}"
+    return {"_target_": target, "_convert_": "all", "_recursive_": False, **module.hparams}

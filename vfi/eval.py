@@ -151,8 +151,6 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     if cfg.get("factor") is not None:
         data_cfg = sequence_test_data(data_cfg, cfg.factor)
         data_name = f"{data_name} x{cfg.factor}"
-    for _, model in jobs:  # one-line refusals name the data being scored
-        model.run_config = {**(model.run_config or {}), "choices": {"data": str(data_name)}}
     datamodule = instantiate(data_cfg)
     datamodule.setup("test")
     loggers = instantiate_loggers(cfg.logger)

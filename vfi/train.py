@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
-from vfi.callbacks import FiniteLoss
+from vfi.callbacks import FiniteLoss, RunRecord
 from vfi.errors import VFIError
 from vfi.utils.checkpoint import export_checkpoint, load_checkpoint, resolve_checkpoint
 from vfi.utils.panels import log_panel
@@ -57,16 +57,13 @@ def train(cfg: DictConfig) -> dict[str, float] | float:
         if backend not in known:
             raise VFIError(f"compile must be true, false or one of {known}, got {backend!r}")
         model.compile_networks(backend)
-    model.run_config = {
-        "model": OmegaConf.to_container(cfg.model, resolve=True),
-        "data": OmegaConf.to_container(cfg.data, resolve=True),
-        "choices": {k: v for k, v in choices.items() if "hydra" not in k},
-    }
     loggers = instantiate_loggers(cfg.logger)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
     if not loggers:  # logger=none: the learning-rate monitor has nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     callbacks.append(FiniteLoss())  # whatever callbacks= gives: a diverging run stops
+    run = {k: v for k, v in choices.items() if "hydra" not in k}
+    callbacks.append(RunRecord(OmegaConf.to_container(cfg.data, resolve=True), run))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     device_settings(trainer, datamodule)
     try:
@@ -134,7 +131,7 @@ def fit_and_test(cfg, trainer, model, datamodule, ckpt_path, choices) -> dict[st
         log_panel(trainer.loggers, "test/report", report)
         if cfg.get("export") and best:
             out = Path(cfg.paths.output_dir) / cfg.export  # with the config it was tested with
-            out = export_checkpoint(best, out, metrics, model.run_config)
+            out = export_checkpoint(best, out, metrics)
             print(f"exported {out} (weights, config and test metrics)")
     return metrics
 

@@ -9,7 +9,13 @@ import torch
 from torch import Tensor
 
 from vfi.errors import VFIError
-from vfi.models.base import TrainableInterpolator, charbonnier, host_taus, pick_ground_truth
+from vfi.models.base import (
+    TrainableInterpolator,
+    built,
+    charbonnier,
+    host_taus,
+    pick_ground_truth,
+)
 from vfi.nets.autoencoder import FrameAutoencoder
 from vfi.ops import pad_to_multiple
 
@@ -41,7 +47,7 @@ class AutoencoderModule(TrainableInterpolator):
         **kwargs,
     ):
         super().__init__(val_samples=val_samples, test_samples=test_samples, **kwargs)
-        self.autoencoder = autoencoder
+        self.autoencoder = autoencoder = built(autoencoder)
         self.reg_weight = reg_weight
         self.multiple = autoencoder.multiple
 

@@ -80,6 +80,29 @@ def item_rows(
     return rows
 
 
+def is_plain(value) -> bool:
+    """Whether ``value`` is plain data: None, a number, a string, or lists and dicts of them."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    if isinstance(value, list | tuple):
+        return all(is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_plain(v) for k, v in value.items())
+    return False
+
+
+def built(node):
+    """A network, or an optimizer / scheduler partial, from its Hydra config (a dict with
+    ``_target_``: the model configs set ``_recursive_: false``, so the constructors receive
+    configs and record them with ``save_hyperparameters``); anything else is returned as
+    given."""
+    if isinstance(node, dict) and "_target_" in node:
+        from hydra.utils import instantiate
+
+        return instantiate(node, _convert_="all")
+    return node
+
+
 class InterpolatorModule(L.LightningModule):
     """Base class: subclasses implement :meth:`interpolate`; this class scores it.
 
@@ -103,13 +126,18 @@ class InterpolatorModule(L.LightningModule):
         scene_cut: bool = False,
     ):
         super().__init__()
+        # every constructor argument of the subclass chain (the Hydra config: networks and
+        # optimizers as their configs), saved into checkpoints and logged; objects given
+        # directly (a network built in code) are not data, so they are left out
+        self.save_hyperparameters()
+        for name in [k for k, v in self.hparams.items() if not is_plain(v)]:
+            del self.hparams[name], self._hparams_initial[name]
         self.scene_cut = scene_cut
         self.samples = {"val": val_samples, "test": test_samples}
         self._rows: list[dict] = []  # this rank's rows of the running pass
         self.epoch_rows: dict[str, list[dict]] = {}  # all ranks' rows of the last pass per stage
         self.lpips_backbone = lpips_backbone
         self._cache: dict = {}  # LPIPS / DIS, built lazily, kept out of the state dict
-        self.run_config: dict | None = None  # model/data config, saved into checkpoints
         self.network_calls = 0  # denoiser / refiner evaluations so far (one per batched call)
         self.refresh_calls = 0  # flow-net evaluations by motion refresh (one per batched call)
 
@@ -314,10 +342,6 @@ class InterpolatorModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch_means("test")
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.run_config is not None:
-            checkpoint["vfi_config"] = self.run_config
-
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict | None:
         return self._evaluate(batch, "val")
 
@@ -415,8 +439,8 @@ class TrainableInterpolator(InterpolatorModule):
         self.outer_fallback = outer_fallback
         self.motion_refresh = refresh_steps(motion_refresh)
         self.lr = lr
-        self.optimizer_factory = optimizer or torch.optim.AdamW
-        self.scheduler_factory = scheduler
+        self.optimizer_factory = built(optimizer) or torch.optim.AdamW
+        self.scheduler_factory = built(scheduler)
         self.lpips_weight = lpips_weight
         # post-hoc std scale, refitted at every validation during fit, saved in checkpoints
         self.register_buffer("uncertainty_scale", torch.ones(()))
@@ -456,9 +480,8 @@ class TrainableInterpolator(InterpolatorModule):
             outer = padded.view(*outer.shape[:2], *padded.shape[1:])
             outer = outer.repeat(len(i0) // len(outer), 1, 1, 1, 1)
         elif not self.outer_fallback:
-            data = ((self.run_config or {}).get("choices") or {}).get("data", "this data")
             raise VFIError(
-                f"data={data} gives 2-frame items, and the {type(network).__name__} backbone "
+                f"the data gives 2-frame items, and the {type(network).__name__} backbone "
                 "needs their outer neighbours I_-1, I2: use data that has them "
                 "(data.*.outer=true where offered) or set model.outer_fallback=true"
             )

@@ -26,7 +26,8 @@ def model_from_checkpoint(
 
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
-    model_cfg = dict(ckpt["vfi_config"]["model"], lpips_backbone=lpips_backbone)
+    # networks as configs (as in training), so the rebuilt model's hyperparameters are whole
+    model_cfg = dict(ckpt["vfi_config"]["model"], lpips_backbone=lpips_backbone, _recursive_=False)
     model = instantiate(model_cfg)
     model.load_state_dict(ckpt["state_dict"])
     if motion_refresh is not None:

@@ -14,6 +14,7 @@ from vfi.errors import VFIError
 from vfi.models.autoencoder import load_autoencoder
 from vfi.models.base import (
     TrainableInterpolator,
+    built,
     check_tau,
     pick_ground_truth,
     sample_statistics,
@@ -69,6 +70,8 @@ class ResShiftVFI(TrainableInterpolator):
         super().__init__(
             val_samples=val_samples, test_samples=test_samples, scene_cut=scene_cut, **kwargs
         )
+        # in the presets' key order, so the weights start as Hydra's recursive build drew them
+        flow_net, denoiser, visibility_net = map(built, (flow_net, denoiser, visibility_net))
         if space not in ("pixel", "latent"):
             raise VFIError(f"model.space must be 'pixel' or 'latent', got {space!r}")
         if warp not in ("backward", "softmax_splat"):

@@ -15,6 +15,7 @@ from vfi.diffusion import warp_posterior as wp
 from vfi.errors import VFIError
 from vfi.models.base import (
     TrainableInterpolator,
+    built,
     check_tau,
     host_taus,
     sample_statistics,
@@ -135,6 +136,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
             scene_cut=scene_cut,
             **kwargs,
         )
+        # in the presets' key order, so the weights start as Hydra's recursive build drew them
+        flow_net, refiner, visibility_net = map(built, (flow_net, refiner, visibility_net))
         if posterior not in ("exact", "diagonal"):
             raise VFIError(f"model.posterior must be 'exact' or 'diagonal', got {posterior!r}")
         if num_steps < 2:
