@@ -101,6 +101,17 @@ CASES = {
         "model/flow_net=learned",
         "model.rollout_prob=1.0",
     ),
+    # motion refresh on a DIS-initialised flow net: it starts from the current flows, no DIS
+    "warp_posterior (DIS flow, motion refresh every step, rollout in every batch)": (
+        "model=warp_posterior",
+        "model.motion_refresh=1",
+        "model.rollout_prob=1.0",
+    ),
+    "resshift (DIS flow, motion refresh)": (
+        "model=resshift",
+        "model/flow_net=dis",
+        "model.motion_refresh=2",
+    ),
     "warp_posterior (exact posterior)": (
         "model=warp_posterior",
         "model/flow_net=learned",

@@ -503,12 +503,25 @@ class TrainableInterpolator(InterpolatorModule):
         return None if flow is None else pad_to_multiple(flow, self.multiple)[0]
 
     def batch_measures(self) -> dict[str, dict]:
-        """Per split, what the data workers measure for the steps: the DIS ``pair_flow`` a
-        DIS-initialised flow net starts from (training), and the scene ``cut`` flags."""
+        """Per split, what the data workers measure for the steps: the scene ``cut`` flags
+        and, for a DIS-initialised flow net, the DIS flows it starts from, so no step runs
+        OpenCV: ``pair_flow`` for training, and for validation and test
+        ``pair_flow_views``, the pair in each of the sampler's flip views
+        (:meth:`sampler_views`), padded as the sampler pads it."""
         measures = super().batch_measures()
         if getattr(getattr(self, "flow_net", None), "init", None) == "dis":
             measures["train"] = {"measures": ("pair_flow",)}
+            for split in ("val", "test"):
+                measures[split] = {
+                    "measures": (*measures[split]["measures"], "pair_flow_views"),
+                    "views": self.sampler_views(split),
+                    "multiple": self.multiple,
+                }
         return measures
+
+    def sampler_views(self, split: str) -> int:
+        """The flip views the validation / test sampler takes of each pair (1: none)."""
+        return 1
 
     def refresh_due(self, done: int, remaining: int) -> bool:
         """Whether the motion is re-estimated after ``done`` reverse steps, with ``remaining``
@@ -516,14 +529,25 @@ class TrainableInterpolator(InterpolatorModule):
         m = self.motion_refresh
         return bool(m) and remaining > 0 and done > 0 and done % m == 0
 
-    def refresh_flows(self, estimate: Tensor, i0: Tensor, i1: Tensor) -> dict[str, Tensor]:
+    def refresh_flows(
+        self, estimate: Tensor, i0: Tensor, i1: Tensor, current: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
         """Motion refresh: flows between a frame estimate at some time t (clamped to [-1, 1])
         and each input frame, from one batched flow-net call: ``to0`` = F_t->0, ``to1`` =
         F_t->1, ``from0`` = F_0->t, ``from1`` = F_1->t, each [N, 2, H, W]. All inputs
-        [N, 3, H, W]."""
+        [N, 3, H, W]; ``current``: the flows in use at t (``to0``, ``to1``, and ``from0``,
+        ``from1``, taken as -F_t->0, -F_t->1 when absent). A DIS-initialised flow net starts
+        from them instead of running DIS, so no refresh leaves the device."""
         self.refresh_calls += 1
         x = estimate.clamp(-1, 1)
-        towards, back = self.flow_net(torch.cat([x, x]), torch.cat([i0, i1]))
+        a, b = torch.cat([x, x]), torch.cat([i0, i1])
+        if getattr(self.flow_net, "init", None) != "dis":
+            towards, back = self.flow_net(a, b)
+        else:
+            to0, to1 = current["to0"], current["to1"]
+            from0, from1 = current.get("from0", -to0), current.get("from1", -to1)
+            start = torch.cat([torch.cat([to0, to1]), torch.cat([from0, from1])], dim=1)
+            towards, back = self.flow_net(a, b, start=start)
         (to0, to1), (from0, from1) = towards.chunk(2), back.chunk(2)
         return {"to0": to0, "to1": to1, "from0": from0, "from1": from1}
 

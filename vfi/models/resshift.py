@@ -176,8 +176,9 @@ class ResShiftVFI(TrainableInterpolator):
         """``motion`` with the flows to and from time tau re-estimated from a frame estimate
         at tau [N, 3, H, W] (:meth:`refresh_flows`); the splatting importance keeps the pair's
         F_0->1, F_1->0."""
-        flows = self.refresh_flows(estimate, i0, i1)
         names = {"f_t0": "to0", "f_t1": "to1", "f_0t": "from0", "f_1t": "from1"}
+        current = {source: motion[name] for name, source in names.items() if name in motion}
+        flows = self.refresh_flows(estimate, i0, i1, current)
         return motion | {name: flows[source] for name, source in names.items()}
 
     def _warp_to_tau(self, i0: Tensor, i1: Tensor, motion: dict) -> tuple[Tensor, Tensor]:
@@ -288,17 +289,21 @@ class ResShiftVFI(TrainableInterpolator):
         num_samples: int = 1,
         generator: torch.Generator | None = None,
         outer: Tensor | None = None,
+        pair_flow_views: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Run the reverse chain K = num_samples times; return the mean and the per-pixel std
         [B, 3, H, W] of the K samples, times the calibration scale (std is 0 for K = 1). Any
         H, W: padded and cropped back. ``outer`` [B, 2, 3, H, W]: I_-1 and I2, for a
-        multi-frame denoiser. With ``motion_refresh`` = m, the prior of each sample is rebuilt
-        after every m steps from the flows of its prediction x0_hat."""
+        multi-frame denoiser. ``pair_flow_views``: a DIS-initialised flow net's start flows
+        for the padded pair ([B, 4, H', W'], measured by the data workers), used when they
+        fit. With ``motion_refresh`` = m, the prior of each sample is rebuilt after every m
+        steps from the flows of its prediction x0_hat."""
         b = i0.shape[0]
         tau = check_tau(tau).to(i0.device).expand(b).contiguous()
         pair, (h, w) = pad_to_multiple(torch.cat([i0, i1]), self.multiple)
         i0p, i1p = pair.chunk(2)
-        motion = self.pair_motion(i0p, i1p, tau)
+        fits = pair_flow_views is not None and pair_flow_views.shape == (b, 4, *i0p.shape[2:])
+        motion = self.pair_motion(i0p, i1p, tau, pair_flow_views if fits else None)
 
         def per_sample(parts: dict) -> dict:
             return {k: v.repeat(num_samples, *[1] * (v.dim() - 1)) for k, v in parts.items()}

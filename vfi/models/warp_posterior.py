@@ -245,20 +245,9 @@ class WarpPosteriorVFI(TrainableInterpolator):
             var = var + self.motion_error**2 * speed2 * edge2
         return var
 
-    def batch_measures(self) -> dict[str, dict]:
-        """As the base class, and for a DIS-initialised flow net the DIS flows of each
-        evaluation pair in every flip view the sampler takes (``pair_flow_views``), so the
-        validation and test samplers run no OpenCV either."""
-        measures = super().batch_measures()
-        if getattr(self.flow_net, "init", None) == "dis":
-            for split in ("val", "test"):
-                views = self.views(self.samples[split])
-                measures[split] = {
-                    "measures": (*measures[split]["measures"], "pair_flow_views"),
-                    "views": views,
-                    "multiple": self.multiple,
-                }
-        return measures
+    def sampler_views(self, split: str) -> int:
+        """The flip views the validation / test sampler takes (:meth:`views`)."""
+        return self.views(self.samples[split])
 
     @property
     def measures_at_time(self) -> bool:
@@ -438,7 +427,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
         (:meth:`refresh_flows`, rescaled by :func:`vfi.ops.rescaled_flows`). Items at
         l_k = 1 (x_k = I1, never refreshed when sampling) keep ``flows``, the pair's
         [2B, 2, H, W] each."""
-        moved = self.refresh_flows(x_k, i0, i1)
+        current = {"to0": flows[0][len(x_k) :], "to1": flows[1][len(x_k) :]}
+        moved = self.refresh_flows(x_k, i0, i1, current)
         l_k = l[len(x_k) :].repeat(2)
         inner = (l_k < 1).view(-1, 1, 1, 1)
         at = torch.where(l_k < 1, l_k, 0.5)
@@ -660,7 +650,10 @@ class SamplerTerms:
         """The motion refresh, when due before step k: flows from x_k to I0, I1."""
         if not self.model.refresh_due(len(self.times) - 1 - k, k - max(self.stop, 1)):
             return
-        self.motion = {**self.model.refresh_flows(x_k, *self.pair), "at": float(self.times[k])}
+        at = float(self.times[k])
+        to0, to1 = (f.repeat(len(x_k) // len(f), 1, 1, 1) for f in self.flows(at)[:2])
+        moved = self.model.refresh_flows(x_k, *self.pair, {"to0": to0, "to1": to1})
+        self.motion = {**moved, "at": at}
         self.rebuilt = {k: self.build(k)}
 
     def mean(self, k: int) -> Tensor:
