@@ -285,7 +285,8 @@ def test_multirun_sweep_writes_separate_folders(cli_env):
     """Two jobs through Hydra's submitit launcher (hydra/launcher=local, each job its own
     submitit process), two folders; with logger=wandb (offline: no API key) each job finishes
     its own run (its exit is recorded), both runs share the sweep's group, and a job's run
-    file holds the metrics, the panel image and the per-item test table."""
+    file holds its config (the model's hyperparameters, data and choices), the metrics, the
+    panel image and the per-item test table."""
     run_cli(
         "vfi.train", "-m", "hydra/launcher=local", "trainer=debug", "model.lr=1e-4,2e-4",
         "logger=wandb", *TINY, env=cli_env,
@@ -306,6 +307,15 @@ def test_multirun_sweep_writes_separate_folders(cli_env):
         assert any(r.WhichOneof("record_type") == "exit" for r in records)
         groups.update(r.run.run_group for r in records if r.WhichOneof("record_type") == "run")
         check_wandb_history(wandb_file.parent, records)
+        config = {
+            item.key: json.loads(item.value_json)
+            for r in records
+            if r.WhichOneof("record_type") == "config"
+            for item in r.config.update
+        }
+        # the run's config: the model's saved hyperparameters, the data config and choices
+        assert config["lr"] == lrs[-1] and config["denoiser"]["_target_"] == "vfi.nets.unet.UNet"
+        assert config["choices"]["data"] == "flying" and "train" in config["data"]
     assert lrs == [1e-4, 2e-4]
     assert groups == {sweep.name}
 
