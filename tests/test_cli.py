@@ -274,6 +274,17 @@ def test_debug_run_then_eval(cli_env):
     assert {"test/psnr", "test/ssim", "test/lpips"} <= set(metrics)
     assert (run / "report.png").stat().st_size > 10_000
     ckpt = next((run / "checkpoints").glob("best-*.ckpt"))
+    # the config travels as saved hyperparameters: TensorBoard has them, and Lightning's own
+    # loader rebuilds the model that vfi's does
+    (hparams,) = (run / "tensorboard").rglob("hparams.yaml")
+    logged = yaml.safe_load(hparams.read_text())
+    assert logged["choices"]["model"] == "resshift" and logged["denoiser"]["_target_"]
+    from vfi.models.resshift import ResShiftVFI
+
+    ours = model_from_checkpoint(ckpt).state_dict()
+    theirs = ResShiftVFI.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    assert all(torch.equal(v, ours[k]) for k, v in theirs.state_dict().items())
+    assert theirs.state_dict().keys() == ours.keys()
     proc = run_cli("vfi.eval", f"ckpt_path={ckpt}", "trainer.limit_test_batches=2", env=cli_env)
     (ev,) = _runs(cli_env, "eval")
     scored = json.loads((ev / "metrics.json").read_text())["results"][0]
