@@ -173,6 +173,23 @@ def test_export_keeps_weights_config_and_metrics_only(tmp_path):
     ]
 
 
+def test_exports_get_the_permissions_of_a_plain_file(tmp_path):
+    """safetensors writes its files 0600; the export (like every output) gets what a plain
+    file gets under the umask, so a colleague on a shared machine can read it."""
+    from vfi.utils.checkpoint import export_checkpoint
+    from vfi.utils.run import current_umask
+
+    source = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "vfi_config": {"model": {}}}, source)
+    out = export_checkpoint(source, tmp_path / "out" / "release.ckpt", {"test/psnr": 30.0})
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    want = 0o666 & ~current_umask()
+    assert (plain.stat().st_mode & 0o777) == want
+    for path in (out, out.with_suffix(".safetensors"), out.with_suffix(".json")):
+        assert (path.stat().st_mode & 0o777) == want, (path.name, oct(path.stat().st_mode))
+
+
 def test_release_is_the_packaged_file(monkeypatch, tmp_path):
     """ckpt_path=release names vfi/weights/release.ckpt; without it, one line asks for one."""
     import vfi.utils.checkpoint as checkpoint

@@ -284,6 +284,13 @@ def partial_name(path: Path) -> Path:
     return path.with_name(f".{path.stem}.partial{path.suffix}")
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, content: str | Callable[[Path], object]) -> Path:
     """Write ``content`` (text, or a writer called with the temporary path) to ``path`` through
     a temporary file and a rename; a failed write (a full disk) is one line naming ``path`` and
@@ -294,6 +301,8 @@ def write_atomic(path: Path, content: str | Callable[[Path], object]) -> Path:
             tmp.write_text(content)
         else:
             content(tmp)
+            # the permissions a plain file gets (some writers, e.g. safetensors, make it 0600)
+            os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except OSError as exc:
         raise VFIError(f"cannot write {path}: {exc.strerror or exc}") from None
