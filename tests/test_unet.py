@@ -35,3 +35,17 @@ def test_output_starts_at_zero_and_sizes_must_divide():
         )
     with pytest.raises(ValueError, match="divide by 4"):
         net(torch.randn(1, 5, 30, 32), torch.ones(1), torch.ones(1))
+
+
+def test_a_float64_net_computes_in_float64():
+    """Every tensor follows the weights' dtype: the float64 copy of a net (integer steps, float
+    times) returns float64, equal to the float32 net's output to float32 precision."""
+    torch.manual_seed(0)
+    net = UNet(6, 3, base_channels=8, channel_mult=[1, 2], num_res_blocks=1, emb_dim=16)
+    for p in net.parameters():  # away from the zero-initialised output
+        torch.nn.init.normal_(p, std=0.1)
+    x, t, tau = torch.randn(2, 6, 16, 16), torch.tensor([1, 3]), torch.tensor([0.25, 0.5])
+    want = net(x, t, tau)
+    got = net.double()(x.double(), t, tau.double())
+    assert got.dtype == torch.float64
+    assert torch.allclose(got.float(), want, atol=1e-4) and float(want.abs().max()) > 0.1

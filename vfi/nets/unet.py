@@ -57,8 +57,10 @@ class StepTauConditioned(nn.Module):
         )
 
     def embed(self, t: Tensor, tau: Tensor) -> Tensor:
-        emb = self.step_mlp(sinusoidal_embedding(t, self.emb_dim))
-        return emb + self.tau_mlp(sinusoidal_embedding(tau * self.tau_scale, self.emb_dim))
+        dtype = self.step_mlp[0].weight.dtype  # the embeddings in the weights' dtype (float64 too)
+        emb = self.step_mlp(sinusoidal_embedding(t, self.emb_dim).to(dtype))
+        tau_emb = sinusoidal_embedding(tau * self.tau_scale, self.emb_dim).to(dtype)
+        return emb + self.tau_mlp(tau_emb)
 
 
 class UNet(StepTauConditioned):
