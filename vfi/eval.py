@@ -187,12 +187,13 @@ def score_jobs(
         log = out_dir / "items" / f"{slug(label)}__{slug(str(data_name))}.jsonl"
         log.parent.mkdir(parents=True, exist_ok=True)
         rows = read_rows(log)
-        write_atomic(log, "".join(json.dumps(row) + "\n" for row in rows))  # no cut-short line
         if isinstance(dataset, IterableDataset):  # a stream cannot skip: it is scored anew
             rows.clear()
             log.write_text("")
             todo = dataset
         else:
+            if log.is_file():  # without a line cut short by a crash, so the next rows stay whole
+                write_atomic(log, "".join(json.dumps(row) + "\n" for row in rows))
             done = {row["index"] for row in rows}
             remaining = [i for i in range(len(dataset)) if i not in done]
             todo = Subset(IndexedDataset(dataset), remaining) if remaining else None

@@ -47,7 +47,8 @@ class AutoencoderModule(TrainableInterpolator):
         **kwargs,
     ):
         super().__init__(val_samples=val_samples, test_samples=test_samples, **kwargs)
-        self.autoencoder = autoencoder = built(autoencoder)
+        autoencoder = built(autoencoder)
+        self.autoencoder = autoencoder
         self.reg_weight = reg_weight
         self.multiple = autoencoder.multiple
 
