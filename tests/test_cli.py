@@ -114,7 +114,7 @@ def test_bad_input_gets_one_line_from_the_command_line(cli_env):
         (
             "vfi.eval",
             ["model=blend", "data=clips", "data.num_workers=-1"],
-            ["data.num_workers must be an integer >= 0, got -1"],
+            ["data.num_workers must be an integer >= 0 or null, got -1"],
         ),
         ("vfi.train", ["data=flying", "ckpt_path=release"], ["weights only"]),
         (

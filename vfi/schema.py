@@ -103,7 +103,7 @@ SCHEMA: dict[str, Spec] = {
     # the data's loaders
     "data.batch_size": at_least(1),
     "data.eval_batch_size": at_least(1),
-    "data.num_workers": at_least(0),
+    "data.num_workers": at_least(0, nullable=True),
     # the diffusion models
     "model.lr": positive(),
     "model.kappa": positive(),

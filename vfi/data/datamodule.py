@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import lightning as L
 import torch
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.utilities import rank_zero_warn
 from litdata import StreamingDataLoader, StreamingDataset
 from torch import Tensor
@@ -193,7 +194,9 @@ class VFIDataModule(L.LightningDataModule):
     batch_size: global training batch size; each of the W DDP processes loads
         batch_size / W items per step (it must divide).
     eval_batch_size: validation and test batch size per process.
-    num_workers: DataLoader worker processes.
+    num_workers: DataLoader worker processes; None: none when the trainer runs on the CPU (the
+        step's threads use every core, a worker would only compete with them), else one per
+        core but one, at most 8 (:attr:`workers`).
     options: settings the split configs share by interpolation (``root``, ``gap``,
         ``difficulty``, ``on_corrupt``, ...: :data:`SHARED_OPTIONS`); any other key is refused.
     """
@@ -205,7 +208,7 @@ class VFIDataModule(L.LightningDataModule):
         test: Callable[[], Dataset] | None = None,
         batch_size: int = 8,
         eval_batch_size: int = 1,
-        num_workers: int = 0,
+        num_workers: int | None = 0,
         pin_memory: bool = False,
         **options,
     ):
@@ -222,8 +225,10 @@ class VFIDataModule(L.LightningDataModule):
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise VFIError(f"data.{name} must be an integer of at least 1, got {value!r}")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise VFIError(f"data.num_workers must be an integer >= 0, got {num_workers!r}")
+        if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
+            raise VFIError(
+                f"data.num_workers must be an integer >= 0 or null, got {num_workers!r}"
+            )
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -243,6 +248,19 @@ class VFIDataModule(L.LightningDataModule):
                 f"by the number of processes ({world})"
             )
         return self.batch_size // world
+
+    @property
+    def workers(self) -> int:
+        """The DataLoader workers: ``num_workers``, or for None 0 on a CPU trainer (or, with
+        no trainer, where CUDA is absent) and min(8, cores - 1) otherwise."""
+        if self.num_workers is not None:
+            return self.num_workers
+        accelerator = getattr(self.trainer, "accelerator", None)
+        if accelerator is None:
+            on_cpu = not torch.cuda.is_available()
+        else:
+            on_cpu = isinstance(accelerator, CPUAccelerator)
+        return 0 if on_cpu else min(8, max(1, len(os.sched_getaffinity(0)) - 1))
 
     def setup(self, stage: str | None = None) -> None:
         # datasets that split themselves over DDP ranks when built (litdata's shards) are
@@ -284,16 +302,16 @@ class VFIDataModule(L.LightningDataModule):
             return StreamingDataLoader(
                 dataset,
                 batch_size=batch_size,
-                num_workers=self.num_workers,
+                num_workers=self.workers,
                 pin_memory=self.pin_memory,
-                persistent_workers=self.num_workers > 0,
+                persistent_workers=self.workers > 0,
                 collate_fn=MeasuringCollate(**self.measures.get(split, {})),
             )
         options = dict(
             batch_size=batch_size,
-            num_workers=self.num_workers,
+            num_workers=self.workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=self.workers > 0,
             drop_last=shuffle,
             collate_fn=MeasuringCollate(**self.measures.get(split, {})),
         )

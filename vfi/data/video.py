@@ -212,11 +212,11 @@ class VideoFileDataset(Dataset):
             after = after if after < len(self.frames) else i + self.span
             frames = torch.cat([self.frames[before][None], frames, self.frames[after][None]])
             frames = replace_outer_across_cuts(frames)
-        frames, taus = to_model_range(frames), self.taus
+        taus = self.taus
         motion = None if self.motion is None else self.motion[index]
         if self.augment is not None:  # the outer frames too: reversal swaps them
             frames, taus, motion = self.augment.apply(frames, taus, motion, self.name)
-        motion = motion_tensor(motion)
+        frames, motion = to_model_range(frames), motion_tensor(motion)  # the crop only
         extra = {} if motion is None else {"motion": motion}
         return make_item(frames, taus, f"{self.name}/{i:06d}", self.outer, **extra)
 

@@ -174,7 +174,9 @@ class WarpPosteriorVFI(TrainableInterpolator):
         self.warp_mode = warp_mode
         self.flip_views = flip_views
         self.sample_noise = sample_noise
-        self.multiple = math.lcm(getattr(flow_net, "multiple", 1), getattr(refiner, "multiple", 1))
+        self.multiple = math.lcm(
+            *(getattr(net, "multiple", 1) for net in (flow_net, refiner, visibility_net))
+        )
         self.cg_stats: list[wp.CGSolve] = []  # exact mode: every step's solve since sampler_stats
 
     # --- the bridge's operators ----------------------------------------------------------

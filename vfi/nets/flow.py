@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vfi.errors import VFIError
+from vfi.nets.layout import channels_last
 from vfi.ops import warp_backward
 from vfi.ops.dis import DISFlow
 
@@ -34,7 +35,7 @@ class FlowLevel(nn.Module):
 
     def forward(self, a: Tensor, b: Tensor, flow: Tensor) -> Tensor:
         x = torch.cat([a, b, warp_backward(b, flow), flow], dim=1)
-        return self.head(self.body(x))
+        return self.head(self.body(channels_last(x))).contiguous()
 
 
 class PyramidFlowNet(nn.Module):
@@ -123,17 +124,30 @@ class VisibilityNet(nn.Module):
 
     With ``confidence=True`` it also returns a logit [B, 1, H, W] (starting at 0) that the bridge
     adds to its motion confidence (:func:`vfi.ops.fusion.motion_confidence`).
+
+    With ``unshuffle`` = r > 1 the convolutions run at 1/r of the size: the 11 input channels
+    are rearranged r x r into 11 r^2 (``pixel_unshuffle``) and the logits back
+    (``pixel_shuffle``); H and W must divide by r (``multiple``).
     """
 
     def __init__(
-        self, width: int = 16, depth: int = 2, confidence: bool = False, flow_scale: float = 4.0
+        self,
+        width: int = 16,
+        depth: int = 2,
+        confidence: bool = False,
+        flow_scale: float = 4.0,
+        unshuffle: int = 1,
     ):
         super().__init__()
+        if unshuffle < 1:
+            raise VFIError(f"visibility_net.unshuffle must be a positive integer, got {unshuffle}")
         self.flow_scale = flow_scale
-        layers = [_conv(3 + 3 + 2 + 2 + 1, width)] + [_conv(width, width) for _ in range(depth)]
+        self.multiple = unshuffle
+        cin = (3 + 3 + 2 + 2 + 1) * unshuffle**2
+        layers = [_conv(cin, width)] + [_conv(width, width) for _ in range(depth)]
         self.body = nn.Sequential(*layers)
         self.confidence = confidence
-        self.head = nn.Conv2d(width, 3 if confidence else 2, 3, 1, 1)
+        self.head = nn.Conv2d(width, (3 if confidence else 2) * unshuffle**2, 3, 1, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -143,7 +157,10 @@ class VisibilityNet(nn.Module):
         tau_map = tau.view(-1, 1, 1, 1).expand(-1, 1, *w0.shape[-2:]).to(w0.dtype)
         flows = torch.cat([f_t0, f_t1], dim=1)
         flows = flows / (flows.abs() + self.flow_scale)  # bounded: any frame size, any motion
-        logits = self.head(self.body(torch.cat([w0, w1, flows, tau_map], dim=1)))
+        x = torch.cat([w0, w1, flows, tau_map], dim=1)
+        r = self.multiple  # rearranged only when r > 1
+        logits = self.head(self.body(channels_last(F.pixel_unshuffle(x, r) if r > 1 else x)))
+        logits = (F.pixel_shuffle(logits, r) if r > 1 else logits).contiguous()
         v = torch.sigmoid(logits[:, :2])
         if self.confidence:
             return v[:, :1], v[:, 1:], logits[:, 2:]
