@@ -11,7 +11,9 @@ def space_to_depth(x: torch.Tensor, r: int) -> torch.Tensor:
     """[B, C, H, W] -> [B, C r^2, H/r, W/r], channel c r^2 + i r + j holding pixel (r y + i,
     r x + j) of channel c (written out with view/permute)."""
     b, c, h, w = x.shape
-    return x.view(b, c, h // r, r, w // r, r).permute(0, 1, 3, 5, 2, 4).reshape(b, -1, h // r, w // r)
+    return (
+        x.view(b, c, h // r, r, w // r, r).permute(0, 1, 3, 5, 2, 4).reshape(b, -1, h // r, w // r)
+    )
 
 
 def depth_to_space(x: torch.Tensor, r: int) -> torch.Tensor:

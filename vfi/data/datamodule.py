@@ -226,9 +226,7 @@ class VFIDataModule(L.LightningDataModule):
             if not isinstance(value, int) or value < 1:
                 raise VFIError(f"data.{name} must be an integer of at least 1, got {value!r}")
         if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
-            raise VFIError(
-                f"data.num_workers must be an integer >= 0 or null, got {num_workers!r}"
-            )
+            raise VFIError(f"data.num_workers must be an integer >= 0 or null, got {num_workers!r}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -260,7 +258,7 @@ class VFIDataModule(L.LightningDataModule):
             on_cpu = not torch.cuda.is_available()
         else:
             on_cpu = isinstance(accelerator, CPUAccelerator)
-        return 0 if on_cpu else min(8, max(1, len(os.sched_getaffinity(0)) - 1))
+        return 0 if on_cpu else min(8, max(1, (os.cpu_count() or 1) - 1))
 
     def setup(self, stage: str | None = None) -> None:
         # datasets that split themselves over DDP ranks when built (litdata's shards) are

@@ -106,7 +106,9 @@ class ResShiftVFI(TrainableInterpolator):
         self.autoencoder = load_autoencoder(autoencoder) if space == "latent" else None
         factor = self.check_latent_space(autoencoder)
         self.multiple = math.lcm(
-            getattr(flow_net, "multiple", 1), factor * getattr(denoiser, "multiple", 1)
+            getattr(flow_net, "multiple", 1),
+            getattr(visibility_net, "multiple", 1),
+            factor * getattr(denoiser, "multiple", 1),
         )
 
     def check_latent_space(self, path: str | None) -> int:

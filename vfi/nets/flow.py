@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vfi.errors import VFIError
-from vfi.nets.layout import channels_last
+from vfi.nets.layout import channels_last, from_blocks, to_blocks
 from vfi.ops import warp_backward
 from vfi.ops.dis import DISFlow
 
@@ -158,9 +158,8 @@ class VisibilityNet(nn.Module):
         flows = torch.cat([f_t0, f_t1], dim=1)
         flows = flows / (flows.abs() + self.flow_scale)  # bounded: any frame size, any motion
         x = torch.cat([w0, w1, flows, tau_map], dim=1)
-        r = self.multiple  # rearranged only when r > 1
-        logits = self.head(self.body(channels_last(F.pixel_unshuffle(x, r) if r > 1 else x)))
-        logits = (F.pixel_shuffle(logits, r) if r > 1 else logits).contiguous()
+        logits = self.head(self.body(channels_last(to_blocks(x, self.multiple))))
+        logits = from_blocks(logits, self.multiple).contiguous()
         v = torch.sigmoid(logits[:, :2])
         if self.confidence:
             return v[:, :1], v[:, 1:], logits[:, 2:]

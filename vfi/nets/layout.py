@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -14,3 +15,14 @@ def channels_last(x: Tensor) -> Tensor:
     the half-resolution refiner's 640x384 call 25% less). Their outputs go back to the
     contiguous layout with ``.contiguous()``."""
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def to_blocks(x: Tensor, r: int) -> Tensor:
+    """[B, C, H, W] -> [B, C r^2, H/r, W/r]: each r x r pixel block as channels
+    (``pixel_unshuffle``); x itself at r = 1 (no copy)."""
+    return F.pixel_unshuffle(x, r) if r > 1 else x
+
+
+def from_blocks(x: Tensor, r: int) -> Tensor:
+    """The inverse of :func:`to_blocks` (``pixel_shuffle``); x itself at r = 1."""
+    return F.pixel_shuffle(x, r) if r > 1 else x

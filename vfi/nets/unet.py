@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vfi.nets.layout import channels_last
+from vfi.nets.layout import channels_last, from_blocks, to_blocks
 
 
 def sinusoidal_embedding(x: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -127,8 +127,7 @@ class UNet(StepTauConditioned):
         if x.shape[-1] % self.multiple or x.shape[-2] % self.multiple:
             raise ValueError(f"UNet input {tuple(x.shape)} must divide by {self.multiple}")
         emb = self.embed(t, tau)
-        r = self.unshuffle  # rearranged only when r > 1: at r = 1 it would be a copy
-        h = self.stem(channels_last(F.pixel_unshuffle(x, r) if r > 1 else x))
+        h = self.stem(channels_last(to_blocks(x, self.unshuffle)))
         skips = []
         for i, blocks in enumerate(self.down):
             for block in blocks:
@@ -144,4 +143,4 @@ class UNet(StepTauConditioned):
             if k < len(self.upsample):
                 h = self.upsample[k](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         out = self.out(h)
-        return (F.pixel_shuffle(out, r) if r > 1 else out).contiguous()
+        return from_blocks(out, self.unshuffle).contiguous()
