@@ -100,6 +100,7 @@ def run_cli(module: str, *args: str, env: dict, timeout: int = 600, check: bool 
 TASKS = {
     "vfi.train": ("train", "train"),
     "vfi.eval": ("eval", "evaluate"),
+    "vfi.calibrate": ("calibrate", "calibrate"),
     "vfi.interpolate": ("interpolate", "interpolate"),
     "vfi.data.bench": ("data_bench", "bench"),
     "vfi.data.convert": ("convert", "convert"),

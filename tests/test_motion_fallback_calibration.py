@@ -109,11 +109,40 @@ def test_calibration_fit_recovers_a_known_scale():
     g = torch.Generator().manual_seed(0)
     sigma = torch.rand(200_000, generator=g) * 0.5 + 0.01
     error = 3.0 * sigma * torch.randn(200_000, generator=g)
-    scale = calibration_scale(error.abs() / sigma)
+    scale = calibration_scale(error.abs(), sigma)
     assert abs(float(scale) - 3.0) < 0.05
     coverage = float((error.abs() <= 2 * scale * sigma).float().mean())
     assert abs(coverage - 0.9545) < 0.005
     # a heavier-tailed error still gets 95% within +-1.96 s sigma, by construction
     laplace = sigma * torch.distributions.Laplace(0.0, 1.0).sample((200_000,))
-    s = calibration_scale(laplace.abs() / sigma)
+    s = calibration_scale(laplace.abs(), sigma)
     assert abs(float((laplace.abs() <= 1.96 * s * sigma).float().mean()) - 0.95) < 0.005
+
+
+def test_calibration_fit_with_a_floor_outside_the_scale():
+    """With a floor b the band is +-1.96 sqrt(s^2 sigma^2 + b^2): the fitted s is the smallest
+    that covers 95% (found here by bisection on the coverage itself), errors below 1.96 b count
+    as covered even where sigma = 0, and b = 0 gives the quantile formula."""
+    g = torch.Generator().manual_seed(1)
+    n = 100_000
+    sigma = torch.rand(n, generator=g) * 0.2
+    sigma[: n // 10] = 0  # static pixels: no std of their own
+    error = (0.5 * sigma + 0.01) * torch.randn(n, generator=g).abs()
+    floor = 0.01
+
+    def covered(s: float) -> float:
+        return float((error <= 1.96 * (s**2 * sigma**2 + floor**2).sqrt()).double().mean())
+
+    lo, hi = 1e-4, 1e4
+    for _ in range(200):
+        mid = (lo * hi) ** 0.5
+        lo, hi = (mid, hi) if covered(mid) < 0.95 else (lo, mid)
+    s = float(calibration_scale(error, sigma, floor, coverage=0.95))
+    assert s == pytest.approx(hi, rel=1e-3)
+    assert covered(s) >= 0.95 > covered(0.99 * s)
+    # without the floor the zero-std pixels are left out and s is quantile(error / sigma) / z
+    keep = sigma > 0
+    want = torch.quantile((error[keep] / sigma[keep]).double(), 0.95) / 1.959964
+    assert float(calibration_scale(error, sigma)) == pytest.approx(float(want), rel=1e-5)
+    # nothing to fit: NaN
+    assert calibration_scale(torch.ones(4), torch.zeros(4)).isnan()

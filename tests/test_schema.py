@@ -20,6 +20,7 @@ COMPOSITIONS = [
     ("train", ["model=autoencoder"]),
     ("eval", ["model=rife", "data=clips"]),
     ("interpolate", ["frames=[a,b]"]),
+    ("calibrate", ["output=x.ckpt"]),
 ]
 
 

@@ -116,6 +116,11 @@ class InterpolatorModule(L.LightningModule):
         lpips_backbone: local AlexNet ``features.*`` weights for LPIPS (None: torchvision's).
         scene_cut: answer pairs that straddle a scene cut (:func:`vfi.ops.scene.scene_cuts`)
             with the nearer input frame and a std spanning both, instead of interpolating.
+        std_floor: b, added in quadrature after a calibrated model's scale s
+            (:meth:`TrainableInterpolator.calibrated_std`): the reported std is
+            sqrt(s^2 std^2 + b^2) ([-1, 1] scale). The errors against an 8-bit target never
+            vanish where the std does (static, flat pixels); a floor outside the scale covers
+            them without inflating every std. 0: none.
     """
 
     def __init__(
@@ -124,6 +129,7 @@ class InterpolatorModule(L.LightningModule):
         test_samples: int = 1,
         lpips_backbone: str | None = None,
         scene_cut: bool = False,
+        std_floor: float = 0.0,
     ):
         super().__init__()
         # every constructor argument of the subclass chain (the Hydra config: networks and
@@ -133,6 +139,7 @@ class InterpolatorModule(L.LightningModule):
         for name in [k for k, v in self.hparams.items() if not is_plain(v)]:
             del self.hparams[name], self._hparams_initial[name]
         self.scene_cut = scene_cut
+        self.std_floor = std_floor
         self.samples = {"val": val_samples, "test": test_samples}
         self._rows: list[dict] = []  # this rank's rows of the running pass
         self.epoch_rows: dict[str, list[dict]] = {}  # all ranks' rows of the last pass per stage
@@ -359,16 +366,30 @@ def pick_ground_truth(batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return batch["I0"], batch["I1"], gt[rows, pick], taus[rows, pick]
 
 
-def calibration_scale(ratios: Tensor, coverage: float = 0.95) -> Tensor:
-    """Post-hoc scale s of a std (as temperature scaling is for classifiers), from the ratios
-    r = |error| / std of a calibration set (any shape):
+def calibration_scale(
+    error: Tensor, std: Tensor, floor: float = 0.0, coverage: float = 0.95
+) -> Tensor:
+    """Post-hoc scale s of a std (as temperature scaling is for classifiers), from a
+    calibration set's |errors| and stds (same shape, any): the smallest s for which a share
+    ``coverage`` of the errors fall within +-z sqrt(s^2 std^2 + b^2), b = ``floor``,
+    z = Phi^-1((1 + coverage) / 2) (1.96 for 0.95). Pixel i is covered from
 
-        s = quantile(r, coverage) / z,  z = Phi^-1((1 + coverage) / 2)  (1.96 for 0.95),
+        s_i = sqrt(max(error_i^2 / z^2 - b^2, 0)) / std_i
 
-    so that ``coverage`` of the errors fall within +-z s std. For Gaussian errors of std
-    s_true * std it returns s_true; it never changes how the pixels rank."""
+    on, so s is the ``coverage`` quantile of the s_i; for b = 0 that is
+    quantile(error / std) / z. Where std = 0 no scale helps: with b = 0 such pixels are left
+    out, with b > 0 they count as covered or not by the floor alone. For Gaussian errors of
+    std s_true * std (b = 0) it returns s_true; it never changes how the pixels rank. NaN when
+    nothing is left."""
     z = NormalDist().inv_cdf((1 + coverage) / 2)
-    return (torch.quantile(ratios.flatten().double(), coverage) / z).float()
+    error, std = error.flatten().double(), std.flatten().double()
+    needed = ((error / z) ** 2 - floor**2).clamp(min=0).sqrt()
+    by_floor = torch.where(needed > 0, torch.inf if floor > 0 else torch.nan, 0.0)
+    s = torch.where(std > 0, needed / std, by_floor)
+    s = s[~s.isnan()]
+    if not s.numel():
+        return torch.tensor(torch.nan)
+    return torch.quantile(s, coverage).float()
 
 
 def network_inputs(
@@ -442,9 +463,16 @@ class TrainableInterpolator(InterpolatorModule):
         self.optimizer_factory = built(optimizer) or torch.optim.AdamW
         self.scheduler_factory = built(scheduler)
         self.lpips_weight = lpips_weight
-        # post-hoc std scale, refitted at every validation during fit, saved in checkpoints
+        # post-hoc std scale, refitted at every validation during fit (and by vfi.calibrate),
+        # saved in checkpoints
         self.register_buffer("uncertainty_scale", torch.ones(()))
-        self._ratios: list[Tensor] = []
+        self.refit_calibration = False  # refit outside fit too (vfi.calibrate)
+        self._calibration: list[Tensor] = []
+
+    def calibrated_std(self, std: Tensor) -> Tensor:
+        """The reported std sqrt(s^2 std^2 + b^2) of a model's own std [B, C, H, W], with the
+        calibration scale s and the floor b = ``std_floor``."""
+        return (self.uncertainty_scale.to(std) ** 2 * std**2 + self.std_floor**2).sqrt()
 
     def compile_networks(self, backend: str = "inductor") -> list[str]:
         """torch.compile every trainable network in place (``nn.Module.compile``: parameters
@@ -581,31 +609,34 @@ class TrainableInterpolator(InterpolatorModule):
         self.log("train/loss_prior", loss_prior, batch_size=b)
         return loss
 
-    calibration_pixels = 4096  # |error| / std values kept per item and time for the fit
+    calibration_pixels = 4096  # (|error|, std) pairs kept per item and time for the fit
 
     def collect_calibration(self, outs: list[tuple[Tensor, Tensor]], truth: Tensor) -> None:
-        """Keep |mean - gt| / std at a fixed number of random pixel values per item and time
-        (NaN where std = 0) for :func:`calibration_scale`."""
+        """Keep |mean - gt| and the model's own std (the reported one with the floor and scale
+        taken out) at a fixed number of random pixel values per item and time, for
+        :func:`calibration_scale`."""
+        scale = self.uncertainty_scale
         for j, (mean, std) in enumerate(outs):
             error, std = (mean - truth[:, j]).abs().flatten(1), std.flatten(1)
             pick = torch.randint(error.shape[1], (self.calibration_pixels,), device=std.device)
-            ratio = error[:, pick] / std[:, pick]
-            self._ratios.append(torch.where(std[:, pick] > 0, ratio, torch.nan).detach().float())
+            own = (std[:, pick] ** 2 - self.std_floor**2).clamp(min=0).sqrt() / scale.to(std)
+            self._calibration.append(torch.stack([error[:, pick], own]).detach().float())
 
     def on_validation_epoch_end(self) -> None:
-        """During fit, refit the std scale on this validation pass (logged as
-        ``val/uncertainty_scale``); the checkpoint saved after it carries the new value."""
+        """During fit (or with ``refit_calibration``), refit the std scale on this validation
+        pass (logged as ``val/uncertainty_scale``); the checkpoint saved after it carries the
+        new value."""
         super().on_validation_epoch_end()
-        ratios, self._ratios = self._ratios, []
-        if self.trainer.state.fn != "fit":
+        pairs, self._calibration = self._calibration, []
+        if self.trainer.state.fn != "fit" and not self.refit_calibration:
             return
-        parts = [r for part in gather_objects([r.cpu() for r in ratios]) for r in part]
+        parts = [p for part in gather_objects([p.cpu() for p in pairs]) for p in part]
         if not parts:
             return
-        ratios = torch.cat(parts).flatten()
-        ratios = ratios[~ratios.isnan()]
-        if ratios.numel():
-            self.uncertainty_scale.mul_(calibration_scale(ratios).to(self.uncertainty_scale))
+        error, std = torch.cat([p.flatten(1) for p in parts], 1)
+        scale = calibration_scale(error, std, self.std_floor)
+        if scale.isfinite():
+            self.uncertainty_scale.fill_(float(scale))
         self.log("val/uncertainty_scale", self.uncertainty_scale, sync_dist=False)
 
     def configure_optimizers(self):

@@ -327,4 +327,4 @@ class ResShiftVFI(TrainableInterpolator):
         x0 = rs.sample_loop(predict, cond["y"], self.etas, self.kappa, generator)
         x0 = self.space_to_frame(x0, i0k, i1k)
         mean, std = sample_statistics(x0, num_samples, (h, w))
-        return mean, self.uncertainty_scale.to(std) * std
+        return mean, self.calibrated_std(std)

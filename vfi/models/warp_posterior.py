@@ -559,7 +559,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         s sqrt(std_samples^2 + var_prior + floor^2), with the prior's variance
         (:meth:`prior_variance`) and the calibration scale s fitted on the validation set."""
         var = sample_std**2 + prior_var + self.uncertainty_floor**2
-        return self.uncertainty_scale.to(var) * var.sqrt()
+        return self.calibrated_std(var.sqrt())
 
     @torch.no_grad()
     def interpolate(

@@ -100,15 +100,21 @@ RELEASE_CHECKPOINT = Path(__file__).resolve().parents[1] / "weights" / "release.
 
 
 def export_checkpoint(
-    source: str | Path, out: str | Path, metrics: dict[str, float], config: dict | None = None
+    source: str | Path,
+    out: str | Path,
+    metrics: dict[str, float],
+    config: dict | None = None,
+    state_dict: dict | None = None,
+    extra_info: dict | None = None,
 ) -> Path:
-    """A weights-only copy of a training checkpoint for release: its ``state_dict``,
-    ``vfi_config`` (or ``config``: the run's, e.g. a re-test of the checkpoint with other
-    sampler settings) and ``metrics`` (no optimizer state), written atomically as ``out``
+    """A weights-only copy of a training checkpoint for release: its ``state_dict`` (or
+    ``state_dict``: e.g. with a refitted calibration scale), ``vfi_config`` (or ``config``: the
+    run's, e.g. a re-test of the checkpoint with other sampler settings) and ``metrics`` (no
+    optimizer state), written atomically as ``out``
     (a ``.ckpt``, what the entry points read by default: one format with the training
     checkpoints), as the same name in ``.safetensors`` (the model hubs' format: the config and
     metrics as JSON in its metadata), and the metrics in a JSON file beside them
-    (``release.json`` for ``release.ckpt``)."""
+    (``release.json`` for ``release.ckpt``; ``extra_info`` adds to it or replaces its fields)."""
     import json
 
     from safetensors.torch import save_file
@@ -122,7 +128,9 @@ def export_checkpoint(
     if "lpips_backbone" in config["model"]:
         config["model"] = dict(config["model"], lpips_backbone=None)
     slim = {
-        "state_dict": {k: v.contiguous().clone() for k, v in ckpt["state_dict"].items()},
+        "state_dict": {
+            k: v.contiguous().clone() for k, v in (state_dict or ckpt["state_dict"]).items()
+        },
         "vfi_config": config,
         "metrics": metrics,
         "global_step": ckpt.get("global_step"),
@@ -137,6 +145,7 @@ def export_checkpoint(
     info = {"metrics": metrics, "global_step": slim["global_step"]}
     info["source"] = "/".join(Path(source).resolve().parts[-3:])
     info["choices"] = slim["vfi_config"].get("choices", {})
+    info.update(extra_info or {})
     write_atomic(out.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
     return out
 

@@ -1,0 +1,81 @@
+"""vfi.calibrate: the std scale of a checkpoint refitted on validation items, with a floor
+outside the scale; the copy keeps every weight, and the pixels it was fitted on are covered as
+the fit promises."""
+
+import json
+
+import pytest
+import torch
+from conftest import run_task, task_error
+
+from vfi.data.video import ClipsDataset
+from vfi.models.checkpoint import model_from_checkpoint
+from vfi.utils.checkpoint import RELEASE_CHECKPOINT, load_checkpoint
+
+FLOOR = 0.0008  # about 0.1 of an 8-bit level on the [-1, 1] scale
+ITEMS = 2  # the first two validation items (bigbuckbunny at 320x180)
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    from _pytest.monkeypatch import MonkeyPatch
+
+    from conftest import LPIPS_BACKBONE
+
+    tmp = tmp_path_factory.mktemp("calibrate")
+    with MonkeyPatch.context() as patch:
+        patch.setenv("VFI_LOG_DIR", str(tmp / "logs"))
+        if LPIPS_BACKBONE:
+            patch.setenv("VFI_LPIPS_BACKBONE", LPIPS_BACKBONE)
+        out = tmp / "out" / "calibrated.ckpt"
+        args = [f"output={out}", f"std_floor={FLOOR}", "data=clips_val"]
+        run_task("vfi.calibrate", [*args, f"trainer.limit_val_batches={ITEMS}"], tmp / "run")
+    return out
+
+
+def test_the_copy_keeps_the_weights_and_records_the_new_scale_and_floor(calibrated):
+    old, new = load_checkpoint(RELEASE_CHECKPOINT), load_checkpoint(calibrated)
+    assert new["state_dict"].keys() == old["state_dict"].keys()
+    changed = [k for k, v in old["state_dict"].items() if not torch.equal(new["state_dict"][k], v)]
+    assert changed == ["uncertainty_scale"]
+    assert new["vfi_config"]["model"]["std_floor"] == FLOOR
+    info = json.loads(calibrated.with_suffix(".json").read_text())
+    assert info["calibration"]["data"] == "clips_val"
+    assert info["calibration"]["scale"] == pytest.approx(float(new["state_dict"]["uncertainty_scale"]))
+    assert info["source"] == json.loads(RELEASE_CHECKPOINT.with_suffix(".json").read_text())["source"]
+    assert "test/coverage2" not in info["metrics"]  # the old scale's
+    model = model_from_checkpoint(calibrated)
+    assert model.std_floor == FLOOR
+
+
+def test_the_fitted_items_are_covered_at_95_percent(calibrated):
+    """On the items it was fitted on (every pixel, not only the fit's random picks), the band
+    +-1.96 sqrt(s^2 std^2 + b^2) holds about 95% of the errors, and the reported std is that
+    formula applied to the release's own std (its reported one with its scale and floor taken
+    out)."""
+    release, model = model_from_checkpoint(RELEASE_CHECKPOINT), model_from_checkpoint(calibrated)
+    s_old, s_new = float(release.uncertainty_scale), float(model.uncertainty_scale)
+    data = ClipsDataset({"bigbuckbunny": 0.25}, step=2, frame_range=[0.6, 0.8], num_items=8)
+    inside = []
+    for k in range(ITEMS):
+        item = data[k]
+        i0, i1, gt = item["I0"][None], item["I1"][None], item["gt"][:, :]
+        mean, std = model.interpolate(i0, i1, 0.5)
+        mean_old, std_old = release.interpolate(i0, i1, 0.5)  # sqrt(s_old^2 std^2 + b_old^2)
+        torch.testing.assert_close(mean, mean_old)
+        own2 = (std_old**2 - release.std_floor**2) / s_old**2
+        want = (s_new**2 * own2 + FLOOR**2).sqrt()
+        torch.testing.assert_close(std, want, rtol=1e-4, atol=1e-6)
+        inside.append(((mean - gt).abs() <= 1.959964 * std).float().flatten())
+    assert 0.93 < float(torch.cat(inside).mean()) < 0.97
+
+
+def test_calibrate_refuses_to_replace_an_output_and_a_negative_floor(calibrated, tmp_path, capsys):
+    before = calibrated.read_bytes()
+    line = task_error("vfi.calibrate", [f"output={calibrated}"], tmp_path, capsys)
+    assert str(calibrated) in line and "overwrite=true" in line
+    assert calibrated.read_bytes() == before
+    line = task_error("vfi.calibrate", ["output=x.ckpt", "std_floor=-1"], tmp_path, capsys)
+    assert "std_floor" in line and ">= 0" in line
+    line = task_error("vfi.calibrate", [f"output={tmp_path}/a.pt"], tmp_path, capsys)
+    assert "a.pt" in line and ".ckpt" in line

@@ -1,0 +1,78 @@
+"""python -m vfi.calibrate [ckpt_path=...] [data=clips_val_scales] [std_floor=...] output=...:
+refit a checkpoint's std scale on validation items and write the calibrated copy.
+
+The model interpolates the test split of ``data`` (validation footage: by default the clips'
+validation items at the small scale and at their own size) as it would at validation; the
+scale s of its reported std sqrt(s^2 std^2 + b^2) is then refitted so that 95% of the pixel
+errors fall within +-1.96 of it (:func:`vfi.models.base.calibration_scale`), with the floor b
+the checkpoint's or ``std_floor``. The copy holds the same weights and the new scale and
+floor (:func:`vfi.utils.checkpoint.export_checkpoint`); ``vfi.eval`` then scores it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from vfi.errors import VFIError
+from vfi.models.checkpoint import model_from_checkpoint
+from vfi.utils.checkpoint import checkpoint_or_release, export_checkpoint, load_checkpoint
+from vfi.utils.run import device_settings, entry_point, run_hydra
+
+
+@entry_point("vfi.calibrate")
+def calibrate(cfg: DictConfig) -> Path:
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    out = Path(str(cfg.output))
+    if out.suffix != ".ckpt":
+        raise VFIError(f"output must name a .ckpt file, got {out}")
+    if out.exists() and not cfg.get("overwrite"):
+        raise VFIError(f"{out} exists: give overwrite=true to replace it, or another output")
+    ckpt_path = checkpoint_or_release(cfg.ckpt_path, False, Path(cfg.paths.log_dir) / "train")
+    ckpt = load_checkpoint(ckpt_path)
+    model = model_from_checkpoint(ckpt, cfg.paths.lpips_backbone)
+    if not hasattr(model, "uncertainty_scale"):
+        raise VFIError(f"{ckpt_path} holds a {type(model).__name__}, which has no std scale")
+    if cfg.get("std_floor") is not None:
+        model.std_floor = float(cfg.std_floor)
+    before = float(model.uncertainty_scale)
+    model.refit_calibration = True
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("test")
+    trainer = instantiate(
+        cfg.trainer,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[L.pytorch.callbacks.RichProgressBar()],
+    )
+    device_settings(trainer, datamodule)
+    trainer.validate(model, dataloaders=datamodule.test_dataloader(), verbose=False)
+    scale = float(model.uncertainty_scale.cpu())
+    state = dict(ckpt["state_dict"], uncertainty_scale=model.uncertainty_scale.detach().cpu())
+    config = dict(ckpt["vfi_config"])
+    config["model"] = dict(config["model"], std_floor=model.std_floor)
+    metrics = dict(ckpt.get("metrics") or {})
+    metrics.pop("test/coverage2", None)  # the old scale's: vfi.eval scores the new one
+    data_name = HydraConfig.get().runtime.choices.get("data")
+    calibration = {"data": data_name, "scale": scale, "std_floor": model.std_floor}
+    old_info = Path(ckpt_path).with_suffix(".json")
+    extra = {"calibration": calibration}
+    if old_info.is_file():  # an export: keep the training run it came from
+        extra["source"] = json.loads(old_info.read_text()).get("source")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    export_checkpoint(ckpt_path, out, metrics, config, state, extra)
+    print(f"std scale {before:.4g} -> {scale:.4g} (floor {model.std_floor:.4g}); wrote {out}")
+    return out
+
+
+def main() -> None:
+    run_hydra("vfi.calibrate", "calibrate", calibrate)
+
+
+if __name__ == "__main__":
+    main()
