@@ -170,7 +170,11 @@ TABLES = {
         "validation, tau = 0.5",
         {"clips_val_k2": "release, K = 2 (the pair and its flip)"},
     ),
+    "clips_val_native": lambda: validation(
+        "clips_val_native", "validation at each clip's own size, tau = 0.5", {}
+    ),
     "margins": lambda: margins("clips,clips_x4,clips_native,clips_native_x4"),
+    "calibration_val": lambda: calibration("clips_val,clips_val_native"),
     "calibration": lambda: calibration("clips,clips_x4,clips_native,clips_native_x4"),
     "cost": lambda: cost("clips_val,clips,clips_x4,clips_native,clips_native_x4"),
 }
