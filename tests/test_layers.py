@@ -16,7 +16,8 @@ the ones below it. The layers, bottom to top:
 6. ``vfi.models`` (the LightningModules, and a model rebuilt from a checkpoint) and
    ``vfi.callbacks`` (their Lightning callbacks);
 7. the entry points, which may import anything: ``vfi.train``, ``vfi.eval``,
-   ``vfi.interpolate``, ``vfi.bench``, ``vfi.data.bench``, ``vfi.data.convert``.
+   ``vfi.calibrate``, ``vfi.interpolate``, ``vfi.bench``, ``vfi.data.bench``,
+   ``vfi.data.convert``.
 
 A new module must be given a layer here (the first test fails until it is).
 """
@@ -30,7 +31,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vfi"
 
-ENTRY_POINTS = ("vfi.train", "vfi.eval", "vfi.interpolate", "vfi.bench")
+ENTRY_POINTS = ("vfi.train", "vfi.eval", "vfi.calibrate", "vfi.interpolate", "vfi.bench")
 ENTRY_POINTS += ("vfi.data.bench", "vfi.data.convert")
 LAYERS = {  # module or package -> layer; the longest matching name wins
     "vfi": 0,
