@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_task, task_error
+from conftest import LPIPS_BACKBONE, run_task, task_error
 
 from vfi.data.video import ClipsDataset
 from vfi.models.checkpoint import model_from_checkpoint
@@ -18,12 +18,8 @@ ITEMS = 2  # the first two validation items (bigbuckbunny at 320x180)
 
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
-    from _pytest.monkeypatch import MonkeyPatch
-
-    from conftest import LPIPS_BACKBONE
-
     tmp = tmp_path_factory.mktemp("calibrate")
-    with MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VFI_LOG_DIR", str(tmp / "logs"))
         if LPIPS_BACKBONE:
             patch.setenv("VFI_LPIPS_BACKBONE", LPIPS_BACKBONE)
@@ -41,8 +37,10 @@ def test_the_copy_keeps_the_weights_and_records_the_new_scale_and_floor(calibrat
     assert new["vfi_config"]["model"]["std_floor"] == FLOOR
     info = json.loads(calibrated.with_suffix(".json").read_text())
     assert info["calibration"]["data"] == "clips_val"
-    assert info["calibration"]["scale"] == pytest.approx(float(new["state_dict"]["uncertainty_scale"]))
-    assert info["source"] == json.loads(RELEASE_CHECKPOINT.with_suffix(".json").read_text())["source"]
+    scale = float(new["state_dict"]["uncertainty_scale"])
+    assert info["calibration"]["scale"] == pytest.approx(scale)
+    released = json.loads(RELEASE_CHECKPOINT.with_suffix(".json").read_text())
+    assert info["source"] == released["source"]  # the training run, not the export
     assert "test/coverage2" not in info["metrics"]  # the old scale's
     model = model_from_checkpoint(calibrated)
     assert model.std_floor == FLOOR

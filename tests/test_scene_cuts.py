@@ -95,18 +95,27 @@ def test_outer_neighbours_across_a_cut_are_replaced_in_files_and_streams():
 
 
 def test_nearest_frame_and_replacement():
-    """tau <= 1/2 gives I0 (ties too), tau > 1/2 gives I1; std = |I1 - I0| / 2; only the cut
-    items of a batch are replaced."""
-    i0, i1 = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    """tau <= 1/2 gives I0 (ties too), tau > 1/2 gives I1; the std is the root-mean-square
+    error of that answer over cut positions drawn uniformly in the gap (the frame at tau is
+    I0 before the cut, I1 after it), here by Monte Carlo; only the cut items of a batch are
+    replaced."""
+    g = torch.Generator().manual_seed(0)
+    i0, i1 = torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g)
+    cuts = torch.rand(200_000, generator=g)
     for tau, want in ((0.25, i0), (0.5, i0), (0.75, i1)):
         mean, std = nearest_frame(i0, i1, tau)
-        assert torch.equal(mean, want) and torch.equal(std, (i1 - i0).abs() / 2)
+        assert torch.equal(mean, want)
+        other = float(((cuts < tau) if want is i0 else (cuts > tau)).double().mean())
+        rms = (other * (i1 - i0) ** 2).sqrt()  # the error is I1 - I0 with that chance, else 0
+        torch.testing.assert_close(std, rms, rtol=0.01, atol=0)
     mean, std = nearest_frame(i0, i1, torch.tensor([0.3, 0.9]))
     assert torch.equal(mean, torch.stack([i0[0], i1[1]]))
+    torch.testing.assert_close(std[1], 0.1**0.5 * (i1 - i0)[1].abs())
     model_out = [(torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8))]
     ((mean, std),) = replace_at_cuts(model_out, i0, i1, [0.75], torch.tensor([False, True]))
     assert torch.equal(mean[0], torch.zeros(3, 8, 8)) and torch.equal(mean[1], i1[1])
-    assert torch.equal(std[0], torch.ones(3, 8, 8)) and torch.equal(std[1], (i1 - i0)[1].abs() / 2)
+    assert torch.equal(std[0], torch.ones(3, 8, 8))
+    torch.testing.assert_close(std[1], 0.25**0.5 * (i1 - i0)[1].abs())
 
 
 def test_interpolate_engine_replaces_outer_neighbours_across_a_cut():

@@ -115,7 +115,7 @@ class InterpolatorModule(L.LightningModule):
         val_samples, test_samples: samples K drawn per item at validation / test time.
         lpips_backbone: local AlexNet ``features.*`` weights for LPIPS (None: torchvision's).
         scene_cut: answer pairs that straddle a scene cut (:func:`vfi.ops.scene.scene_cuts`)
-            with the nearer input frame and a std spanning both, instead of interpolating.
+            with the nearer input frame and its error's std, instead of interpolating.
         std_floor: b, added in quadrature after a calibrated model's scale s
             (:meth:`TrainableInterpolator.calibrated_std`): the reported std is
             sqrt(s^2 std^2 + b^2) ([-1, 1] scale). The errors against an 8-bit target never

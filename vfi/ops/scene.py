@@ -2,7 +2,7 @@
 
 Across a cut, warping and blending both produce a ghost of two shots. The in-between frame
 belongs to one shot or the other; :func:`nearest_frame` answers with the nearer input frame
-(as FFmpeg's ``minterpolate`` does) and a std that spans both.
+(as FFmpeg's ``minterpolate`` does) and a std that counts the chance of the other shot.
 """
 
 from __future__ import annotations
@@ -77,10 +77,14 @@ def scene_cuts(
 
 def nearest_frame(i0: Tensor, i1: Tensor, tau: Tensor | float) -> tuple[Tensor, Tensor]:
     """The answer across a cut at time tau (float or [B]): mean = I0 where tau <= 1/2, else I1
-    (ties go to I0, as in FFmpeg's ``minterpolate``), std = |I1 - I0| / 2, the spread of the
-    two equally likely shots. i0, i1: [B, C, H, W]."""
+    (ties go to I0, as in FFmpeg's ``minterpolate``), and the root-mean-square error of that
+    answer, std = sqrt(p) |I1 - I0|: with the cut anywhere in the gap with equal chance, the
+    frame at tau belongs to the other shot with probability p = min(tau, 1 - tau) (and is then
+    taken as that shot's input frame). i0, i1: [B, C, H, W]."""
     tau = torch.as_tensor(tau, dtype=i0.dtype, device=i0.device).reshape(-1, 1, 1, 1)
-    return torch.where(tau <= 0.5, i0, i1), (i1 - i0).abs() / 2
+    nearer = tau <= 0.5
+    other = torch.where(nearer, tau, 1 - tau)
+    return torch.where(nearer, i0, i1), other.sqrt() * (i1 - i0).abs()
 
 
 def replace_at_cuts(
