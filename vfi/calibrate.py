@@ -65,7 +65,7 @@ def calibrate(cfg: DictConfig) -> Path:
     if old_info.is_file():  # an export: keep the training run it came from
         extra["source"] = json.loads(old_info.read_text()).get("source")
     out.parent.mkdir(parents=True, exist_ok=True)
-    export_checkpoint(ckpt_path, out, metrics, config, state, extra)
+    export_checkpoint(ckpt_path, out, metrics, config, extra, dict(ckpt, state_dict=state))
     print(f"std scale {before:.4g} -> {scale:.4g} (floor {model.std_floor:.4g}); wrote {out}")
     return out
 

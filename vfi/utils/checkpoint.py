@@ -104,33 +104,32 @@ def export_checkpoint(
     out: str | Path,
     metrics: dict[str, float],
     config: dict | None = None,
-    state_dict: dict | None = None,
     extra_info: dict | None = None,
+    checkpoint: dict | None = None,
 ) -> Path:
-    """A weights-only copy of a training checkpoint for release: its ``state_dict`` (or
-    ``state_dict``: e.g. with a refitted calibration scale), ``vfi_config`` (or ``config``: the
-    run's, e.g. a re-test of the checkpoint with other sampler settings) and ``metrics`` (no
-    optimizer state), written atomically as ``out``
+    """A weights-only copy of a training checkpoint for release: its ``state_dict``,
+    ``vfi_config`` (or ``config``: the run's, e.g. a re-test of the checkpoint with other
+    sampler settings) and ``metrics`` (no optimizer state), written atomically as ``out``
     (a ``.ckpt``, what the entry points read by default: one format with the training
     checkpoints), as the same name in ``.safetensors`` (the model hubs' format: the config and
     metrics as JSON in its metadata), and the metrics in a JSON file beside them
-    (``release.json`` for ``release.ckpt``; ``extra_info`` adds to it or replaces its fields)."""
+    (``release.json`` for ``release.ckpt``; ``extra_info`` adds to it or replaces its fields).
+    ``checkpoint``: the one at ``source``, already read (and changed: e.g. a refitted
+    calibration scale), so it is not read again."""
     import json
 
     from safetensors.torch import save_file
 
     from vfi.utils.run import write_atomic
 
-    ckpt = load_checkpoint(source)
+    ckpt = checkpoint if checkpoint is not None else load_checkpoint(source)
     out = Path(out)
     config = dict(config or ckpt["vfi_config"])
     # the LPIPS weights' path is the training machine's: the loader takes its own
     if "lpips_backbone" in config["model"]:
         config["model"] = dict(config["model"], lpips_backbone=None)
     slim = {
-        "state_dict": {
-            k: v.contiguous().clone() for k, v in (state_dict or ckpt["state_dict"]).items()
-        },
+        "state_dict": {k: v.contiguous().clone() for k, v in ckpt["state_dict"].items()},
         "vfi_config": config,
         "metrics": metrics,
         "global_step": ckpt.get("global_step"),
