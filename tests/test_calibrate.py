@@ -77,3 +77,16 @@ def test_calibrate_refuses_to_replace_an_output_and_a_negative_floor(calibrated,
     assert "std_floor" in line and ">= 0" in line
     line = task_error("vfi.calibrate", [f"output={tmp_path}/a.pt"], tmp_path, capsys)
     assert "a.pt" in line and ".ckpt" in line
+
+
+def test_a_floor_that_covers_alone_keeps_the_scale(tmp_path, task_env):
+    """With b = 1 (half the [-1, 1] range) every error is within 1.96 b, so the fitted s is 0;
+    the scale is kept, so the model's own std stays recoverable from the reported one."""
+    out = tmp_path / "out.ckpt"
+    args = [f"output={out}", "std_floor=1", "data=clips_val", "trainer.limit_val_batches=1"]
+    run_task("vfi.calibrate", args, tmp_path / "run")
+    old, new = load_checkpoint(RELEASE_CHECKPOINT), load_checkpoint(out)
+    assert torch.equal(
+        new["state_dict"]["uncertainty_scale"], old["state_dict"]["uncertainty_scale"]
+    )
+    assert new["vfi_config"]["model"]["std_floor"] == 1

@@ -624,8 +624,9 @@ class TrainableInterpolator(InterpolatorModule):
 
     def on_validation_epoch_end(self) -> None:
         """During fit (or with ``refit_calibration``), refit the std scale on this validation
-        pass (logged as ``val/uncertainty_scale``); the checkpoint saved after it carries the
-        new value."""
+        pass (logged as ``val/uncertainty_scale``; kept where the fit is NaN or 0, so the
+        model's own std can always be recovered from the reported one); the checkpoint saved
+        after it carries the new value."""
         super().on_validation_epoch_end()
         pairs, self._calibration = self._calibration, []
         if self.trainer.state.fn != "fit" and not self.refit_calibration:
@@ -635,7 +636,7 @@ class TrainableInterpolator(InterpolatorModule):
             return
         error, std = torch.cat([p.flatten(1) for p in parts], 1)
         scale = calibration_scale(error, std, self.std_floor)
-        if scale.isfinite():
+        if scale.isfinite() and scale > 0:  # 0: the floor alone covers; the model's std is kept
             self.uncertainty_scale.fill_(float(scale))
         self.log("val/uncertainty_scale", self.uncertainty_scale, sync_dist=False)
 
