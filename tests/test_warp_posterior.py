@@ -266,3 +266,34 @@ def test_exact_mode_solves_in_float32_under_bf16_autocast():
     assert mean.dtype == torch.bfloat16 and stats["iterations"] > 0
     error = (mean.detach().double().flatten() - want).abs().mean() / want.abs().mean()
     assert error < 0.0035
+
+
+@pytest.mark.parametrize("noise", [False, True])
+def test_step_from_the_endpoint_asks_no_warp(noise):
+    """x_T = I1 = mu_T with rho_T = gamma_T = 0: the first reverse step's posterior is the
+    prior's N(mu_{T-1}, beta_{T-1}), which needs no S_T, so the pass never asks for it (the
+    model then builds no terms at l = 1). Checked against that closed form, with the
+    generator's first draw."""
+    from vfi.diffusion.warp_posterior import reverse_bridge, time_grid
+
+    g = torch.Generator().manual_seed(6)
+    i0, i1 = (torch.rand(2, 3, 5, 6, generator=g, dtype=torch.float64) for _ in range(2))
+    times, kappa, asked = time_grid(2, [0.25, 0.75]), 0.5, []
+
+    def one_step_warp(k):
+        asked.append(k)
+        return lambda x: warp_backward(x, torch.full_like(i0[:, :2], 0.5))
+
+    def prior_mean(k):
+        l = float(times[k])
+        return (1 - l) * i0 + l * i1
+
+    path = reverse_bridge(
+        i0, i1, times, prior_mean, one_step_warp, kappa,
+        noise=noise, generator=torch.Generator().manual_seed(2),
+    )  # fmt: skip
+    assert asked == [3, 2]  # S_4 never asked (nor S_1: x_0 = I0)
+    z = torch.randn(i0.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    beta = bridge_variance(0.75, kappa)
+    expected = prior_mean(3) + (beta**0.5 * z if noise else 0)
+    torch.testing.assert_close(path[3], expected, rtol=0, atol=1e-12)

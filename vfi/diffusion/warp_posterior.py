@@ -185,11 +185,12 @@ class StepCoefficients:
 
 @dataclass(frozen=True)
 class StepPrior:
-    """The prior's terms of one reverse step: mu_{k-1}, mu_k [B, C, H, W] and S_k."""
+    """The prior's terms of one reverse step: mu_{k-1}, mu_k [B, C, H, W] and S_k (None for
+    the step into the pinned endpoint, rho = gamma = 0, whose posterior never applies it)."""
 
     mu_prev: Tensor
     mu_k: Tensor
-    warp: WarpOperator
+    warp: WarpOperator | None
 
 
 @dataclass(frozen=True)
@@ -407,8 +408,10 @@ class WarpBridge:
 
     def step_prior(self, k: int, terms: BridgeTerms, ends: tuple[Tensor, Tensor]) -> StepPrior:
         """S_k, mu_{k-1} and mu_k from ``terms`` (asked in that order), with the endpoints
-        mu_0 = I0 and mu_T = I1 exactly (``ends``)."""
-        warp = terms.warp(k)
+        mu_0 = I0 and mu_T = I1 exactly (``ends``). The step from x_T (l_T = 1: rho_T =
+        gamma_T = 0) asks no S_T: its posterior is the prior's N(mu_{T-1}, beta_{T-1}), so
+        the terms at l_T are never built."""
+        warp = terms.warp(k) if self.rho[k] != 0 else None
         means = [
             ends[0] if j == 0 else ends[1] if j == self.num_steps else terms.mean(j)
             for j in (k - 1, k)
