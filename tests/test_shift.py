@@ -110,7 +110,8 @@ def test_shiftnet_option_is_wired_into_the_model(name, group):
     U-Net (whose output also starts at zero), from the same noise."""
     from vfi.utils.run import group_options
 
-    extra = ["unet_half"] if group == "refiner" else []  # the bridge's half-resolution U-Net
+    # the bridge's half- and quarter-resolution U-Nets
+    extra = ["unet_half", "unet_quarter"] if group == "refiner" else []
     assert group_options(f"model/{group}") == ["shiftnet", "unet", *extra]
     unet, shift = _model(name, group, "unet"), _model(name, group, "shiftnet")
     assert isinstance(getattr(shift, group), ShiftNet)
