@@ -102,6 +102,16 @@ def test_bad_input_gets_one_line_from_the_command_line(cli_env):
             ["data=clips", "sample_noise=maybe"],
             ["sample_noise must be true, false or null, got 'maybe'"],
         ),
+        (
+            "vfi.interpolate",
+            ["frames=[a,b]", "motion_views=3"],
+            ["motion_views must be an integer from 1 to 2 or null, got 3"],
+        ),
+        (
+            "vfi.eval",
+            ["model=rife", "model.views=0", "data=clips"],
+            ["model.views must be an integer from 1 to 2, got 0"],
+        ),
         ("vfi.eval", ["ckpt_path=release", "model=blend", "data=clips"], ["not both"]),
         ("vfi.interpolate", ["ckpt_path=release", "model=blend", "frames=[a,b]"], ["not both"]),
         (

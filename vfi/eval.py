@@ -134,7 +134,7 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     if ckpt_path:
         ckpt = load_checkpoint(ckpt_path)
         saved = ckpt["vfi_config"]
-        switches = {name: cfg.get(name) for name in ("flip_views", "sample_noise")}
+        switches = {name: cfg.get(name) for name in ("flip_views", "sample_noise", "motion_views")}
         refresh = cfg.get("motion_refresh")
         model = model_from_checkpoint(ckpt, cfg.paths.lpips_backbone, refresh, **switches)
         label = f"{saved['choices'].get('model')} ({Path(ckpt_path).name})"
@@ -143,8 +143,10 @@ def evaluate(cfg: DictConfig) -> list[dict]:
         jobs.append((label, model))
         if data_cfg is None:
             data_cfg, data_name = OmegaConf.create(saved["data"]), saved["choices"].get("data")
-    elif cfg.get("model") is not None:
-        jobs.append((choices["model"], instantiate(cfg.model)))
+    elif cfg.get("model") is not None:  # labelled with the overrides that change the model
+        overrides = HydraConfig.get().overrides.task
+        changed = [o for o in overrides if o.startswith("model.") and "lpips_backbone" not in o]
+        jobs.append((" ".join([choices["model"], *changed]), instantiate(cfg.model)))
     jobs += [(name, baseline(name, cfg.paths)) for name in cfg.get("baselines") or []]
     if data_cfg is None:
         raise VFIError("no test data: give data=... (e.g. data=clips)")

@@ -293,6 +293,7 @@ def interpolate(cfg: DictConfig) -> list[Path]:
             cfg.get("motion_refresh"),
             cfg.get("flip_views"),
             cfg.get("sample_noise"),
+            cfg.get("motion_views"),
         )
     else:
         model = instantiate(cfg.model)

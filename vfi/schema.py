@@ -88,6 +88,7 @@ SCHEMA: dict[str, Spec] = {
     "num_samples": at_least(1, nullable=True),
     "flip_views": SWITCH,
     "sample_noise": SWITCH,
+    "motion_views": Spec(int, 1, 2, nullable=True),
     "per_clip": Spec(bool),
     "std_floor": at_least(0, float, nullable=True),
     "overwrite": Spec(bool),
@@ -143,6 +144,8 @@ SCHEMA: dict[str, Spec] = {
     "model.schedule.min_noise_level": positive(),
     "model.schedule.etas_end": Spec(float, 0, 1, open_low=True),
     "model.scale": positive(),
+    "model.views": Spec(int, 1, 2),
+    "model.flow_net.views": Spec(int, 1, 2),
 }
 
 

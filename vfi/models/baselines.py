@@ -55,11 +55,13 @@ class RifeInterpolator(InterpolatorModule):
 
     Args:
         scale: RIFE's scale: < 1 estimates the motion on a coarser grid (0.5 for 4K input).
+        views: 2 also runs the time-reversed pair and averages the flows (twice the cost;
+            :class:`vfi.nets.rife.RifeMotion`).
     """
 
-    def __init__(self, scale: float = 1.0, **kwargs):
+    def __init__(self, scale: float = 1.0, views: int = 1, **kwargs):
         super().__init__(**kwargs)
-        self.rife = RifeMotion(scale)  # pads any frame size itself (to 64 / scale px)
+        self.rife = RifeMotion(scale, views)  # pads any frame size itself (to 64 / scale px)
 
     @property
     def external_parameters(self) -> int:
@@ -68,7 +70,7 @@ class RifeInterpolator(InterpolatorModule):
 
     def interpolate(self, i0, i1, tau, num_samples=1):
         tau = check_tau(tau).flatten().to(i0.device).expand(i0.shape[0])
-        self.network_calls += 1
+        self.network_calls += self.rife.views
         pred = self.rife(i0, i1, tau)["frame"].clamp(-1, 1)
         return pred, torch.zeros_like(pred)
 

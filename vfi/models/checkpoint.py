@@ -16,12 +16,14 @@ def model_from_checkpoint(
     motion_refresh: int | str | None = None,
     flip_views: bool | None = None,
     sample_noise: bool | None = None,
+    motion_views: int | None = None,
 ):
     """Rebuild the LightningModule from a checkpoint's saved model config and load its
     (EMA) weights. Returns the module in eval mode. ``motion_refresh``: the sampler's motion
     refresh (every m steps, or "none"; None keeps the checkpoint's own). ``flip_views``: the
     bridge's flip views on (True) or off (False), ``sample_noise``: the bridge's chain noise on
-    or off (deterministic); None keeps the checkpoint's own."""
+    or off (deterministic), ``motion_views``: a RIFE flow net's views (1, or 2: the pair and
+    its time reversal, :class:`vfi.nets.rife.RifeMotion`); None keeps the checkpoint's own."""
     from hydra.utils import instantiate
 
     if not isinstance(ckpt, dict):
@@ -49,4 +51,13 @@ def model_from_checkpoint(
                 f"checkpoint's {type(model).__name__}"
             )
         setattr(model, name, value)
+    if motion_views is not None:
+        from vfi.nets.rife import RifeMotion, check_views
+
+        if not isinstance(getattr(model, "flow_net", None), RifeMotion):
+            raise VFIError(
+                f"motion_views applies to checkpoints with model/flow_net=rife, not to this "
+                f"{type(model).__name__}'s {type(getattr(model, 'flow_net', None)).__name__}"
+            )
+        model.flow_net.views = check_views(motion_views)
     return model.eval()

