@@ -90,3 +90,25 @@ def test_a_floor_that_covers_alone_keeps_the_scale(tmp_path, task_env):
         new["state_dict"]["uncertainty_scale"], old["state_dict"]["uncertainty_scale"]
     )
     assert new["vfi_config"]["model"]["std_floor"] == 1
+
+
+def test_a_two_view_copy_keeps_its_views_and_is_fitted_with_them(tmp_path, task_env):
+    """motion_views=2: the release measured from the pair and its time reversal; the copy's
+    config keeps the two views, its frames are the two-view release's, and its scale covers
+    the fitted item's errors at about 95% with them."""
+    out = tmp_path / "two.ckpt"
+    args = [f"output={out}", "motion_views=2", "data=clips_val", "trainer.limit_val_batches=1"]
+    run_task("vfi.calibrate", args, tmp_path / "run")
+    saved = load_checkpoint(out)
+    assert saved["vfi_config"]["model"]["flow_net"]["views"] == 2
+    assert json.loads(out.with_suffix(".json").read_text())["calibration"]["motion_views"] == 2
+    model = model_from_checkpoint(saved)
+    assert model.flow_net.views == 2
+    item = ClipsDataset({"bigbuckbunny": 0.25}, step=2, frame_range=[0.6, 0.8], num_items=8)[0]
+    i0, i1, gt = item["I0"][None], item["I1"][None], item["gt"]
+    mean, std = model.interpolate(i0, i1, 0.5)
+    two = model_from_checkpoint(RELEASE_CHECKPOINT, motion_views=2)
+    torch.testing.assert_close(mean, two.interpolate(i0, i1, 0.5)[0])
+    one = model_from_checkpoint(RELEASE_CHECKPOINT).interpolate(i0, i1, 0.5)[0]
+    assert (mean - one).abs().max() > 0.01  # the second view moved the frame
+    assert 0.93 < float(((mean - gt).abs() <= 1.959964 * std).float().mean()) < 0.97

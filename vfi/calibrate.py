@@ -5,7 +5,8 @@ The model interpolates the test split of ``data`` (validation footage: by defaul
 validation items at the small scale and at their own size) as it would at validation; the
 scale s of its reported std sqrt(s^2 std^2 + b^2) is then refitted so that 95% of the pixel
 errors fall within +-1.96 of it (:func:`vfi.models.base.calibration_scale`), with the floor b
-the checkpoint's or ``std_floor``. The copy holds the same weights and the new scale and
+the checkpoint's or ``std_floor``. With ``motion_views`` a checkpoint on RIFE motion is
+measured (and kept) with that many views. The copy holds the same weights and the new scale and
 floor (:func:`vfi.utils.checkpoint.export_checkpoint`); ``vfi.eval`` then scores it.
 """
 
@@ -35,7 +36,8 @@ def calibrate(cfg: DictConfig) -> Path:
         raise VFIError(f"{out} exists: give overwrite=true to replace it, or another output")
     ckpt_path = checkpoint_or_release(cfg.ckpt_path, False, Path(cfg.paths.log_dir) / "train")
     ckpt = load_checkpoint(ckpt_path)
-    model = model_from_checkpoint(ckpt, cfg.paths.lpips_backbone)
+    views = cfg.get("motion_views")
+    model = model_from_checkpoint(ckpt, cfg.paths.lpips_backbone, motion_views=views)
     if not hasattr(model, "uncertainty_scale"):
         raise VFIError(f"{ckpt_path} holds a {type(model).__name__}, which has no std scale")
     if cfg.get("std_floor") is not None:
@@ -56,10 +58,14 @@ def calibrate(cfg: DictConfig) -> Path:
     state = dict(ckpt["state_dict"], uncertainty_scale=model.uncertainty_scale.detach().cpu())
     config = dict(ckpt["vfi_config"])
     config["model"] = dict(config["model"], std_floor=model.std_floor)
+    if views is not None:  # the flow net's views, as measured here
+        config["model"]["flow_net"] = dict(config["model"]["flow_net"], views=int(views))
     metrics = dict(ckpt.get("metrics") or {})
     metrics.pop("test/coverage2", None)  # the old scale's: vfi.eval scores the new one
     data_name = HydraConfig.get().runtime.choices.get("data")
     calibration = {"data": data_name, "scale": scale, "std_floor": model.std_floor}
+    if views is not None:
+        calibration["motion_views"] = int(views)
     old_info = Path(ckpt_path).with_suffix(".json")
     extra = {"calibration": calibration}
     if old_info.is_file():  # an export: keep the training run it came from
