@@ -27,6 +27,14 @@ MODELS = {  # key in metrics.json: column heading
     "ffmpeg": "`ffmpeg` (`minterpolate`)",
 }
 CLIPS = ("bigbuckbunny", "bikes", "carphone_pristine")
+VIEWS = {  # RIFE's time-reversed view: run per test set, model label in that run
+    data: {
+        "release": (data, RELEASE),
+        "release, `motion_views=2`": (f"{data}_views2", f"{RELEASE} motion_views=2"),
+        "`rife model.views=2`": (f"{data}_rife_views2", "rife model.views=2"),
+    }
+    for data in ("clips", "clips_native")
+}
 NATIVE_SIZES = {"bigbuckbunny": "1280x720", "bikes": "640x272", "carphone_pristine": "176x144"}
 BLOCK = re.compile(r"(<!-- table (\S+) -->\n)(.*?)(<!-- end table -->)", re.S)
 
@@ -125,6 +133,32 @@ def margins(names: str) -> list[str]:
     ]
 
 
+def view_margins(columns: dict[str, tuple[str, str]]) -> list[str]:
+    """Each column's model (heading: (run, model)) minus `rife` in the same run, PSNR dB /
+    LPIPS per clip and largest-motion bin, and its seconds per frame over `rife`'s."""
+    runs = {head: load(name) for head, (name, _) in columns.items()}
+    first = next(iter(runs.values()))
+    lines = ["| minus `rife` of the same run | " + " | ".join(columns) + " |"]
+    lines.append("|---" * (len(columns) + 1) + "|")
+    for label, data in subsets(first):
+        cells = []
+        for head, (_, model) in columns.items():
+            run = runs[head]
+            dp = metric(run, model, data, "psnr") - metric(run, "rife", data, "psnr")
+            dl = metric(run, model, data, "lpips") - metric(run, "rife", data, "lpips")
+            cells.append(f"{dp:+.3f} dB / {dl:+.5f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    base = first["results"][0]["data"]
+    ratios = [
+        metric(runs[h], m, base, "seconds_per_frame")
+        / metric(runs[h], "rife", base, "seconds_per_frame")
+        for h, (_, m) in columns.items()
+    ]
+    lines.append("| time per frame / `rife`'s | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
+    names = dict.fromkeys(name for name, _ in columns.values())
+    return lines + ["", *(source(load(n)) for n in names)]
+
+
 def calibration(names: str) -> list[str]:
     """The release's std against its error per clip: Spearman and +-2 sigma coverage."""
     lines = ["| run | Spearman (" + " / ".join(CLIPS) + ") | +-2 sigma coverage |", "|---|---|---|"]
@@ -168,12 +202,23 @@ TABLES = {
     "clips_val": lambda: validation(
         "clips_val",
         "validation, tau = 0.5",
-        {"clips_val_k2": "release, K = 2 (the pair and its flip)"},
+        {
+            "clips_val_k2": "release, K = 2 (the pair and its flip)",
+            "clips_val_views2": "release, `motion_views=2`",
+            "clips_val_rife_views2": "`rife model.views=2`",
+        },
     ),
     "clips_val_native": lambda: validation(
-        "clips_val_native", "validation at each clip's own size, tau = 0.5", {}
+        "clips_val_native",
+        "validation at each clip's own size, tau = 0.5",
+        {
+            "clips_val_native_views2": "release, `motion_views=2`",
+            "clips_val_native_rife_views2": "`rife model.views=2`",
+        },
     ),
     "margins": lambda: margins("clips,clips_x4,clips_native,clips_native_x4"),
+    "views": lambda: view_margins(VIEWS["clips"]),
+    "views_native": lambda: view_margins(VIEWS["clips_native"]),
     "calibration_val": lambda: calibration("clips_val,clips_val_native"),
     "calibration": lambda: calibration("clips,clips_x4,clips_native,clips_native_x4"),
     "cost": lambda: cost("clips_val,clips,clips_x4,clips_native,clips_native_x4"),
