@@ -18,6 +18,7 @@ COMPOSITIONS = [
     ("train", []),
     ("train", ["model=resshift"]),
     ("train", ["model=autoencoder"]),
+    ("train", ["model/flow_net=rife"]),
     ("eval", ["model=rife", "data=clips"]),
     ("interpolate", ["frames=[a,b]"]),
     ("calibrate", ["output=x.ckpt"]),
