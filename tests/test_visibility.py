@@ -49,3 +49,28 @@ def test_visibility_starts_at_one_half_and_refuses_a_bad_factor():
     assert torch.equal(logit, torch.zeros(1, 1, 8, 8))
     with pytest.raises(VFIError, match="unshuffle must be a positive integer, got 0"):
         VisibilityNet(unshuffle=0)
+
+
+def test_symmetric_visibility_is_the_mean_over_the_pair_and_its_reversal():
+    """symmetric=True: the logits are the mean of the plain net's on (w0, w1, f0, f1, tau)
+    and, roles swapped back, on (w1, w0, f1, f0, 1 - tau), so the reversed pair gets exactly
+    the maps swapped; the confidence logit is averaged as it is."""
+    torch.manual_seed(0)
+    net = VisibilityNet(width=8, depth=1, confidence=True, unshuffle=2).eval()
+    torch.nn.init.normal_(net.head.weight, std=0.1)  # it starts at zero
+    sym = VisibilityNet(width=8, depth=1, confidence=True, unshuffle=2, symmetric=True).eval()
+    sym.load_state_dict(net.state_dict())
+    w0, w1 = torch.randn(2, 3, 12, 20), torch.randn(2, 3, 12, 20)
+    f0, f1 = 5 * torch.randn(2, 2, 12, 20), 5 * torch.randn(2, 2, 12, 20)
+    tau = torch.tensor([0.25, 0.5])
+    with torch.no_grad():
+        a0, a1, ac = net(w0, w1, f0, f1, tau)
+        b1, b0, bc = net(w1, w0, f1, f0, 1 - tau)
+        s0, s1, sc = sym(w0, w1, f0, f1, tau)
+        r1, r0, rc = sym(w1, w0, f1, f0, 1 - tau)
+    logit = torch.logit
+    torch.testing.assert_close(logit(s0), (logit(a0) + logit(b0)) / 2, atol=1e-5, rtol=0)
+    torch.testing.assert_close(logit(s1), (logit(a1) + logit(b1)) / 2, atol=1e-5, rtol=0)
+    torch.testing.assert_close(sc, (ac + bc) / 2, atol=1e-6, rtol=0)
+    assert torch.equal(s0, r0) and torch.equal(s1, r1) and torch.equal(sc, rc)
+    assert float((a0 - b0).abs().max()) > 0.01  # the plain net is not symmetric

@@ -128,6 +128,10 @@ class VisibilityNet(nn.Module):
     With ``unshuffle`` = r > 1 the convolutions run at 1/r of the size: the 11 input channels
     are rearranged r x r into 11 r^2 (``pixel_unshuffle``) and the logits back
     (``pixel_shuffle``); H and W must divide by r (``multiple``).
+
+    With ``symmetric=True`` the maps are symmetric in time by construction: the logits are the
+    mean of the net's on the input and on its reversal (w1, w0, f_t1, f_t0, 1 - tau) with
+    the roles of the two frames swapped back, so v0 of the pair is v1 of the reversed pair.
     """
 
     def __init__(
@@ -137,11 +141,13 @@ class VisibilityNet(nn.Module):
         confidence: bool = False,
         flow_scale: float = 4.0,
         unshuffle: int = 1,
+        symmetric: bool = False,
     ):
         super().__init__()
         if unshuffle < 1:
             raise VFIError(f"visibility_net.unshuffle must be a positive integer, got {unshuffle}")
         self.flow_scale = flow_scale
+        self.symmetric = symmetric
         self.multiple = unshuffle
         cin = (3 + 3 + 2 + 2 + 1) * unshuffle**2
         layers = [_conv(cin, width)] + [_conv(width, width) for _ in range(depth)]
@@ -154,13 +160,27 @@ class VisibilityNet(nn.Module):
     def forward(
         self, w0: Tensor, w1: Tensor, f_t0: Tensor, f_t1: Tensor, tau: Tensor
     ) -> tuple[Tensor, ...]:
-        tau_map = tau.view(-1, 1, 1, 1).expand(-1, 1, *w0.shape[-2:]).to(w0.dtype)
-        flows = torch.cat([f_t0, f_t1], dim=1)
-        flows = flows / (flows.abs() + self.flow_scale)  # bounded: any frame size, any motion
-        x = torch.cat([w0, w1, flows, tau_map], dim=1)
-        logits = self.head(self.body(channels_last(to_blocks(x, self.multiple))))
-        logits = from_blocks(logits, self.multiple).contiguous()
+        tau = tau.reshape(-1).to(w0.dtype).expand(len(w0))
+        if not self.symmetric:
+            logits = self.logits(w0, w1, f_t0, f_t1, tau)
+        else:  # one batched call on the pair and its reversal
+            both = self.logits(
+                *(torch.cat(p) for p in ((w0, w1), (w1, w0), (f_t0, f_t1))),
+                torch.cat([f_t1, f_t0]),
+                torch.cat([tau, 1 - tau]),
+            )
+            ahead, back = both.chunk(2)
+            logits = (ahead + back[:, [1, 0, *range(2, back.shape[1])]]) / 2
         v = torch.sigmoid(logits[:, :2])
         if self.confidence:
             return v[:, :1], v[:, 1:], logits[:, 2:]
         return v[:, :1], v[:, 1:]
+
+    def logits(self, w0: Tensor, w1: Tensor, f_t0: Tensor, f_t1: Tensor, tau: Tensor) -> Tensor:
+        """The head's logits [B, 2 (+1), H, W] for one ordering of the pair (tau [B])."""
+        tau_map = tau.view(-1, 1, 1, 1).expand(-1, 1, *w0.shape[-2:])
+        flows = torch.cat([f_t0, f_t1], dim=1)
+        flows = flows / (flows.abs() + self.flow_scale)  # bounded: any frame size, any motion
+        x = torch.cat([w0, w1, flows, tau_map], dim=1)
+        logits = self.head(self.body(channels_last(to_blocks(x, self.multiple))))
+        return from_blocks(logits, self.multiple).contiguous()
