@@ -160,7 +160,7 @@ class VisibilityNet(nn.Module):
     def forward(
         self, w0: Tensor, w1: Tensor, f_t0: Tensor, f_t1: Tensor, tau: Tensor
     ) -> tuple[Tensor, ...]:
-        tau = tau.reshape(-1).to(w0.dtype).expand(len(w0))
+        tau = tau.reshape(-1).to(w0).expand(len(w0))  # on the frames' device and dtype
         if not self.symmetric:
             logits = self.logits(w0, w1, f_t0, f_t1, tau)
         else:  # one batched call on the pair and its reversal
