@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -251,6 +252,13 @@ def exit_on_signals(prog: str) -> None:
     plain Python with a traceback)."""
 
     def stop(signum, frame):
+        if frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
+            # inside the import machinery, e.g. its module lock's weakref callback, where
+            # Python ignores the exception: the signal is sent again in a moment
+            again = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+            again.daemon = True
+            again.start()
+            return
         if signum == signal.SIGINT:
             print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(128 + signum)
