@@ -163,14 +163,16 @@ class VisibilityNet(nn.Module):
         tau = tau.reshape(-1).to(w0).expand(len(w0))  # on the frames' device and dtype
         if not self.symmetric:
             logits = self.logits(w0, w1, f_t0, f_t1, tau)
-        else:  # one batched call on the pair and its reversal
-            both = self.logits(
-                *(torch.cat(p) for p in ((w0, w1), (w1, w0), (f_t0, f_t1))),
+        else:  # one batched call on the pair and its reversal, the reversal's v0, v1 swapped
+            pair, reversed_pair = self.logits(
+                torch.cat([w0, w1]),
+                torch.cat([w1, w0]),
+                torch.cat([f_t0, f_t1]),
                 torch.cat([f_t1, f_t0]),
                 torch.cat([tau, 1 - tau]),
-            )
-            ahead, back = both.chunk(2)
-            logits = (ahead + back[:, [1, 0, *range(2, back.shape[1])]]) / 2
+            ).chunk(2)
+            swapped = torch.cat([reversed_pair[:, :2].flip(1), reversed_pair[:, 2:]], dim=1)
+            logits = (pair + swapped) / 2
         v = torch.sigmoid(logits[:, :2])
         if self.confidence:
             return v[:, :1], v[:, 1:], logits[:, 2:]
