@@ -49,6 +49,24 @@ def test_prior_formula_with_given_visibility(model, monkeypatch):
     assert torch.allclose(y, want, atol=1e-5)
 
 
+def test_bridge_without_a_visibility_net_fuses_by_time():
+    """The bridge with model.visibility_net=null on two-frame flows (no mask): the prior mean
+    is the time-weighted fusion ((1 - l) W0 + l W1) / 2 / (1/2 + eps) of the warped frames,
+    checked against warps by hand with random flows."""
+    torch.manual_seed(0)
+    model = build("model=warp_posterior", "model.visibility_net=null", "model.fallback=none")
+    i0, i1 = torch.rand(2, 3, 24, 32) * 2 - 1, torch.rand(2, 3, 24, 32) * 2 - 1
+    f_l0, f_l1 = torch.randn(2, 2, 24, 32) * 2, torch.randn(2, 2, 24, 32) * 2
+    l = torch.tensor([0.25, 0.6])
+    terms = model.bridge_terms(i0, i1, f_l0, f_l1, l)
+    w0 = warp_backward(i0, f_l0, mode=model.warp_mode)
+    w1 = warp_backward(i1, f_l1, mode=model.warp_mode)
+    t = l.view(-1, 1, 1, 1)
+    want = ((1 - t) * w0 + t * w1) / 2 / (0.5 + model.eps)
+    assert torch.allclose(terms["mu"], want, atol=1e-5)
+    assert (terms["mu"] - (1 - t) * i0 - t * i1).abs().mean() > 0.1  # the warps matter
+
+
 def pad_by_hand(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """x [B, C, H, W] with its last row and column repeated until H, W divide by multiple."""
     h, w = x.shape[-2:]

@@ -59,6 +59,25 @@ def test_untrained_bridge_returns_rifes_frame(pair, tmp_path):
     assert (mean - (i0 + i1) / 2).abs().mean() > 0.01  # a real motion, not the blend
 
 
+@pytest.mark.parametrize("tau", [0.25, 0.5, 0.75])
+def test_without_a_visibility_net_the_prior_is_rifes_fusion_at_every_time(pair, tau, tmp_path):
+    """model.visibility_net=null: v0 = v1 = 1/2, so the bridge's prior mean at any time is
+    RIFE's own fusion there, the refiner sees a = m and b = 1 - m, and no visibility weights
+    exist to train or save."""
+    model = build([*RIFE_BRIDGE, "model.warp_mode=bilinear", "model.visibility_net=null"], tmp_path)
+    i0, i1 = pair
+    t = torch.tensor([tau])
+    with torch.no_grad():
+        motion = model.flow_net(i0, i1, tau)
+        terms = model.bridge_terms(i0, i1, motion["to0"], motion["to1"], t, motion["mask"])
+    assert (terms["mu"] - fused(motion, i0, i1)).abs().max() < 1e-5
+    assert torch.allclose(terms["v0"], motion["mask"]) and torch.allclose(
+        terms["v1"], 1 - motion["mask"]
+    )
+    assert model.visibility_net is None
+    assert not [k for k in model.state_dict() if k.startswith("visibility_net")]
+
+
 def test_motion_is_measured_once_per_requested_time(pair, tmp_path):
     """RIFE runs once per requested time (the other grid times take the nearest one's flows,
     rescaled): once for tau = 1/2, three times for factor 4, batched over the K samples."""
@@ -105,6 +124,19 @@ def test_untrained_resshift_prior_is_rifes_frame(pair, tmp_path):
     tau = torch.tensor([0.4])
     with torch.no_grad():
         y = model.prior(i0, i1, tau)["y"]
+        expected = fused(model.flow_net(i0, i1, tau), i0, i1)
+    assert (y - expected).abs().max() < 1e-4
+
+
+def test_resshift_without_a_visibility_net_has_rifes_fusion_as_prior(pair, tmp_path):
+    """ResShift with model.visibility_net=null: its prior y on RIFE motion is RIFE's fusion
+    whatever the other weights are."""
+    model = build(["model=resshift", "model/flow_net=rife", "model.visibility_net=null"], tmp_path)
+    torch.nn.init.normal_(model.denoiser.out[-1].weight, std=0.05)  # not the identity
+    i0, i1 = (x[..., :64, :96] for x in pair)
+    tau = torch.tensor([0.3])
+    with torch.no_grad():
+        y = model.eval().prior(i0, i1, tau)["y"]
         expected = fused(model.flow_net(i0, i1, tau), i0, i1)
     assert (y - expected).abs().max() < 1e-4
 

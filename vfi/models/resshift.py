@@ -19,6 +19,7 @@ from vfi.models.base import (
     pick_ground_truth,
     sample_statistics,
 )
+from vfi.nets.flow import visibilities
 from vfi.ops import intermediate_flows, pad_to_multiple, softmax_splat, warp_backward
 from vfi.ops.fusion import fusion_weights
 
@@ -28,7 +29,7 @@ class ResShiftVFI(TrainableInterpolator):
     flow_net: the motion: a bidirectional flow estimator (I0, I1) -> (F_0->1, F_1->0), or one
         that measures it at tau (``measures_at_time``, e.g. :class:`vfi.nets.rife.RifeMotion`:
         F_tau->0, F_tau->1 and a fusion mask m that sets the prior's weights, backward warping).
-    visibility_net: (W0, W1, F_t->0, F_t->1, tau) -> (v0, v1).
+    visibility_net: (W0, W1, F_t->0, F_t->1, tau) -> (v0, v1), or None: v0 = v1 = 1/2.
     denoiser: U-Net (input, t, tau) -> residual; x0_hat = y + residual.
     schedule: keyword arguments of :func:`vfi.diffusion.resshift.eta_schedule`.
     warp: "backward" (grid_sample) or "softmax_splat" (forward warping).
@@ -50,7 +51,7 @@ class ResShiftVFI(TrainableInterpolator):
     def __init__(
         self,
         flow_net: nn.Module,
-        visibility_net: nn.Module,
+        visibility_net: nn.Module | None,
         denoiser: nn.Module,
         schedule: dict,
         warp: str = "backward",
@@ -209,7 +210,7 @@ class ResShiftVFI(TrainableInterpolator):
         """
         motion = self.pair_motion(i0, i1, tau) if motion is None else motion
         w0, w1 = self._warp_to_tau(i0, i1, motion)
-        v0, v1 = self.visibility_net(w0, w1, motion["f_t0"], motion["f_t1"], tau)
+        v0, v1 = visibilities(self.visibility_net, w0, w1, motion["f_t0"], motion["f_t1"], tau)
         t = tau.view(-1, 1, 1, 1)
         a, b = fusion_weights(v0, v1, t, motion.get("mask"))
         if "mask" in motion:  # the denoiser sees the measured visibilities

@@ -20,6 +20,7 @@ from vfi.models.base import (
     host_taus,
     sample_statistics,
 )
+from vfi.nets.flow import visibilities
 from vfi.ops import (
     FLIPS,
     BackwardWarp,
@@ -65,7 +66,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
         :class:`vfi.nets.rife.RifeMotion`, (I0, I1, t) -> F_t->0, F_t->1 and a fusion mask m),
         whose flows at the grid's other times are rescaled (:func:`vfi.ops.rescaled_flows`)
         and whose mask sets the prior's fusion weights (:meth:`bridge_terms`).
-    visibility_net: (P_k[I0], B_k[I1], F_l->0, F_l->1, l) -> (v0, v1).
+    visibility_net: (P_k[I0], B_k[I1], F_l->0, F_l->1, l) -> (v0, v1), or None: v0 = v1 = 1/2
+        (a measured mask, or the time weights, fuses the warps alone).
     refiner: U-Net R_theta (input [B, 15, H, W], step size, l) -> residual added to mu~.
     num_steps: T of the uniform grid l_k = k / T (requested times are inserted).
     kappa: bridge noise scale, beta_k = kappa^2 l_k (1 - l_k) (images in [-1, 1]).
@@ -106,7 +108,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
     def __init__(
         self,
         flow_net: nn.Module,
-        visibility_net: nn.Module,
+        visibility_net: nn.Module | None,
         refiner: nn.Module,
         num_steps: int = 4,
         kappa: float = 0.01,
@@ -208,7 +210,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         a, b with a mask."""
         w0 = warp_backward(i0, f_l0, mode=self.warp_mode)
         w1 = warp_backward(i1, f_l1, mode=self.warp_mode)
-        v0, v1, *logit = self.visibility_net(w0, w1, f_l0, f_l1, l)
+        v0, v1, *logit = visibilities(self.visibility_net, w0, w1, f_l0, f_l1, l)
         t = l.to(i0).view(-1, 1, 1, 1)
         a, b = fusion_weights(v0, v1, t, mask)
         if mask is not None:  # the refiner sees the measured visibilities

@@ -117,6 +117,19 @@ class PyramidFlowNet(nn.Module):
         return f01, f10
 
 
+def visibilities(
+    net: nn.Module | None, w0: Tensor, w1: Tensor, f_t0: Tensor, f_t1: Tensor, tau: Tensor
+) -> tuple[Tensor, ...]:
+    """The visibility maps v0, v1 [B, 1, H, W] (and a confidence logit, with one) that ``net``
+    (a :class:`VisibilityNet`) gives the warped frames w0, w1 [B, 3, H, W], the flows
+    f_t0, f_t1 [B, 2, H, W] and tau [B]; with no net, v0 = v1 = 1/2: the fusion weights are
+    then the time weights or the measured mask alone (:func:`vfi.ops.fusion.fusion_weights`)."""
+    if net is None:
+        half = torch.full_like(w0[:, :1], 0.5)
+        return half, half
+    return net(w0, w1, f_t0, f_t1, tau)
+
+
 class VisibilityNet(nn.Module):
     """Soft visibility maps v0, v1 in [0, 1] ([B, 1, H, W] each) at time tau from the two warped
     frames, the intermediate flows (as f / (|f| + flow_scale), bounded whatever the motion) and
