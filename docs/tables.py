@@ -217,6 +217,7 @@ TABLES = {
         },
     ),
     "margins": lambda: margins("clips,clips_x4,clips_native,clips_native_x4"),
+    "margins_val": lambda: margins("clips_val,clips_val_x4,clips_val_native,clips_val_native_x4"),
     "views": lambda: view_margins(VIEWS["clips"]),
     "views_native": lambda: view_margins(VIEWS["clips_native"]),
     "calibration_val": lambda: calibration("clips_val,clips_val_native"),
