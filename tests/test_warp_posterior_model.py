@@ -295,3 +295,58 @@ def test_next_time_takes_the_samplers_steps():
     model.num_steps = 4
     for step in (0, 1):
         assert model.next_time(start, times, step).tolist() == [0.75, 0.75, 0.5, 1.0]
+
+
+def test_direct_path_takes_each_time_in_one_step_from_i1():
+    """reverse_path=direct: the frame at each requested time is the training step's prediction
+    from x_k = I1, mean of q(x_t | I1, I0, I1) plus the refiner's residual, built here from the
+    model's parts; factor 4 costs three refiner calls (the T = 8 chain: six) and its frame at
+    1/4 differs from the chain's."""
+    torch.manual_seed(2)
+    model = build("model.num_steps=8", "model.reverse_path=direct").eval()
+    for p in model.refiner.parameters():  # a refiner with a visible residual
+        p.data.normal_(0, 0.05)
+    i0, i1 = _pair(b=1, size=32, seed=3)
+    taus = [0.25, 0.5, 0.75]
+    before = model.network_calls
+    with torch.no_grad():
+        direct = model.interpolate_times(i0, i1, taus, num_samples=1)
+        assert model.network_calls - before == 3
+        bridge = model.bridge(time_grid(8))
+        for (mean, _), t in zip(direct, taus, strict=True):
+            l = torch.tensor([t, 1.0], dtype=torch.float64)
+            f_l0, f_l1, mask = model.motion_at(model.pair_motion(i0, i1, t), l)
+            both = model.bridge_terms(torch.cat([i0, i0]), torch.cat([i1, i1]), f_l0, f_l1, l)
+            prev, cur = ({k: v[j : j + 1] for k, v in both.items()} for j in (0, 1))
+            step = model.step_posterior(bridge, i1, prev, cur, (l[:1], l[1:]))
+            dl = torch.tensor([1.0 - t])
+            expected = step + model.refine(step, i1, prev, l[:1].float(), dl, {})
+            torch.testing.assert_close(mean, expected.clamp(-1, 1), rtol=0, atol=1e-5)
+        model.reverse_path = "chain"
+        chain = model.interpolate_times(i0, i1, taus, num_samples=1)
+    assert (chain[0][0] - direct[0][0]).abs().max() > 1e-3
+
+
+def test_direct_path_trains_every_step_from_i1(monkeypatch):
+    """reverse_path=direct: l_k = 1 for every item, so the refiner is trained on x_k = I1, the
+    state the sampler gives it; no rollout runs even at rollout_prob=1 on grid-aligned items."""
+    torch.manual_seed(1)
+    model = build("model.rollout_prob=1.0", "model.num_steps=8", "model.reverse_path=direct")
+    times = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64).expand(4, 5)
+    start = torch.tensor([0.5, 0.5, 0.25, 0.75], dtype=torch.float64)
+    assert model.next_time(start, times, 0).tolist() == [1.0] * 4
+    ds = FlyingDataset(length=2, size=(32, 32), num_frames=9)
+    batch = default_collate([ds[i] for i in range(2)])
+    monkeypatch.setattr(model, "sample_path", lambda *a, **k: pytest.fail("rollout ran"))
+    inputs = []
+    refine = model.refine
+
+    def record(mean, x_k, terms, l_prev, dl, extra):
+        inputs.append((x_k, l_prev, dl))
+        return refine(mean, x_k, terms, l_prev, dl, extra)
+
+    monkeypatch.setattr(model, "refine", record)
+    assert torch.isfinite(model.training_step(batch, 0))
+    ((x_k, l_prev, dl),) = inputs
+    torch.testing.assert_close(x_k, batch["I1"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(l_prev + dl, torch.ones_like(dl))

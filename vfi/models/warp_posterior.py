@@ -70,6 +70,10 @@ class WarpPosteriorVFI(TrainableInterpolator):
         (a measured mask, or the time weights, fuses the warps alone).
     refiner: U-Net R_theta (input [B, 15, H, W], step size, l) -> residual added to mu~.
     num_steps: T of the uniform grid l_k = k / T (requested times are inserted).
+    reverse_path: "chain": one reverse pass runs down the grid through every requested time
+        (each state drawn from the one the sampler made before it); "direct": each requested
+        time is one step from x_T = I1 (the grid 0, t, 1), the state the refiner then sees is
+        I1 itself, never its own output, and training takes every step to l_k = 1 to match.
     kappa: bridge noise scale, beta_k = kappa^2 l_k (1 - l_k) (images in [-1, 1]).
     posterior: "diagonal" (per-pixel closed form) or "exact" (conjugate gradients).
     cg_tol, cg_max_iter: conjugate-gradient stopping rule of the exact mode: convergence is
@@ -111,6 +115,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         visibility_net: nn.Module | None,
         refiner: nn.Module,
         num_steps: int = 4,
+        reverse_path: str = "chain",
         kappa: float = 0.01,
         posterior: str = "diagonal",
         cg_tol: float = 1e-4,
@@ -144,6 +149,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
             raise VFIError(f"model.posterior must be 'exact' or 'diagonal', got {posterior!r}")
         if num_steps < 2:
             raise VFIError(f"model.num_steps must be at least 2, got {num_steps}")
+        if reverse_path not in ("chain", "direct"):
+            raise VFIError(f"model.reverse_path must be 'chain' or 'direct', got {reverse_path!r}")
         if kappa <= 0:
             raise VFIError(f"model.kappa must be positive, got {kappa}")
         if motion_error < 0:
@@ -161,6 +168,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         self.visibility_net = visibility_net
         self.refiner = refiner
         self.num_steps = num_steps
+        self.reverse_path = reverse_path
         self.kappa = kappa
         self.posterior_mode = posterior
         self.cg_tol = cg_tol
@@ -333,7 +341,10 @@ class WarpPosteriorVFI(TrainableInterpolator):
         grid point, or for every other item (the even ones at an even training ``step``, the
         odd ones at an odd one) the next ground-truth time where it comes first. The sampler
         inserts the requested times into the grid, so it takes both kinds of step (with T = 2,
-        factor 2 steps 1 -> 1/2, factor 4 steps 3/4 -> 1/2)."""
+        factor 2 steps 1 -> 1/2, factor 4 steps 3/4 -> 1/2). With ``reverse_path`` "direct":
+        l_k = 1 for every item, the only step the sampler takes."""
+        if self.reverse_path == "direct":
+            return torch.ones_like(l_prev)
         grid = self.next_grid_time(l_prev)
         later = torch.where(times > l_prev[:, None] + 1e-9, times, 2.0).amin(1)
         alternate = torch.arange(len(l_prev), device=l_prev.device) % 2 == step % 2
@@ -350,7 +361,9 @@ class WarpPosteriorVFI(TrainableInterpolator):
         # rollout's choices are made on the host, so the step never waits for the device
         times_host = [[0.0, *row, 1.0] for row in host_taus(batch)]
         rows = torch.arange(b, device=times.device)
-        rollout = self.rollout_prob > 0 and self._shared_grid_times(times_host)
+        # (a direct path's x_k is I1, the sampler's own state already)
+        rollout = self.reverse_path == "chain" and self.rollout_prob > 0
+        rollout = rollout and self._shared_grid_times(times_host)
         rollout = rollout and bool(torch.rand(()) < self.rollout_prob)  # CPU draw: no sync
         if rollout:  # one inner time for the whole batch
             inner = torch.tensor([0.0 < x < 1.0 for x in times_host[0]], dtype=torch.float)
@@ -513,47 +526,53 @@ class WarpPosteriorVFI(TrainableInterpolator):
     ) -> list[tuple[Tensor, Tensor]]:
         """Every requested time from one reverse pass per sample: (mean, std) [B, 3, H, W] over
         the K = num_samples chains' denoised estimates, per time. The requested times are
-        inserted into the grid and the pass stops at the earliest one. With ``flip_views`` the
+        inserted into the grid and the pass stops at the earliest one (``reverse_path``
+        "direct": one pass per time, one step from I1). With ``flip_views`` the
         chains take V = :meth:`views` flips of the pair, each padded in its own coordinates,
         cropped and flipped back. Any H, W: padded and cropped back. ``outer`` [B, 2, 3, H, W]:
         I_-1 and I2, for a multi-frame refiner. ``pair_flow_views``: a two-frame flow net's
         start flows for the flipped, padded pairs ([V * B, 4, H', W'], measured by the data
         workers: :class:`vfi.data.datamodule.MeasuringCollate`), used when they fit."""
         targets = [float(t) for t in check_tau(torch.tensor(times)).flatten()]
-        grid = wp.time_grid(self.num_steps, targets)
-        index = [int(torch.argmin((grid - t).abs())) for t in targets]
+        if self.reverse_path == "direct":  # one step from I1 to each time
+            passes = [torch.tensor([0.0, t, 1.0], dtype=torch.float64) for t in targets]
+            wanted = [[t] for t in targets]
+        else:
+            passes, wanted = [wp.time_grid(self.num_steps, targets)], [targets]
         b, views = len(i0), self.views(num_samples)
         i0, i1 = (flip_views(x.repeat(views, 1, 1, 1), views, views) for x in (i0, i1))
         if outer is not None:
             outer = flip_views(outer.repeat(views, 1, 1, 1, 1), views, views)
         pair, (h, w) = pad_to_multiple(torch.cat([i0, i1]), self.multiple)
         i0p, i1p = pair.chunk(2)
-        stop = min(index)
         fits = pair_flow_views is not None and pair_flow_views.shape == (
             len(i0p),
             4,
             *i0p.shape[2:],
         )  # the views and padding the workers measured are this pass's
-        context = PassContext(
-            outer=outer,
-            targets=[float(grid[k]) for k in index],
-            start=pair_flow_views if fits else None,
-        )
-        options = wp.SampleOptions(stop, self.sample_noise, generator, denoised=True)
-        done = self.sample_pass(i0p, i1p, grid, num_samples // views, options, context)
         outs = []
-        for k in index:  # cropped in each view's coordinates, then mapped back
-            samples = flip_views(done.path[k - stop][..., :h, :w], views, num_samples)
-            mean, std = sample_statistics(samples, num_samples, (h, w))
-            # the terms are per view, or per sample after a motion refresh: their variances are
-            # mapped back and averaged
-            reps = num_samples // views if self.motion_refresh else 1
-            terms = {name: v[: reps * len(i0)] for name, v in done.drawn[k].items()}
-            ends = (i0p.repeat(reps, 1, 1, 1), i1p.repeat(reps, 1, 1, 1))
-            var = self.prior_variance(terms, *ends, float(grid[k]))[..., :h, :w]
-            var = flip_views(var, views, reps * views)
-            var = var.view(reps * views, b, *var.shape[1:]).mean(0)
-            outs.append((mean, self.total_std(std, var)))
+        for grid, wanted_times in zip(passes, wanted, strict=True):
+            index = [int(torch.argmin((grid - t).abs())) for t in wanted_times]
+            stop = min(index)
+            context = PassContext(
+                outer=outer,
+                targets=[float(grid[k]) for k in index],
+                start=pair_flow_views if fits else None,
+            )
+            options = wp.SampleOptions(stop, self.sample_noise, generator, denoised=True)
+            done = self.sample_pass(i0p, i1p, grid, num_samples // views, options, context)
+            for k in index:  # cropped in each view's coordinates, then mapped back
+                samples = flip_views(done.path[k - stop][..., :h, :w], views, num_samples)
+                mean, std = sample_statistics(samples, num_samples, (h, w))
+                # the terms are per view, or per sample after a motion refresh: their
+                # variances are mapped back and averaged
+                reps = num_samples // views if self.motion_refresh else 1
+                terms = {name: v[: reps * len(i0)] for name, v in done.drawn[k].items()}
+                ends = (i0p.repeat(reps, 1, 1, 1), i1p.repeat(reps, 1, 1, 1))
+                var = self.prior_variance(terms, *ends, float(grid[k]))[..., :h, :w]
+                var = flip_views(var, views, reps * views)
+                var = var.view(reps * views, b, *var.shape[1:]).mean(0)
+                outs.append((mean, self.total_std(std, var)))
         return outs
 
     def total_std(self, sample_std: Tensor, prior_var: Tensor) -> Tensor:
