@@ -84,7 +84,7 @@ def test_eval_and_interpolate_use_the_release_by_default(task_env, tmp_path):
     out.mkdir()
     args = [f"frames=[{','.join(frames)}]", f"output={out}", "uncertainty=true"]
     run_task("vfi.interpolate", args, tmp_path / "i")
-    # the release's one deterministic chain, whose std needs no second sample
+    # the release's one deterministic pass, whose std needs no second sample
     model = model_from_checkpoint(RELEASE_CHECKPOINT)
     mean, std = model.interpolate(i0, i1, 0.5, num_samples=1)
     for name, want in (("frame", mean), ("std", std)):

@@ -188,6 +188,7 @@ def test_motion_error_moves_edges_by_a_share_of_the_motion():
         "model.motion_error=-1",
         "model.fallback=always",
         "model.num_steps=1",
+        "model.reverse_path=jump",
     ],
 )
 def test_bad_model_options_are_rejected(override):
