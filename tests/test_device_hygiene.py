@@ -112,6 +112,13 @@ CASES = {
         "model/flow_net=dis",
         "model.motion_refresh=2",
     ),
+    # each time one step from I1, no visibility net (the release's sampler and fusion)
+    "warp_posterior (direct path, no visibility net)": (
+        "model=warp_posterior",
+        "model/flow_net=learned",
+        "model.reverse_path=direct",
+        "model.visibility_net=null",
+    ),
     "warp_posterior (exact posterior)": (
         "model=warp_posterior",
         "model/flow_net=learned",
