@@ -111,6 +111,33 @@ def test_a_1080p_frame_goes_through_the_bridge_in_tiles():
     assert mean.shape == (3, 1080, 1920) and mean.dtype == torch.uint8 and heat is None
 
 
+def test_the_bridges_std_is_computed_only_when_asked_for(monkeypatch):
+    """uncertainty=false: the bridge's one-pass std (its prior's variance), which would be
+    discarded, is never computed, and the frames are the same as with uncertainty=true."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from vfi.interpolate import Interpolator
+    from vfi.utils.run import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        model = instantiate(compose("train", overrides=["model=warp_posterior", *NARROW]).model)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 256, (3, 64, 96), generator=g, dtype=torch.uint8)
+    b = a.roll(3, -1)
+    calls = []
+    variance = model.prior_variance
+    monkeypatch.setattr(model, "prior_variance", lambda *x: calls.append(1) or variance(*x))
+    torch.manual_seed(1)  # the same chain noise for both
+    with_std = Interpolator(model, 1, True, None, 16, "cpu", "fp32").frames_between(a, b, [0.5])
+    assert len(calls) == 1 and with_std[0][1] is not None
+    calls.clear()
+    torch.manual_seed(1)
+    without = Interpolator(model, 1, False, None, 16, "cpu", "fp32").frames_between(a, b, [0.5])
+    assert calls == [] and without[0][1] is None
+    assert torch.equal(without[0][0], with_std[0][0])
+
+
 def _bad(tmp_path, capsys, *args) -> str:
     return task_error("vfi.interpolate", list(args), tmp_path / "run", capsys)
 

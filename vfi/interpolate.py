@@ -115,6 +115,8 @@ class Interpolator:
 
         def run(crops):
             extra = {"outer": torch.stack(crops[2:], dim=1)} if use_outer else {}
+            if not self.uncertainty and getattr(self.model, "one_pass_std", False):
+                extra["with_std"] = False  # the bridge's std would be discarded: not computed
             with torch.autocast("cuda", self.dtype, enabled=self.dtype is not None):
                 outs = self.model.interpolate_times(
                     crops[0], crops[1], times, self.num_samples, **extra

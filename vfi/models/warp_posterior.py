@@ -523,6 +523,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         generator: torch.Generator | None = None,
         outer: Tensor | None = None,
         pair_flow_views: Tensor | None = None,
+        with_std: bool = True,
     ) -> list[tuple[Tensor, Tensor]]:
         """Every requested time from one reverse pass per sample: (mean, std) [B, 3, H, W] over
         the K = num_samples chains' denoised estimates, per time. The requested times are
@@ -532,7 +533,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
         cropped and flipped back. Any H, W: padded and cropped back. ``outer`` [B, 2, 3, H, W]:
         I_-1 and I2, for a multi-frame refiner. ``pair_flow_views``: a two-frame flow net's
         start flows for the flipped, padded pairs ([V * B, 4, H', W'], measured by the data
-        workers: :class:`vfi.data.datamodule.MeasuringCollate`), used when they fit."""
+        workers: :class:`vfi.data.datamodule.MeasuringCollate`), used when they fit.
+        ``with_std`` False: the std is not computed (zeros), for callers that discard it."""
         targets = [float(t) for t in check_tau(torch.tensor(times)).flatten()]
         if self.reverse_path == "direct":  # one step from I1 to each time
             passes = [torch.tensor([0.0, t, 1.0], dtype=torch.float64) for t in targets]
@@ -564,6 +566,9 @@ class WarpPosteriorVFI(TrainableInterpolator):
             for k in index:  # cropped in each view's coordinates, then mapped back
                 samples = flip_views(done.path[k - stop][..., :h, :w], views, num_samples)
                 mean, std = sample_statistics(samples, num_samples, (h, w))
+                if not with_std:
+                    outs.append((mean, torch.zeros_like(mean)))
+                    continue
                 # the terms are per view, or per sample after a motion refresh: their
                 # variances are mapped back and averaged
                 reps = num_samples // views if self.motion_refresh else 1
