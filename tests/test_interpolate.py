@@ -93,18 +93,24 @@ def test_tiles_cover_the_frame_and_blend_seamlessly():
 NARROW = ["model.refiner.base_channels=8", "model.flow_net.width=8", "model.visibility_net.width=8"]
 
 
-def test_a_1080p_frame_goes_through_the_bridge_in_tiles():
-    """The learned bridge on a 1920x1080 pair in 512 px tiles, on the CPU (narrow networks:
-    the tiling, not the widths, is under test)."""
+def narrow_bridge():
+    """The learned bridge with narrow networks (the path through vfi.interpolate is under test,
+    not the widths)."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from vfi.interpolate import Interpolator
     from vfi.utils.run import CONF_DIR
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        model = instantiate(compose("train", overrides=["model=warp_posterior", *NARROW]).model)
-    engine = Interpolator(model, 1, False, 512, 64, "cpu", "fp32")
+        return instantiate(compose("train", overrides=["model=warp_posterior", *NARROW]).model)
+
+
+def test_a_1080p_frame_goes_through_the_bridge_in_tiles():
+    """The learned bridge on a 1920x1080 pair in 512 px tiles, on the CPU (narrow networks:
+    the tiling, not the widths, is under test)."""
+    from vfi.interpolate import Interpolator
+
+    engine = Interpolator(narrow_bridge(), 1, False, 512, 64, "cpu", "fp32")
     g = torch.Generator().manual_seed(0)
     a = torch.randint(0, 256, (3, 1080, 1920), generator=g, dtype=torch.uint8)
     ((mean, heat),) = engine.frames_between(a, a.roll(4, -1), [0.5])
@@ -114,14 +120,9 @@ def test_a_1080p_frame_goes_through_the_bridge_in_tiles():
 def test_the_bridges_std_is_computed_only_when_asked_for(monkeypatch):
     """uncertainty=false: the bridge's one-pass std (its prior's variance), which would be
     discarded, is never computed, and the frames are the same as with uncertainty=true."""
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-
     from vfi.interpolate import Interpolator
-    from vfi.utils.run import CONF_DIR
 
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        model = instantiate(compose("train", overrides=["model=warp_posterior", *NARROW]).model)
+    model = narrow_bridge()
     g = torch.Generator().manual_seed(0)
     a = torch.randint(0, 256, (3, 64, 96), generator=g, dtype=torch.uint8)
     b = a.roll(3, -1)

@@ -536,11 +536,10 @@ class WarpPosteriorVFI(TrainableInterpolator):
         workers: :class:`vfi.data.datamodule.MeasuringCollate`), used when they fit.
         ``with_std`` False: the std is not computed (zeros), for callers that discard it."""
         targets = [float(t) for t in check_tau(torch.tensor(times)).flatten()]
-        if self.reverse_path == "direct":  # one step from I1 to each time
-            passes = [torch.tensor([0.0, t, 1.0], dtype=torch.float64) for t in targets]
-            wanted = [[t] for t in targets]
+        if self.reverse_path == "direct":  # one step from I1 to each time: the grid 0, t, 1
+            passes = [(wp.time_grid(1, [t]), [t]) for t in targets]
         else:
-            passes, wanted = [wp.time_grid(self.num_steps, targets)], [targets]
+            passes = [(wp.time_grid(self.num_steps, targets), targets)]
         b, views = len(i0), self.views(num_samples)
         i0, i1 = (flip_views(x.repeat(views, 1, 1, 1), views, views) for x in (i0, i1))
         if outer is not None:
@@ -553,8 +552,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
             *i0p.shape[2:],
         )  # the views and padding the workers measured are this pass's
         outs = []
-        for grid, wanted_times in zip(passes, wanted, strict=True):
-            index = [int(torch.argmin((grid - t).abs())) for t in wanted_times]
+        for grid, wanted in passes:
+            index = [int(torch.argmin((grid - t).abs())) for t in wanted]
             stop = min(index)
             context = PassContext(
                 outer=outer,
