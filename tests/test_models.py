@@ -115,7 +115,7 @@ def test_interpolate_pads_crops_and_samples(monkeypatch):
     assert abs(float(deviation) / (want / 2) - 1) < 0.1  # the mean of 3: variance 1/3
 
 
-@pytest.mark.parametrize("tau", [0.0, 1.0, 1.5, -0.2])
+@pytest.mark.parametrize("tau", [0.0, 1.0, 1.5, -0.2, float("nan"), float("inf")])
 def test_tau_outside_unit_interval_is_rejected(model, tau):
     x = torch.zeros(1, 3, 16, 16)
     with pytest.raises(VFIError, match="tau must lie in \\(0, 1\\)"):

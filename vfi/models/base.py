@@ -33,8 +33,9 @@ def check_tau(tau: Tensor | float) -> Tensor:
     a device is read back once: give floats or a CPU tensor to keep the device free of
     synchronisations)."""
     tau = torch.as_tensor(tau, dtype=torch.float32).cpu()
-    if not bool(((tau > 0) & (tau < 1)).all()):
-        bad = tau[(tau <= 0) | (tau >= 1)].flatten()[0].item()
+    inside = (tau > 0) & (tau < 1)  # false for NaN too
+    if not bool(inside.all()):
+        bad = tau[~inside].flatten()[0].item()
         raise VFIError(f"tau must lie in (0, 1), got {bad:g}")
     return tau
 
