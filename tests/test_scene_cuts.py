@@ -95,27 +95,55 @@ def test_outer_neighbours_across_a_cut_are_replaced_in_files_and_streams():
 
 
 def test_nearest_frame_and_replacement():
-    """tau <= 1/2 gives I0 (ties too), tau > 1/2 gives I1; the std is the root-mean-square
-    error of that answer over cut positions drawn uniformly in the gap (the frame at tau is
-    I0 before the cut, I1 after it), here by Monte Carlo; only the cut items of a batch are
-    replaced."""
+    """tau <= 1/2 gives I0 (ties too), tau > 1/2 gives I1; without motion in the nearer shot
+    the std is the root-mean-square error of that answer over cut positions drawn uniformly in
+    the gap (the frame at tau is I0 before the cut, I1 after it), here by Monte Carlo; only the
+    cut items of a batch are replaced."""
     g = torch.Generator().manual_seed(0)
     i0, i1 = torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g)
     cuts = torch.rand(200_000, generator=g)
     for tau, want in ((0.25, i0), (0.5, i0), (0.75, i1)):
-        mean, std = nearest_frame(i0, i1, tau)
+        mean, std = nearest_frame(i0, i1, tau, motion=0.0)
         assert torch.equal(mean, want)
         other = float(((cuts < tau) if want is i0 else (cuts > tau)).double().mean())
         rms = (other * (i1 - i0) ** 2).sqrt()  # the error is I1 - I0 with that chance, else 0
         torch.testing.assert_close(std, rms, rtol=0.01, atol=0)
-    mean, std = nearest_frame(i0, i1, torch.tensor([0.3, 0.9]))
+    mean, std = nearest_frame(i0, i1, torch.tensor([0.3, 0.9]), motion=0.0)
     assert torch.equal(mean, torch.stack([i0[0], i1[1]]))
     torch.testing.assert_close(std[1], 0.1**0.5 * (i1 - i0)[1].abs())
     model_out = [(torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8))]
     ((mean, std),) = replace_at_cuts(model_out, i0, i1, [0.75], torch.tensor([False, True]))
     assert torch.equal(mean[0], torch.zeros(3, 8, 8)) and torch.equal(mean[1], i1[1])
     assert torch.equal(std[0], torch.ones(3, 8, 8))
-    torch.testing.assert_close(std[1], 0.25**0.5 * (i1 - i0)[1].abs())
+    torch.testing.assert_close(std[1], nearest_frame(i0, i1, 0.75)[1][1])
+
+
+def test_nearest_frame_std_counts_the_motion_within_the_nearer_shot():
+    """On ramps I0 = a x + b y (per channel), with the frame at tau of the other shot (I1)
+    with chance p = min(tau, 1 - tau), else I0 moved by m px in a uniformly random direction:
+    the std is the root-mean-square error of the answer over both, by Monte Carlo from the
+    ramps' closed form (interior pixels, where the Sobel gradient of a ramp is exact)."""
+    g = torch.Generator().manual_seed(1)
+    h, w, motion = 12, 16, 0.15  # m = 0.15 * 20 = 3 px
+    y, x = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
+    slopes = torch.tensor([[0.02, -0.01], [0.0, 0.03], [-0.015, 0.015]], dtype=torch.float64)
+    i0 = torch.stack([a * x + b * y for a, b in slopes])[None]
+    i1 = torch.rand(1, 3, h, w, generator=g, dtype=torch.float64)
+    theta = torch.rand(100_000, generator=g, dtype=torch.float64) * 2 * torch.pi
+    for tau in (0.25, 0.5):
+        other = torch.rand(100_000, generator=g, dtype=torch.float64) < tau
+        # I0(x + m u) - I0(x) = m (a cos(theta) + b sin(theta)) per channel
+        moved = 3.0 * (slopes[:, :1] * theta.cos() + slopes[:, 1:] * theta.sin())  # [3, N]
+        within = (moved[:, ~other] ** 2).sum(1) / len(theta)  # [3]
+        across = float(other.double().mean()) * (i1 - i0) ** 2
+        want = (across + within.view(1, 3, 1, 1)).sqrt()
+        mean, std = nearest_frame(i0, i1, tau, motion=motion)
+        assert torch.equal(mean, i0)
+        inner = (..., slice(1, -1), slice(1, -1))
+        torch.testing.assert_close(std[inner], want[inner], rtol=0.02, atol=0)
+        assert (std[inner] > nearest_frame(i0, i1, tau, motion=0.0)[1][inner]).all()
 
 
 def test_interpolate_engine_replaces_outer_neighbours_across_a_cut():
