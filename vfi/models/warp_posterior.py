@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import kornia
 import torch
 from torch import Tensor, nn
 
@@ -30,7 +29,13 @@ from vfi.ops import (
     rescaled_flows,
     warp_backward,
 )
-from vfi.ops.fusion import fuse, fusion_weights, mixture_variance, motion_confidence
+from vfi.ops.fusion import (
+    fuse,
+    fusion_weights,
+    gradient_energy,
+    mixture_variance,
+    motion_confidence,
+)
 
 
 @dataclass(frozen=True)
@@ -253,7 +258,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         var = var + (terms["w0"] - terms["w1"]) ** 2
         if self.motion_error > 0:
             speed2 = terms["velocity"].pow(2).sum(1, keepdim=True)
-            edge2 = kornia.filters.spatial_gradient(mu).pow(2).sum(2)
+            edge2 = gradient_energy(mu)
             var = var + self.motion_error**2 * speed2 * edge2
         return var
 

