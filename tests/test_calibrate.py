@@ -112,3 +112,42 @@ def test_a_two_view_copy_keeps_its_views_and_is_fitted_with_them(tmp_path, task_
     one = model_from_checkpoint(RELEASE_CHECKPOINT).interpolate(i0, i1, 0.5)[0]
     assert (mean - one).abs().max() > 0.01  # the second view moved the frame
     assert 0.93 < float(((mean - gt).abs() <= 1.959964 * std).float().mean()) < 0.97
+
+
+def test_std_terms_set_the_copys_motion_term_before_its_fit(tmp_path, task_env):
+    """std_terms: the copy's config and record carry the given motion term (here the speed
+    term e |v| of the releases before), its frames are the release's, its std differs from the
+    release's, and the scale fitted with it covers the fitted item at about 95%; the old std's
+    ranking metrics are dropped."""
+    out = tmp_path / "speed.ckpt"
+    terms = "std_terms={motion_error:0.2,motion_error_sigma:null}"
+    run_task(
+        "vfi.calibrate",
+        [f"output={out}", terms, "data=clips_val", "trainer.limit_val_batches=1"],
+        tmp_path / "run",
+    )
+    saved = load_checkpoint(out)
+    assert saved["vfi_config"]["model"]["motion_error"] == 0.2
+    assert saved["vfi_config"]["model"]["motion_error_sigma"] is None
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["calibration"]["std_terms"] == {"motion_error": 0.2, "motion_error_sigma": None}
+    assert "test/spearman" not in info["metrics"] and "test/ause" not in info["metrics"]
+    model, release = model_from_checkpoint(saved), model_from_checkpoint(RELEASE_CHECKPOINT)
+    assert model.motion_error == 0.2 and model.motion_error_sigma is None
+    item = ClipsDataset({"bigbuckbunny": 0.25}, step=2, frame_range=[0.6, 0.8], num_items=8)[0]
+    i0, i1, gt = item["I0"][None], item["I1"][None], item["gt"]
+    mean, std = model.interpolate(i0, i1, 0.5)
+    mean_release, std_release = release.interpolate(i0, i1, 0.5)
+    torch.testing.assert_close(mean, mean_release)
+    assert (std - std_release).abs().max() > 1e-3
+    assert 0.93 < float(((mean - gt).abs() <= 1.959964 * std).float().mean()) < 0.97
+
+
+@pytest.mark.parametrize(
+    "terms, named",
+    [("std_terms={motion_error:-1}", "motion_error"), ("std_terms={floor:1}", "std_terms")],
+)
+def test_calibrate_refuses_bad_std_terms(terms, named, tmp_path, capsys):
+    line = task_error("vfi.calibrate", [f"output={tmp_path}/x.ckpt", terms], tmp_path, capsys)
+    assert named in line
+    assert not (tmp_path / "x.ckpt").exists()

@@ -181,11 +181,40 @@ def test_motion_error_moves_edges_by_a_share_of_the_motion():
     assert float(build().prior_variance(terms, far, far, 0.5).abs().max()) < 1e-12
 
 
+def test_motion_error_sigma_moves_edges_by_a_share_of_the_motions_departure():
+    """With sigma, the edge term follows v - G_sigma * v, not v: a uniform motion, however fast,
+    adds nothing; a moving square on a still background adds (e |v - G v| |grad mu|)^2, here
+    against scipy's Gaussian filter and the Sobel energy of mu."""
+    from scipy.ndimage import gaussian_filter
+
+    from vfi.ops.fusion import gradient_energy
+
+    alpha, e, sigma = 0.02, 0.5, 2.0
+    ramp = (torch.arange(16.0) * alpha).expand(1, 3, 16, 16)
+    ones = torch.ones(1, 1, 16, 16)
+    uniform = torch.tensor([3.0, 4.0]).view(1, 2, 1, 1).expand(1, 2, 16, 16)
+    terms = {"mu": ramp, "w0": ramp, "w1": ramp, "a": ones, "b": ones * 0, "confidence": ones}
+    far = torch.zeros_like(ramp)
+    model = build(f"model.motion_error={e}", f"model.motion_error_sigma={sigma}")
+    var = model.prior_variance(dict(terms, velocity=uniform), far, far, 0.5)
+    assert float(var.abs().max()) < 1e-10
+    square = torch.zeros(1, 2, 16, 16)
+    square[:, 0, 5:11, 5:11] = 6.0
+    var = model.prior_variance(dict(terms, velocity=square), far, far, 0.5)
+    mean = torch.from_numpy(
+        gaussian_filter(square[0, 0].double().numpy(), sigma, mode="nearest", truncate=2.0)
+    ).float()
+    want = e**2 * (square[0, 0] - mean) ** 2 * gradient_energy(ramp)
+    torch.testing.assert_close(var, want.expand_as(var), rtol=1e-5, atol=1e-9)
+    assert float(var.max()) > 1e-3
+
+
 @pytest.mark.parametrize(
     "override",
     [
         "model.warp_mode=nearest",
         "model.motion_error=-1",
+        "model.motion_error_sigma=0",
         "model.fallback=always",
         "model.num_steps=1",
         "model.reverse_path=jump",

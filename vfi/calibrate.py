@@ -1,11 +1,14 @@
-"""python -m vfi.calibrate [ckpt_path=...] [data=clips_val_scales] [std_floor=...] output=...:
-refit a checkpoint's std scale on validation items and write the calibrated copy.
+"""python -m vfi.calibrate [ckpt_path=...] [data=clips_val_scales] [std_floor=...]
+[std_terms=...] output=...: refit a checkpoint's std scale on validation items and write the
+calibrated copy.
 
 The model interpolates the test split of ``data`` (validation footage: by default the clips'
 validation items at the small scale and at their own size) as it would at validation; the
 scale s of its reported std sqrt(s^2 std^2 + b^2) is then refitted so that 95% of the pixel
 errors fall within +-1.96 of it (:func:`vfi.models.base.calibration_scale`), with the floor b
-the checkpoint's or ``std_floor``. With ``motion_views`` a checkpoint on RIFE motion is
+the checkpoint's or ``std_floor``. ``std_terms`` sets the bridge's motion term of the std
+(``motion_error``, ``motion_error_sigma``, :meth:`WarpPosteriorVFI.prior_variance`) in the
+copy before the scale is fitted. With ``motion_views`` a checkpoint on RIFE motion is
 measured (and kept) with that many views. The copy holds the same weights and the new scale and
 floor (:func:`vfi.utils.checkpoint.export_checkpoint`); ``vfi.eval`` then scores it.
 """
@@ -18,7 +21,7 @@ from pathlib import Path
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vfi.errors import VFIError
 from vfi.models.checkpoint import model_from_checkpoint
@@ -36,6 +39,10 @@ def calibrate(cfg: DictConfig) -> Path:
         raise VFIError(f"{out} exists: give overwrite=true to replace it, or another output")
     ckpt_path = checkpoint_or_release(cfg.ckpt_path, False, Path(cfg.paths.log_dir) / "train")
     ckpt = load_checkpoint(ckpt_path)
+    terms = std_terms(cfg.get("std_terms"))
+    if terms:
+        config = ckpt["vfi_config"]
+        ckpt = dict(ckpt, vfi_config=dict(config, model=dict(config["model"], **terms)))
     views = cfg.get("motion_views")
     model = model_from_checkpoint(ckpt, cfg.paths.lpips_backbone, motion_views=views)
     if not hasattr(model, "uncertainty_scale"):
@@ -62,8 +69,13 @@ def calibrate(cfg: DictConfig) -> Path:
         config["model"]["flow_net"] = dict(config["model"]["flow_net"], views=int(views))
     metrics = dict(ckpt.get("metrics") or {})
     metrics.pop("test/coverage2", None)  # the old scale's: vfi.eval scores the new one
+    if terms:  # the old std's ranking too
+        metrics.pop("test/spearman", None)
+        metrics.pop("test/ause", None)
     data_name = HydraConfig.get().runtime.choices.get("data")
     calibration = {"data": data_name, "scale": scale, "std_floor": model.std_floor}
+    if terms:
+        calibration["std_terms"] = terms
     if views is not None:
         calibration["motion_views"] = int(views)
     old_info = Path(ckpt_path).with_suffix(".json")
@@ -74,6 +86,22 @@ def calibrate(cfg: DictConfig) -> Path:
     export_checkpoint(ckpt_path, out, metrics, config, extra, dict(ckpt, state_dict=state))
     print(f"std scale {before:.4g} -> {scale:.4g} (floor {model.std_floor:.4g}); wrote {out}")
     return out
+
+
+STD_TERMS = ("motion_error", "motion_error_sigma")
+
+
+def std_terms(value) -> dict:
+    """The ``std_terms`` option as a dict of model options (keys from :data:`STD_TERMS`; the
+    model checks their values); {} for null."""
+    if value is None:
+        return {}
+    terms = OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
+    if not isinstance(terms, dict) or not set(terms) <= set(STD_TERMS):
+        raise VFIError(
+            f"std_terms must be null or a mapping of {', '.join(STD_TERMS)}, got {terms!r}"
+        )
+    return terms
 
 
 def main() -> None:

@@ -125,6 +125,7 @@ SCHEMA: dict[str, Spec] = {
     "model.uncertainty_floor": WEIGHT,
     "model.std_floor": WEIGHT,
     "model.motion_error": WEIGHT,
+    "model.motion_error_sigma": positive(nullable=True),
     "model.lpips_weight": WEIGHT,
     "model.aux_weight": WEIGHT,
     "model.reg_weight": WEIGHT,

@@ -33,6 +33,7 @@ from vfi.ops.fusion import (
     fuse,
     fusion_weights,
     gradient_energy,
+    local_departure,
     mixture_variance,
     motion_confidence,
 )
@@ -98,6 +99,11 @@ class WarpPosteriorVFI(TrainableInterpolator):
         rounding, on the [-1, 1] scale) before the calibration scale.
     motion_error: the std of the motion's error as a share of the motion: an edge moved by
         e |v| pixels adds (e |v| |grad mu|)^2 to the variance (:meth:`prior_variance`; 0: none).
+    motion_error_sigma: sigma > 0: the motion's error is a share e of the motion's departure
+        from its local mean, v - G_sigma * v (:func:`vfi.ops.fusion.local_departure`, a
+        Gaussian of sigma px), not of v itself: a uniform motion, however fast, is taken as
+        measured, and the error grows where the motion changes (at moving objects' edges).
+        None: of v.
     warp_mode: "bilinear" or "bicubic" sampling of the prior's warped frames P[I0], B[I1]
         (the posterior's one-step operator S_k stays bilinear: its Gram diagonal is closed-form).
     flip_views: when sampling K chains, chain s sees the pair flipped by
@@ -132,6 +138,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         fallback_gain: float = 4.0,
         uncertainty_floor: float = 0.00784,
         motion_error: float = 0.0,
+        motion_error_sigma: float | None = None,
         warp_mode: str = "bicubic",
         flip_views: bool = True,
         sample_noise: bool = True,
@@ -160,6 +167,10 @@ class WarpPosteriorVFI(TrainableInterpolator):
             raise VFIError(f"model.kappa must be positive, got {kappa}")
         if motion_error < 0:
             raise VFIError(f"model.motion_error must be at least 0, got {motion_error}")
+        if motion_error_sigma is not None and not motion_error_sigma > 0:
+            raise VFIError(
+                f"model.motion_error_sigma must be positive or null, got {motion_error_sigma}"
+            )
         if warp_mode not in ("bilinear", "bicubic"):
             raise VFIError(f"model.warp_mode must be 'bilinear' or 'bicubic', got {warp_mode!r}")
         if fallback not in ("confidence", "none"):
@@ -186,6 +197,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         self.fallback_gain = fallback_gain
         self.uncertainty_floor = uncertainty_floor
         self.motion_error = motion_error
+        self.motion_error_sigma = motion_error_sigma
         self.warp_mode = warp_mode
         self.flip_views = flip_views
         self.sample_noise = sample_noise
@@ -245,21 +257,24 @@ class WarpPosteriorVFI(TrainableInterpolator):
         """The variance [B, C, H, W] the prior mu at time l leaves, from its ``terms``
         (:meth:`bridge_terms` for the B items of i0, i1):
 
-            sum_h p_h (h - mu)^2 + (P[I0] - B[I1])^2 + (e |v| |grad mu|)^2,
+            sum_h p_h (h - mu)^2 + (P[I0] - B[I1])^2 + (e |u| |grad mu|)^2,
 
         the spread of the four hypotheses it fuses, h = P[I0], B[I1], I0, I1 with weights
         p = c a / Z, c b / Z, (1 - c)(1 - l), (1 - c) l; the warped frames' disagreement; and
-        an edge moved by a motion error of e = ``motion_error`` times the motion per unit time
-        |v| (Sobel gradient, summed over x, y)."""
+        an edge moved by a motion error of e = ``motion_error`` times |u| (Sobel gradient,
+        summed over x, y), where u is the motion per unit time v, or with
+        ``motion_error_sigma`` its departure from its local mean, v - G_sigma * v."""
         c, a, b, mu = terms["confidence"], terms["a"], terms["b"], terms["mu"]
         norm = a + b + self.eps
         weights = [c * a / norm, c * b / norm, (1 - c) * (1 - l), (1 - c) * l]
         var = mixture_variance([terms["w0"], terms["w1"], i0, i1], weights, mu)
         var = var + (terms["w0"] - terms["w1"]) ** 2
         if self.motion_error > 0:
-            speed2 = terms["velocity"].pow(2).sum(1, keepdim=True)
+            u = terms["velocity"]
+            if self.motion_error_sigma is not None:
+                u = local_departure(u, self.motion_error_sigma)
             edge2 = gradient_energy(mu)
-            var = var + self.motion_error**2 * speed2 * edge2
+            var = var + self.motion_error**2 * u.pow(2).sum(1, keepdim=True) * edge2
         return var
 
     def sampler_views(self, split: str) -> int:

@@ -3,8 +3,11 @@ hypotheses (the closed-form part of the per-pixel uncertainty)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+from kornia.filters import gaussian_blur2d
 from torch import Tensor
 
 
@@ -78,3 +81,17 @@ def gradient_energy(x: Tensor) -> Tensor:
     g_x = (along_y[..., 2:] - along_y[..., :-2]) / 8
     g_y = (along_x[..., 2:, :] - along_x[..., :-2, :]) / 8
     return g_x**2 + g_y**2
+
+
+def local_departure(x: Tensor, sigma: float) -> Tensor:
+    """x [B, C, H, W] minus its local mean, x - G_sigma * x: the Gaussian of std ``sigma`` px
+    (a (2 ceil(2 sigma) + 1)^2 kernel, separable, replicated borders). Zero where x is locally
+    constant or linear in the interior; for a flow, its departure from a locally uniform
+    motion."""
+    if x.dim() != 4:
+        raise ValueError(f"expected [B, C, H, W], got {tuple(x.shape)}")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    size = 2 * math.ceil(2 * sigma) + 1
+    mean = gaussian_blur2d(x, (size, size), (sigma, sigma), border_type="replicate")
+    return x - mean
