@@ -69,12 +69,11 @@ def calibrate(cfg: DictConfig) -> Path:
         config["model"]["flow_net"] = dict(config["model"]["flow_net"], views=int(views))
     metrics = dict(ckpt.get("metrics") or {})
     metrics.pop("test/coverage2", None)  # the old scale's: vfi.eval scores the new one
-    if terms:  # the old std's ranking too
-        metrics.pop("test/spearman", None)
-        metrics.pop("test/ause", None)
     data_name = HydraConfig.get().runtime.choices.get("data")
     calibration = {"data": data_name, "scale": scale, "std_floor": model.std_floor}
-    if terms:
+    if terms:  # another std: the old one's ranking goes too
+        metrics.pop("test/spearman", None)
+        metrics.pop("test/ause", None)
         calibration["std_terms"] = terms
     if views is not None:
         calibration["motion_views"] = int(views)
