@@ -143,11 +143,42 @@ def test_std_terms_set_the_copys_motion_term_before_its_fit(tmp_path, task_env):
     assert 0.93 < float(((mean - gt).abs() <= 1.959964 * std).float().mean()) < 0.97
 
 
+def test_sampling_sets_the_copys_frames_and_scores_them_again(tmp_path, task_env):
+    """sampling={dis_blend:0}: the copy's frames are the release's without DIS's second
+    opinion, its scale is fitted on those frames, and its test metrics are measured again on
+    the test split (here its first two items) instead of kept."""
+    out = tmp_path / "plain.ckpt"
+    args = [f"output={out}", "sampling={dis_blend:0.0}", "data=clips_val"]
+    limits = ["trainer.limit_val_batches=1", "trainer.limit_test_batches=2"]
+    run_task("vfi.calibrate", [*args, *limits], tmp_path / "run")
+    saved = load_checkpoint(out)
+    assert saved["vfi_config"]["model"]["dis_blend"] == 0.0
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["calibration"]["sampling"] == {"dis_blend": 0.0}
+    release_info = json.loads(RELEASE_CHECKPOINT.with_suffix(".json").read_text())
+    assert info["metrics"]["test/psnr"] != release_info["metrics"]["test/psnr"]
+    assert info["metrics"] == saved["metrics"] and info["metrics"]["test/psnr"] > 25
+    model, release = model_from_checkpoint(saved), model_from_checkpoint(RELEASE_CHECKPOINT)
+    item = ClipsDataset({"bigbuckbunny": 0.25}, step=2, frame_range=[0.6, 0.8], num_items=8)[0]
+    i0, i1, gt = item["I0"][None], item["I1"][None], item["gt"]
+    mean, std = model.interpolate(i0, i1, 0.5)
+    with_dis = release.interpolate(i0, i1, 0.5)[0]
+    release.dis_blend = 0.0
+    torch.testing.assert_close(mean, release.interpolate(i0, i1, 0.5)[0])
+    assert (mean - with_dis).abs().max() > 1e-3  # the release's second opinion moved it
+    assert 0.93 < float(((mean - gt).abs() <= 1.959964 * std).float().mean()) < 0.97
+
+
 @pytest.mark.parametrize(
     "terms, named",
-    [("std_terms={motion_error:-1}", "motion_error"), ("std_terms={floor:1}", "std_terms")],
+    [
+        ("std_terms={motion_error:-1}", "motion_error"),
+        ("std_terms={floor:1}", "std_terms"),
+        ("sampling={dis_blend:-0.5}", "dis_blend"),
+        ("sampling={motion_error:1}", "sampling"),
+    ],
 )
-def test_calibrate_refuses_bad_std_terms(terms, named, tmp_path, capsys):
+def test_calibrate_refuses_bad_terms(terms, named, tmp_path, capsys):
     line = task_error("vfi.calibrate", [f"output={tmp_path}/x.ckpt", terms], tmp_path, capsys)
     assert named in line
     assert not (tmp_path / "x.ckpt").exists()

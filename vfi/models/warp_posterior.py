@@ -25,6 +25,7 @@ from vfi.ops import (
     BackwardWarp,
     flip_views,
     intermediate_flows,
+    linear_motion_frame,
     pad_to_multiple,
     rescaled_flows,
     warp_backward,
@@ -34,6 +35,7 @@ from vfi.ops.fusion import (
     fusion_weights,
     gradient_energy,
     local_departure,
+    lowpass_correction,
     mixture_variance,
     motion_confidence,
 )
@@ -104,6 +106,13 @@ class WarpPosteriorVFI(TrainableInterpolator):
         Gaussian of sigma px), not of v itself: a uniform motion, however fast, is taken as
         measured, and the error grows where the motion changes (at moving objects' edges).
         None: of v.
+    dis_blend: w > 0: every frame x^ is moved towards the DIS frame D (OpenCV DIS flows both
+        ways, linear motion: :func:`vfi.ops.linear_motion_frame`) in the low frequencies,
+        x^ + w G_sigma * clamp(D - x^, -c, c) (:func:`vfi.ops.fusion.lowpass_correction`), a
+        second opinion from an estimator whose errors differ from RIFE's; 0: none. Applied
+        when sampling, never in the training step.
+    dis_blend_sigma: sigma, the Gaussian's std in px.
+    dis_blend_cap: c in 8-bit levels: a larger disagreement counts as c.
     warp_mode: "bilinear" or "bicubic" sampling of the prior's warped frames P[I0], B[I1]
         (the posterior's one-step operator S_k stays bilinear: its Gram diagonal is closed-form).
     flip_views: when sampling K chains, chain s sees the pair flipped by
@@ -139,6 +148,9 @@ class WarpPosteriorVFI(TrainableInterpolator):
         uncertainty_floor: float = 0.00784,
         motion_error: float = 0.0,
         motion_error_sigma: float | None = None,
+        dis_blend: float = 0.0,
+        dis_blend_sigma: float = 2.0,
+        dis_blend_cap: float = 16.0,
         warp_mode: str = "bicubic",
         flip_views: bool = True,
         sample_noise: bool = True,
@@ -171,6 +183,12 @@ class WarpPosteriorVFI(TrainableInterpolator):
             raise VFIError(
                 f"model.motion_error_sigma must be positive or null, got {motion_error_sigma}"
             )
+        if dis_blend < 0 or not dis_blend_sigma > 0 or dis_blend_cap < 0:
+            raise VFIError(
+                "model.dis_blend and model.dis_blend_cap must be at least 0 and "
+                f"model.dis_blend_sigma positive, got {dis_blend}, {dis_blend_cap}, "
+                f"{dis_blend_sigma}"
+            )
         if warp_mode not in ("bilinear", "bicubic"):
             raise VFIError(f"model.warp_mode must be 'bilinear' or 'bicubic', got {warp_mode!r}")
         if fallback not in ("confidence", "none"):
@@ -198,6 +216,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
         self.uncertainty_floor = uncertainty_floor
         self.motion_error = motion_error
         self.motion_error_sigma = motion_error_sigma
+        self.dis_blend, self.dis_blend_sigma = dis_blend, dis_blend_sigma
+        self.dis_blend_cap = dis_blend_cap
         self.warp_mode = warp_mode
         self.flip_views = flip_views
         self.sample_noise = sample_noise
@@ -561,6 +581,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         else:
             passes = [(wp.time_grid(self.num_steps, targets), targets)]
         b, views = len(i0), self.views(num_samples)
+        second_opinion = self.dis_second_opinion(i0, i1)
         i0, i1 = (flip_views(x.repeat(views, 1, 1, 1), views, views) for x in (i0, i1))
         if outer is not None:
             outer = flip_views(outer.repeat(views, 1, 1, 1, 1), views, views)
@@ -585,6 +606,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
             for k in index:  # cropped in each view's coordinates, then mapped back
                 samples = flip_views(done.path[k - stop][..., :h, :w], views, num_samples)
                 mean, std = sample_statistics(samples, num_samples, (h, w))
+                if second_opinion is not None:
+                    mean = second_opinion(mean, float(grid[k]))
                 if not with_std:
                     outs.append((mean, torch.zeros_like(mean)))
                     continue
@@ -598,6 +621,21 @@ class WarpPosteriorVFI(TrainableInterpolator):
                 var = var.view(reps * views, b, *var.shape[1:]).mean(0)
                 outs.append((mean, self.total_std(std, var)))
         return outs
+
+    def dis_second_opinion(self, i0: Tensor, i1: Tensor):
+        """With ``dis_blend`` > 0, the function (x^ [B, 3, H, W], t) -> x^ moved towards the
+        DIS frame at t (:func:`vfi.ops.fusion.lowpass_correction`), the pair's DIS flows
+        measured once for every time; None without it."""
+        if not self.dis_blend > 0:
+            return None
+        f01, f10 = self._dis_flow(i0, i1), self._dis_flow(i1, i0)
+        cap = 2 * self.dis_blend_cap / 255  # 8-bit levels on the [-1, 1] scale
+
+        def correct(mean: Tensor, t: float) -> Tensor:
+            other = linear_motion_frame(i0, i1, f01, f10, t)
+            return lowpass_correction(mean, other, self.dis_blend, self.dis_blend_sigma, cap)
+
+        return correct
 
     def total_std(self, sample_std: Tensor, prior_var: Tensor) -> Tensor:
         """The reported per-pixel std [B, 3, H, W]:

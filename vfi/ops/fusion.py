@@ -83,15 +83,36 @@ def gradient_energy(x: Tensor) -> Tensor:
     return g_x**2 + g_y**2
 
 
-def local_departure(x: Tensor, sigma: float) -> Tensor:
-    """x [B, C, H, W] minus its local mean, x - G_sigma * x: the Gaussian of std ``sigma`` px
-    (a (2 ceil(2 sigma) + 1)^2 kernel, separable, replicated borders). Zero where x is locally
-    constant or linear in the interior; for a flow, its departure from a locally uniform
-    motion."""
+def local_mean(x: Tensor, sigma: float) -> Tensor:
+    """G_sigma * x [B, C, H, W]: the Gaussian of std ``sigma`` px (a (2 ceil(2 sigma) + 1)^2
+    kernel, separable, replicated borders)."""
     if x.dim() != 4:
         raise ValueError(f"expected [B, C, H, W], got {tuple(x.shape)}")
     if not sigma > 0:
         raise ValueError(f"sigma must be positive, got {sigma}")
     size = 2 * math.ceil(2 * sigma) + 1
-    mean = gaussian_blur2d(x, (size, size), (sigma, sigma), border_type="replicate")
-    return x - mean
+    return gaussian_blur2d(x, (size, size), (sigma, sigma), border_type="replicate")
+
+
+def local_departure(x: Tensor, sigma: float) -> Tensor:
+    """x [B, C, H, W] minus its local mean, x - G_sigma * x (:func:`local_mean`). Zero where x
+    is locally constant or linear in the interior; for a flow, its departure from a locally
+    uniform motion."""
+    return x - local_mean(x, sigma)
+
+
+def lowpass_correction(
+    frame: Tensor, other: Tensor, weight: float, sigma: float, cap: float
+) -> Tensor:
+    """``frame`` [B, C, H, W] moved towards a second estimate ``other`` of it in the low
+    frequencies only: the Gaussian (:func:`local_mean`, std ``sigma`` px) of their difference
+    capped at +-cap,
+
+        frame + weight G_sigma * clamp(other - frame, -cap, cap)
+
+    Two estimates with independent errors average to a smaller error; blurring the difference
+    keeps ``frame``'s edges and texture, and the cap leaves it alone where the two disagree by
+    more than a misalignment does (one of them is then plainly wrong)."""
+    if frame.shape != other.shape:
+        raise ValueError(f"frame {tuple(frame.shape)} and other {tuple(other.shape)} differ")
+    return frame + weight * local_mean((other - frame).clamp(-cap, cap), sigma)

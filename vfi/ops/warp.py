@@ -215,6 +215,20 @@ def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
     return x, (h, w)
 
 
+def linear_motion_frame(
+    i0: Tensor, i1: Tensor, f01: Tensor, f10: Tensor, t: Tensor | float
+) -> Tensor:
+    """The frame at time t [B, C, H, W] from the pair I0, I1 [B, C, H, W] and its flows
+    F_0->1, F_1->0 [B, 2, H, W] under linear motion (:func:`intermediate_flows`):
+
+        I_t = (1 - t) W(I0, F_t->0) + t W(I1, F_t->1)
+
+    t: float or [B]."""
+    f_t0, f_t1 = intermediate_flows(f01, f10, t)
+    t = torch.as_tensor(t, dtype=i0.dtype, device=i0.device).reshape(-1, 1, 1, 1)
+    return (1 - t) * warp_backward(i0, f_t0) + t * warp_backward(i1, f_t1)
+
+
 def quantize(x: Tensor) -> Tensor:
     """[-1, 1] images to the 8-bit grid, returned in [0, 1]: round((x + 1) / 2 * 255) / 255."""
     return ((x.clamp(-1, 1) + 1) * 127.5).round() / 255.0
