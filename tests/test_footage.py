@@ -99,6 +99,20 @@ def test_a_member_missing_from_the_package_is_one_line(tmp_path, fake_archive, m
         fetch_footage(tmp_path / "footage", ["a.mkv"])
 
 
+@needs_dpkg
+def test_a_damaged_package_is_one_line(tmp_path, fake_archive, monkeypatch):
+    def damaged(package, folder):
+        deb = folder / "fake_1.0_all.deb"
+        deb.write_bytes(b"not a debian package")
+        return deb
+
+    monkeypatch.setattr(footage, "download_package", damaged)
+    out = tmp_path / "footage"
+    with pytest.raises(VFIError, match="cannot read usr/share/a.mkv from fake_1.0_all.deb"):
+        fetch_footage(out, ["a.mkv"])
+    assert list(out.iterdir()) == []
+
+
 def test_cli_refuses_unknown_names_and_a_file_as_folder(tmp_path, capsys):
     for argv, message in (
         (["--out", str(tmp_path), "nothing.mp4"], "unknown footage 'nothing.mp4': expected one"),

@@ -118,19 +118,24 @@ def extract_member(deb: Path, member: str, out: Path) -> None:
     in .gz), read through ``dpkg-deb --fsys-tarfile``."""
     if shutil.which("dpkg-deb") is None:
         raise VFIError("dpkg-deb not found: the footage comes from Debian's packages")
-    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as p:
-        with tarfile.open(fileobj=p.stdout, mode="r|") as tar:
-            for info in tar:
-                if info.name.removeprefix("./") == member and info.isfile():
-                    source = tar.extractfile(info)
-                    if member.endswith(".gz"):
-                        source = gzip.GzipFile(fileobj=source)
-                    with open(out, "wb") as f:
-                        shutil.copyfileobj(source, f)
-                    break
-            else:
-                raise VFIError(f"{deb.name} has no file {member}")
-        p.stdout.read()  # let dpkg-deb finish writing
+    command = ["dpkg-deb", "--fsys-tarfile", str(deb)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as p:
+        try:
+            with tarfile.open(fileobj=p.stdout, mode="r|") as tar:
+                for info in tar:
+                    if info.name.removeprefix("./") == member and info.isfile():
+                        source = tar.extractfile(info)
+                        if member.endswith(".gz"):
+                            source = gzip.GzipFile(fileobj=source)
+                        with open(out, "wb") as f:
+                            shutil.copyfileobj(source, f)
+                        break
+                else:
+                    raise VFIError(f"{deb.name} has no file {member}")
+        except (tarfile.TarError, OSError) as exc:
+            raise VFIError(f"cannot read {member} from {deb.name}: {exc}") from None
+        finally:
+            p.stdout.read()  # let dpkg-deb finish writing
 
 
 def fetch_footage(out: Path, names: list[str] | None = None) -> list[Path]:
@@ -153,9 +158,10 @@ def fetch_footage(out: Path, names: list[str] | None = None) -> list[Path]:
                 debs[item.package] = download_package(item.package, Path(tmp))
             part = Path(tmp) / name
             extract_member(debs[item.package], item.member, part)
-            if sha256(part) != item.sha256:
+            digest = sha256(part)
+            if digest != item.sha256:
                 raise VFIError(
-                    f"{name} from {debs[item.package].name} has SHA-256 {sha256(part)}, "
+                    f"{name} from {debs[item.package].name} has SHA-256 {digest}, "
                     f"expected {item.sha256}"
                 )
             os.replace(part, out / name)
