@@ -90,6 +90,24 @@ def test_tiles_cover_the_frame_and_blend_seamlessly():
     torch.testing.assert_close(out, x * 2 + 1)
 
 
+def test_the_default_tile_takes_720p_and_1080p_whole_and_tiles_4k():
+    """At interpolate.yaml's tile and overlap a 1280x720 or 1920x1080 frame is one call on the
+    whole frame (as vfi.eval scores it), a 3840x2160 frame four calls on overlapping tiles."""
+    from omegaconf import OmegaConf
+
+    from vfi.utils.run import CONF_DIR
+
+    cfg = OmegaConf.load(CONF_DIR / "interpolate.yaml")
+    for (h, w), calls in (((720, 1280), 1), ((1080, 1920), 1), ((2160, 3840), 4)):
+        seen = []
+        x = torch.zeros(1, 1, h, w)
+        tiled(lambda crops, seen=seen: seen.append(crops[0].shape[-2:]) or [crops[0]], [x],
+              cfg.tile, cfg.tile_overlap)  # fmt: skip
+        assert len(seen) == calls, (h, w, seen)
+        if calls == 1:
+            assert tuple(seen[0]) == (h, w)
+
+
 NARROW = ["model.refiner.base_channels=8", "model.flow_net.width=8", "model.visibility_net.width=8"]
 
 
