@@ -113,29 +113,33 @@ def download_package(package: str, folder: Path) -> Path:
     return debs[-1]
 
 
-def extract_member(deb: Path, member: str, out: Path) -> None:
-    """Write file ``member`` of the Debian package ``deb`` to ``out`` (gunzipped when it ends
-    in .gz), read through ``dpkg-deb --fsys-tarfile``."""
+def extract_members(deb: Path, wanted: dict[str, Path]) -> None:
+    """Write each file ``member`` of the Debian package ``deb`` to ``wanted[member]``
+    (gunzipped when it ends in .gz), in one pass through ``dpkg-deb --fsys-tarfile``."""
     if shutil.which("dpkg-deb") is None:
         raise VFIError("dpkg-deb not found: the footage comes from Debian's packages")
+    left = dict(wanted)
     command = ["dpkg-deb", "--fsys-tarfile", str(deb)]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as p:
         try:
             with tarfile.open(fileobj=p.stdout, mode="r|") as tar:
                 for info in tar:
-                    if info.name.removeprefix("./") == member and info.isfile():
-                        source = tar.extractfile(info)
-                        if member.endswith(".gz"):
-                            source = gzip.GzipFile(fileobj=source)
-                        with open(out, "wb") as f:
-                            shutil.copyfileobj(source, f)
+                    member = info.name.removeprefix("./")
+                    if member not in left or not info.isfile():
+                        continue
+                    source = tar.extractfile(info)
+                    if member.endswith(".gz"):
+                        source = gzip.GzipFile(fileobj=source)
+                    with open(left.pop(member), "wb") as f:
+                        shutil.copyfileobj(source, f)
+                    if not left:
                         break
-                else:
-                    raise VFIError(f"{deb.name} has no file {member}")
         except (tarfile.TarError, OSError) as exc:
-            raise VFIError(f"cannot read {member} from {deb.name}: {exc}") from None
+            raise VFIError(f"cannot read {', '.join(wanted)} from {deb.name}: {exc}") from None
         finally:
             p.stdout.read()  # let dpkg-deb finish writing
+    if left:
+        raise VFIError(f"{deb.name} has no file {next(iter(left))}")
 
 
 def fetch_footage(out: Path, names: list[str] | None = None) -> list[Path]:
@@ -150,21 +154,21 @@ def fetch_footage(out: Path, names: list[str] | None = None) -> list[Path]:
         raise VFIError(f"{out} is a file: expected a folder for the footage")
     out.mkdir(parents=True, exist_ok=True)
     missing = [n for n in names if not (out / n).is_file() or sha256(out / n) != FOOTAGE[n].sha256]
+    packages: dict[str, list[str]] = {}
+    for name in missing:
+        packages.setdefault(FOOTAGE[name].package, []).append(name)
     with tempfile.TemporaryDirectory(dir=out) as tmp:
-        debs: dict[str, Path] = {}
-        for name in track(missing, description="fetching footage"):
-            item = FOOTAGE[name]
-            if item.package not in debs:
-                debs[item.package] = download_package(item.package, Path(tmp))
-            part = Path(tmp) / name
-            extract_member(debs[item.package], item.member, part)
-            digest = sha256(part)
-            if digest != item.sha256:
-                raise VFIError(
-                    f"{name} from {debs[item.package].name} has SHA-256 {digest}, "
-                    f"expected {item.sha256}"
-                )
-            os.replace(part, out / name)
+        for package, group in track(packages.items(), description="fetching footage"):
+            deb = download_package(package, Path(tmp))
+            extract_members(deb, {FOOTAGE[n].member: Path(tmp) / n for n in group})
+            for name in group:
+                digest = sha256(Path(tmp) / name)
+                if digest != FOOTAGE[name].sha256:
+                    raise VFIError(
+                        f"{name} from {deb.name} has SHA-256 {digest}, "
+                        f"expected {FOOTAGE[name].sha256}"
+                    )
+                os.replace(Path(tmp) / name, out / name)
     return [out / n for n in names]
 
 
