@@ -145,3 +145,38 @@ def test_sparsification_follows_the_errors_device():
     error = torch.rand(64, dtype=torch.float64, device="meta")
     area, curve, oracle = ause(error, error)
     assert curve.device.type == "meta" and oracle.shape == (100,) and area.device.type == "meta"
+
+
+# two-sided 95% Student-t quantiles t_{0.975, df} from the tables
+T_975 = {2: 4.302652729911275, 7: 2.364624251592785, 8: 2.306004135204166}
+
+
+def t_interval(diff: list[float]) -> tuple[float, float]:
+    """mean(d) -+ t_{0.975, N - 1} s / sqrt(N), s the sample std of d, with numpy."""
+    d = np.asarray(diff, dtype=np.float64)
+    half = T_975[len(d) - 1] * d.std(ddof=1) / np.sqrt(len(d))
+    return d.mean() - half, d.mean() + half
+
+
+def test_paired_difference_is_the_t_interval_of_the_item_differences():
+    from vfi.metrics import paired_difference
+
+    a = [34.1, 35.0, 29.7, 41.2, 38.3, 30.05, 33.3, 36.9]
+    b = [34.0, 35.2, 29.5, 41.0, 38.3, 30.0, 33.6, 36.5]
+    diff = [x - y for x, y in zip(a, b, strict=True)]
+    got = paired_difference(a, b, "psnr")
+    assert got["mean"] == pytest.approx(np.mean(diff)) and got["n"] == 8
+    assert (got["low"], got["high"]) == pytest.approx(t_interval(diff), rel=1e-9)
+    assert got["won"] == 5  # higher PSNR on 5 items, lower on 2, a tie on one
+    assert paired_difference(a, b, "lpips")["won"] == 2  # lower is better for LPIPS
+    one = paired_difference([0.02], [0.03], "lpips")
+    assert (one["mean"], one["low"], one["high"], one["won"]) == (
+        pytest.approx(-0.01),
+        None,
+        None,
+        1,
+    )
+    same = paired_difference([1.0, 2.0], [0.5, 1.5], "psnr")  # identical differences: no spread
+    assert (same["low"], same["high"], same["won"]) == (None, None, 2)
+    with pytest.raises(ValueError, match="two equal, non-empty lists"):
+        paired_difference([1.0], [1.0, 2.0], "psnr")

@@ -132,6 +132,7 @@ def test_eval_reports_rows_per_motion_bin(task_env, tmp_path):
         "clips", "clips [bigbuckbunny]", "clips [bikes]", "clips [carphone_pristine]"
     ]  # fmt: skip
     assert "| blend | clips [motion easy <4 px] |" in (ev / "results.md").read_text()
+    assert "paired" not in json.loads((ev / "metrics.json").read_text())  # no baseline
 
 
 def test_decreasing_motion_bins_are_one_line(task_env, tmp_path, capsys):
@@ -141,3 +142,36 @@ def test_decreasing_motion_bins_are_one_line(task_env, tmp_path, capsys):
         "vfi.eval: error: motion_bins must be increasing positive thresholds in pixels, "
         "e.g. [4,12,32] (or null for no motion rows), got [12, 4]"
     )
+
+
+def test_eval_compares_the_model_with_each_baseline_item_by_item(task_env, tmp_path):
+    """A model scored with a baseline: per group (all items, each clip, ...) the mean of the
+    per-item differences of the two JSONL files, its 95% t interval (numpy, the t table) and
+    the items won, in metrics.json and as a table in results.md."""
+    from test_metrics import t_interval
+
+    args = ["model=blend", "baselines=[classical]", "data=clips", "data.test.num_items=3"]
+    ev = tmp_path / "run"
+    run_task("vfi.eval", [*args, "per_clip=true"], ev)
+    rows = {}
+    for log in (ev / "items").glob("*.jsonl"):
+        rows[log.name.split("__")[0]] = {r["index"]: r for r in map(json.loads, log.open())}
+    paired = json.loads((ev / "metrics.json").read_text())["paired"]
+    assert {p["baseline"] for p in paired} == {"classical"}
+    by_data = {p["data"]: p for p in paired}
+    for data, clip in (
+        ("clips", ""),
+        ("clips [bikes]", "bikes/"),
+        ("clips [carphone_pristine]", "carphone"),
+    ):
+        ours = [r for r in rows["blend"].values() if r["id"].startswith(clip)]
+        for name, better in (("psnr", 1), ("lpips", -1)):
+            diff = [r[name] - rows["classical"][r["index"]][name] for r in ours]
+            got = by_data[data][name]
+            assert got["n"] == by_data[data]["items"] == len(diff) == (9 if not clip else 3)
+            assert got["mean"] == pytest.approx(np.mean(diff), abs=1e-9)
+            assert (got["low"], got["high"]) == pytest.approx(t_interval(diff), rel=1e-6)
+            assert got["won"] == sum(better * d > 0 for d in diff)
+    table = (ev / "results.md").read_text()
+    assert "| model - baseline | data | items | PSNR dB | SSIM | LPIPS |" in table
+    assert "| blend - classical | clips | 9 | " in table

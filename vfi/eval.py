@@ -7,7 +7,10 @@ there (a stream, which cannot skip items, is scored anew). The run writes metric
 results.md and report.png (metrics per model and the sparsification curves of models scored
 with several samples). Besides a row per model the tables get a row per motion bin
 (``motion_bins``, items split by ``motion_px`` as SNU-FILM's easy / medium / hard / extreme)
-and, with ``per_clip=true``, per clip and per clip and bin.
+and, with ``per_clip=true``, per clip and per clip and bin. A checkpoint (or ``model=``) scored
+with baselines is also compared with each of them item by item, in every group: the mean
+difference of PSNR, SSIM and LPIPS, its 95% interval and the items won (``paired`` in
+metrics.json, a further table in results.md).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from torch.utils.data import Dataset, IterableDataset, Subset
 
 from vfi.callbacks import EvalPanels, ItemRows
 from vfi.errors import VFIError
+from vfi.metrics import paired_difference
 from vfi.models.checkpoint import model_from_checkpoint
 from vfi.utils.checkpoint import checkpoint_or_release, load_checkpoint
 from vfi.utils.panels import log_panel
@@ -157,10 +161,14 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     datamodule.setup("test")
     loggers = instantiate_loggers(cfg.logger)
     try:
-        records, groups, curves = score_jobs(
+        records, groups, curves, scored = score_jobs(
             cfg, jobs, datamodule, str(data_name), out_dir, loggers, thresholds
         )
-        print(write_metrics(records + groups, out_dir))
+        paired = []
+        if (ckpt_path or cfg.get("model") is not None) and len(jobs) > 1:
+            per_clip = bool(cfg.get("per_clip"))
+            paired = paired_records(scored, jobs[0][0], str(data_name), thresholds, per_clip)
+        print(write_metrics(records + groups, out_dir, paired))
         report = plot_report(records, curves, out_dir / "report.png")
         log_panel(loggers, "eval/report", report)
         for logger in wandb_loggers(loggers):
@@ -177,10 +185,10 @@ def score_jobs(
 ):
     """Score every (label, model) on the test set, appending per-item rows to its JSONL and
     skipping the items already there; returns the records (``{"model", "data", "items",
-    "metrics"}``, one per model), the records of their groups of items (:func:`group_records`)
-    and the mean curves per model."""
+    "metrics"}``, one per model), the records of their groups of items (:func:`group_records`),
+    the mean curves per model and the per-item rows per model."""
     dataset = datamodule.datasets["test"]
-    records, groups, curves = [], [], {}
+    records, groups, curves, scored = [], [], {}, {}
     for label, model in jobs:
         # every model draws from the same seeded state, whichever others are in the run
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -233,26 +241,68 @@ def score_jobs(
         metrics["test/peak_memory_mb"] = peak_memory_mb()
         records.append({"model": label, "data": data_name, "items": len(rows), "metrics": metrics})
         groups += group_records(label, data_name, rows, thresholds, bool(cfg.get("per_clip")))
-    return records, groups, curves
+        scored[label] = rows
+    return records, groups, curves, scored
 
 
-def group_records(
-    label: str, data_name: str, rows: list[dict], thresholds: list[float], per_clip: bool
-) -> list[dict]:
-    """Records (``{"model", "data", "items", "metrics"}``) of groups of one model's per-item
-    rows, for the non-empty groups: one per motion bin (``data [motion hard 12-32 px]``) and,
-    with ``per_clip``, one per clip (``data [bikes]``) followed by one per bin of that clip
-    (``data [bikes, motion hard 12-32 px]``)."""
+def item_groups(
+    data_name: str, rows: list[dict], thresholds: list[float], per_clip: bool
+) -> dict[str, list[dict]]:
+    """One model's per-item rows in their non-empty groups, by label: one per motion bin
+    (``data [motion hard 12-32 px]``) and, with ``per_clip``, one per clip (``data [bikes]``)
+    followed by one per bin of that clip (``data [bikes, motion hard 12-32 px]``)."""
     named = {f"{data_name} [{b}]": group for b, group in motion_groups(rows, thresholds).items()}
     if per_clip:
         for clip, clip_rows in clip_groups(rows).items():
             named[f"{data_name} [{clip}]"] = clip_rows
             for b, group in motion_groups(clip_rows, thresholds).items():
                 named[f"{data_name} [{clip}, {b}]"] = group
+    return named
+
+
+def group_records(
+    label: str, data_name: str, rows: list[dict], thresholds: list[float], per_clip: bool
+) -> list[dict]:
+    """Records (``{"model", "data", "items", "metrics"}``) of the groups of one model's
+    per-item rows (:func:`item_groups`)."""
     return [
         {"model": label, "data": data, "items": len(group), "metrics": aggregate(group)[0]}
-        for data, group in named.items()
+        for data, group in item_groups(data_name, rows, thresholds, per_clip).items()
     ]
+
+
+def paired_records(
+    scored: dict[str, list[dict]],
+    model: str,
+    data_name: str,
+    thresholds: list[float],
+    per_clip: bool,
+) -> list[dict]:
+    """``model`` against every other model of ``scored`` (label: per-item rows), item by item:
+    per baseline and per group (all items, then :func:`item_groups`) a record ``{"model",
+    "baseline", "data", "items", "<score>": paired_difference}`` for PSNR, SSIM and LPIPS
+    (:func:`vfi.metrics.paired_difference`), over the items both scored."""
+    groups = {data_name: scored[model]}
+    groups.update(item_groups(data_name, scored[model], thresholds, per_clip))
+    records = []
+    for other, other_rows in scored.items():
+        if other == model:
+            continue
+        by_index = {row["index"]: row for row in other_rows}
+        for data, rows in groups.items():
+            pairs = [(row, by_index[row["index"]]) for row in rows if row["index"] in by_index]
+            record = {"model": model, "baseline": other, "data": data, "items": len(pairs)}
+            for name in PAIRED_SCORES:
+                both = [(a[name], b[name]) for a, b in pairs if name in a and name in b]
+                if both:
+                    ours, theirs = [x for x, _ in both], [y for _, y in both]
+                    record[name] = paired_difference(ours, theirs, name)
+            if len(record) > 4:
+                records.append(record)
+    return records
+
+
+PAIRED_SCORES = ("psnr", "ssim", "lpips")
 
 
 def clip_groups(rows: list[dict]) -> dict[str, list[dict]]:

@@ -190,3 +190,27 @@ def uncertainty_metrics(
     out = {k: torch.stack(v).float() for k, v in scores.items()}
     out["coverage2"] = inside
     return out, torch.stack(curves).float(), torch.stack(oracles).float()
+
+
+LOWER_IS_BETTER = frozenset({"lpips"})  # of the image scores compared item by item
+
+
+def paired_difference(a: list[float], b: list[float], name: str) -> dict:
+    """Two models' scores ``name`` (``psnr``, ``ssim``, ``lpips``) on the same N items, a and b
+    [N], compared item by item: the mean difference d = mean(a - b), its 95% Student-t
+    interval d -+ t_{0.975, N - 1} s / sqrt(N) (s the std of a - b; ``low``, ``high``: None for
+    fewer than two items or identical differences) and ``won``, the items where a is better
+    (higher, or lower for LPIPS)."""
+    from scipy.stats import ttest_rel
+
+    if len(a) != len(b) or not a:
+        raise ValueError(
+            f"expected two equal, non-empty lists of scores, got {len(a)} and {len(b)}"
+        )
+    diff = [x - y for x, y in zip(a, b, strict=True)]
+    low = high = None
+    if len(diff) > 1 and len(set(diff)) > 1:
+        low, high = (float(v) for v in ttest_rel(a, b).confidence_interval(0.95))
+    better = (lambda d: d < 0) if name in LOWER_IS_BETTER else (lambda d: d > 0)
+    won = sum(better(d) for d in diff)
+    return {"mean": sum(diff) / len(diff), "low": low, "high": high, "won": won, "n": len(diff)}

@@ -319,15 +319,18 @@ def write_atomic(path: Path, content: str | Callable[[Path], object]) -> Path:
     return path
 
 
-def write_metrics(records: list[dict], out_dir: str | Path) -> str:
-    """Write metrics.json (``{"results": records}``, each ``{"model", "data", "metrics"}``)
-    and results.md into ``out_dir``; return the markdown.
+def write_metrics(records: list[dict], out_dir: str | Path, paired: list[dict] = ()) -> str:
+    """Write metrics.json (``{"results": records}``, each ``{"model", "data", "metrics"}``,
+    and ``"paired": paired`` when given) and results.md into ``out_dir``; return the markdown.
 
     One table row per record with the overall metrics; metrics per time
-    (``test/psnr_tau0.25``, ...) get a second table with a row per model, data and time."""
+    (``test/psnr_tau0.25``, ...) get a second table with a row per model, data and time; the
+    item-by-item comparisons (``paired``, :func:`vfi.eval.paired_records`) a third, a row per
+    model, baseline and data: the mean difference [95% interval] (items won / items)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "metrics.json", json.dumps({"results": records}, indent=2) + "\n")
+    doc = {"results": records} | ({"paired": list(paired)} if paired else {})
+    write_atomic(out_dir / "metrics.json", json.dumps(doc, indent=2) + "\n")
     every = {n for r in records for n in r["metrics"]}
     per_time = {n: n.rpartition("_tau") for n in every if "_tau" in n}
     names = sorted(every - set(per_time))
@@ -349,9 +352,35 @@ def write_metrics(records: list[dict], out_dir: str | Path) -> str:
             for t in times:
                 keys = [f"{c}_tau{t}" for c in columns]
                 lines.append(f"| {r['model']} | {r['data']} | {t} | {cells(r['metrics'], keys)} |")
+    if paired:
+        lines += [
+            "",
+            "| model - baseline | data | items | PSNR dB | SSIM | LPIPS |",
+            "|---|---|---|---|---|---|",
+        ]
+        for p in paired:
+            diffs = " | ".join(paired_cell(p.get(k), d) for k, d in PAIRED_DIGITS.items())
+            lines.append(
+                f"| {p['model']} - {p['baseline']} | {p['data']} | {p['items']} | {diffs} |"
+            )
     table = "\n".join(lines)
     write_atomic(out_dir / "results.md", table + "\n")
     return table
+
+
+PAIRED_DIGITS = {"psnr": 3, "ssim": 4, "lpips": 5}
+
+
+def paired_cell(diff: dict | None, digits: int) -> str:
+    """A paired difference (:func:`vfi.metrics.paired_difference`) as ``+0.651 [+0.120,
+    +1.182] (19/24)``: the mean [95% interval] (items won / items); the interval is left out
+    where there is none."""
+    if diff is None:
+        return ""
+    interval = (
+        "" if diff["low"] is None else f" [{diff['low']:+.{digits}f}, {diff['high']:+.{digits}f}]"
+    )
+    return f"{diff['mean']:+.{digits}f}{interval} ({diff['won']}/{diff['n']})"
 
 
 def wandb_loggers(loggers) -> list:
