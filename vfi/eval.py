@@ -32,7 +32,7 @@ from torch.utils.data import Dataset, IterableDataset, Subset
 
 from vfi.callbacks import EvalPanels, ItemRows
 from vfi.errors import VFIError
-from vfi.metrics import paired_difference
+from vfi.metrics import PAIRED_SCORES, paired_difference
 from vfi.models.checkpoint import model_from_checkpoint
 from vfi.utils.checkpoint import checkpoint_or_release, load_checkpoint
 from vfi.utils.panels import log_panel
@@ -291,18 +291,16 @@ def paired_records(
         by_index = {row["index"]: row for row in other_rows}
         for data, rows in groups.items():
             pairs = [(row, by_index[row["index"]]) for row in rows if row["index"] in by_index]
-            record = {"model": model, "baseline": other, "data": data, "items": len(pairs)}
+            diffs = {}
             for name in PAIRED_SCORES:
                 both = [(a[name], b[name]) for a, b in pairs if name in a and name in b]
                 if both:
-                    ours, theirs = [x for x, _ in both], [y for _, y in both]
-                    record[name] = paired_difference(ours, theirs, name)
-            if len(record) > 4:
-                records.append(record)
+                    ours, theirs = zip(*both, strict=True)
+                    diffs[name] = paired_difference(list(ours), list(theirs), name)
+            if diffs:
+                head = {"model": model, "baseline": other, "data": data, "items": len(pairs)}
+                records.append(head | diffs)
     return records
-
-
-PAIRED_SCORES = ("psnr", "ssim", "lpips")
 
 
 def clip_groups(rows: list[dict]) -> dict[str, list[dict]]:

@@ -192,7 +192,9 @@ def uncertainty_metrics(
     return out, torch.stack(curves).float(), torch.stack(oracles).float()
 
 
-LOWER_IS_BETTER = frozenset({"lpips"})  # of the image scores compared item by item
+# the image scores compared item by item (vfi.eval), with the decimals they are reported to
+PAIRED_SCORES = {"psnr": 3, "ssim": 4, "lpips": 5}
+LOWER_IS_BETTER = frozenset({"lpips"})
 
 
 def paired_difference(a: list[float], b: list[float], name: str) -> dict:

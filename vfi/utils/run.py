@@ -353,22 +353,21 @@ def write_metrics(records: list[dict], out_dir: str | Path, paired: list[dict] =
                 keys = [f"{c}_tau{t}" for c in columns]
                 lines.append(f"| {r['model']} | {r['data']} | {t} | {cells(r['metrics'], keys)} |")
     if paired:
+        from vfi.metrics import PAIRED_SCORES  # here: vfi.metrics is heavy for start-up
+
         lines += [
             "",
             "| model - baseline | data | items | PSNR dB | SSIM | LPIPS |",
             "|---|---|---|---|---|---|",
         ]
         for p in paired:
-            diffs = " | ".join(paired_cell(p.get(k), d) for k, d in PAIRED_DIGITS.items())
+            diffs = " | ".join(paired_cell(p.get(k), d) for k, d in PAIRED_SCORES.items())
             lines.append(
                 f"| {p['model']} - {p['baseline']} | {p['data']} | {p['items']} | {diffs} |"
             )
     table = "\n".join(lines)
     write_atomic(out_dir / "results.md", table + "\n")
     return table
-
-
-PAIRED_DIGITS = {"psnr": 3, "ssim": 4, "lpips": 5}
 
 
 def paired_cell(diff: dict | None, digits: int) -> str:
