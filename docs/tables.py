@@ -133,6 +133,34 @@ def margins(names: str) -> list[str]:
     ]
 
 
+def option_margins(names: str, option: str, label: str) -> list[str]:
+    """The release minus `rife` (PSNR dB / LPIPS) per clip and largest-motion bin, one column
+    per run, before (`<name>`) and with an option (the release's copy in `<name>_<option>`),
+    and the comparisons won out of each run's (clip and bin, PSNR and LPIPS)."""
+    pairs = [(load(n), load(f"{n}_{option}")) for n in names.split(",")]
+    heads = [f"`{r['results'][0]['data']}`" for r, _ in pairs]
+    lines = ["| release - `rife` | " + " | ".join(heads) + " |", "|---" * (len(pairs) + 1) + "|"]
+    won = [[0, 0] for _ in pairs]
+    rows = [{lab.split(" (")[0]: data for lab, data in subsets(run)} for run, _ in pairs]
+    for row in rows[0]:
+        for k, which in enumerate(("", f", {label}")):
+            cells = []
+            for j, ((before, after), data) in enumerate(zip(pairs, rows, strict=True)):
+                run, d = (before, after)[k], data[row]
+                dp = metric(run, RELEASE, d, "psnr") - metric(run, "rife", d, "psnr")
+                dl = metric(run, RELEASE, d, "lpips") - metric(run, "rife", d, "lpips")
+                cells.append(f"{dp:+.3f} dB / {dl:+.5f}")
+                if not row.startswith("all"):
+                    won[j][k] += (dp > 0) + (dl < 0)
+            lines.append(f"| {row}{which} | " + " | ".join(cells) + " |")
+    lines.append(
+        f"| comparisons won (of {2 * (len(rows[0]) - 1)}), before / {label} | "
+        + " | ".join(f"{a} / {b}" for a, b in won)
+        + " |"
+    )
+    return lines + ["", *(source(after) for _, after in pairs)]
+
+
 def view_margins(columns: dict[str, tuple[str, str]]) -> list[str]:
     """Each column's model (heading: (run, model)) minus `rife` in the same run, PSNR dB /
     LPIPS per clip and largest-motion bin, and its seconds per frame over `rife`'s."""
@@ -218,6 +246,12 @@ TABLES = {
     ),
     "margins": lambda: margins("clips,clips_x4,clips_native,clips_native_x4"),
     "margins_val": lambda: margins("clips_val,clips_val_x4,clips_val_native,clips_val_native_x4"),
+    "quadratic_val": lambda: option_margins(
+        "clips_val,clips_val_x4,clips_val_native,clips_val_native_x4", "quadratic", "quadratic"
+    ),
+    "quadratic": lambda: option_margins(
+        "clips,clips_x4,clips_native,clips_native_x4", "quadratic", "quadratic"
+    ),
     "views": lambda: view_margins(VIEWS["clips"]),
     "views_native": lambda: view_margins(VIEWS["clips_native"]),
     "calibration_val": lambda: calibration("clips_val,clips_val_native"),

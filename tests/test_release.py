@@ -1,6 +1,7 @@
 """The released weights (vfi/weights/release.ckpt): size, config, strict load, and that they
 interpolate a real translated pair better than blending."""
 
+import inspect
 import json
 
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image
 from test_motion_fallback_calibration import translated_pair
 
 from vfi.models.checkpoint import model_from_checkpoint
+from vfi.models.warp_posterior import WarpPosteriorVFI
 from vfi.utils.checkpoint import RELEASE_CHECKPOINT, load_checkpoint
 from vfi.utils.run import CONF_DIR
 
@@ -28,8 +30,12 @@ def test_release_is_small_and_claims_the_release_config():
         cfg = compose("train", overrides=["experiment=release", "paths.output_dir=/tmp/unused"])
     expected = OmegaConf.to_container(cfg.model, resolve=True)
     saved = ckpt["vfi_config"]
+    # options added after the release was saved run at their defaults there, as in the config
+    defaults = inspect.signature(WarpPosteriorVFI.__init__).parameters
+    newer = set(expected) - set(saved["model"])
+    assert all(expected[k] == defaults[k].default for k in newer), newer
     assert {k: v for k, v in saved["model"].items() if k not in IGNORED} == {
-        k: v for k, v in expected.items() if k not in IGNORED
+        k: v for k, v in expected.items() if k not in IGNORED | newer
     }
     assert saved["choices"]["experiment"] == "release"
     choices = saved["choices"]

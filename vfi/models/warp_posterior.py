@@ -30,6 +30,7 @@ from vfi.ops import (
     rescaled_flows,
     warp_backward,
 )
+from vfi.ops.acceleration import acceleration_field, quadratic_offset
 from vfi.ops.fusion import (
     fuse,
     fusion_weights,
@@ -48,12 +49,15 @@ class PassContext:
     motion estimator measures the motion (None: the pass's stop time); ``measured``, that
     motion given instead (:meth:`WarpPosteriorVFI.pair_motion`'s dicts, e.g. the training
     items' cached motion at their taus); ``start``, the pair's two-frame flows measured
-    elsewhere ([B, 4, H, W], :meth:`~vfi.models.base.TrainableInterpolator.pair_flows`)."""
+    elsewhere ([B, 4, H, W], :meth:`~vfi.models.base.TrainableInterpolator.pair_flows`);
+    ``acceleration``, w a [B, 2, H, W] for quadratic motion
+    (:meth:`WarpPosteriorVFI.pair_acceleration`), kept with the measured motion."""
 
     outer: Tensor | None = None
     targets: list[float] | None = None
     measured: list[dict] | None = None
     start: Tensor | None = None
+    acceleration: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -113,8 +117,15 @@ class WarpPosteriorVFI(TrainableInterpolator):
         when sampling, never in the training step.
     dis_blend_sigma: sigma, the Gaussian's std in px.
     dis_blend_cap: c in 8-bit levels: a larger disagreement counts as c.
-    warp_mode: "bilinear" or "bicubic" sampling of the prior's warped frames P[I0], B[I1]
-        (the posterior's one-step operator S_k stays bilinear: its Gram diagonal is closed-form).
+    quadratic_motion: w > 0: where the outer neighbours I_-1, I2 are given (``outer``), the
+        flows from every time l to the inputs are moved off linear motion by w times the
+        quadratic offset d(l) = a / 2 (l^2 - l) of the pair's acceleration a, measured by
+        OpenCV DIS on the four frames (:mod:`vfi.ops.acceleration`): F_l->0 - w d(l),
+        F_l->1 - w d(l); 0: none. Applied when sampling, never in the training step; the
+        model then reads ``outer`` (:attr:`takes_outer`).
+    warp_mode: "bilinear", "bicubic" or "mixed" (their mean) sampling of the prior's warped
+        frames P[I0], B[I1] (the posterior's one-step operator S_k stays bilinear: its Gram
+        diagonal is closed-form).
     flip_views: when sampling K chains, chain s sees the pair flipped by
         ``vfi.ops.FLIPS[s % V]`` (none, horizontal, vertical, both; V = gcd(K, 4)) and its
         frames are flipped back: a geometric self-ensemble at the same number of network calls
@@ -151,6 +162,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         dis_blend: float = 0.0,
         dis_blend_sigma: float = 2.0,
         dis_blend_cap: float = 16.0,
+        quadratic_motion: float = 0.0,
         warp_mode: str = "bicubic",
         flip_views: bool = True,
         sample_noise: bool = True,
@@ -189,8 +201,12 @@ class WarpPosteriorVFI(TrainableInterpolator):
                 f"model.dis_blend_sigma positive, got {dis_blend}, {dis_blend_cap}, "
                 f"{dis_blend_sigma}"
             )
-        if warp_mode not in ("bilinear", "bicubic"):
-            raise VFIError(f"model.warp_mode must be 'bilinear' or 'bicubic', got {warp_mode!r}")
+        if not quadratic_motion >= 0:
+            raise VFIError(f"model.quadratic_motion must be at least 0, got {quadratic_motion}")
+        if warp_mode not in ("bilinear", "bicubic", "mixed"):
+            raise VFIError(
+                f"model.warp_mode must be 'bilinear', 'bicubic' or 'mixed', got {warp_mode!r}"
+            )
         if fallback not in ("confidence", "none"):
             raise VFIError(f"model.fallback must be 'confidence' or 'none', got {fallback!r}")
         if getattr(flow_net, "measures_at_time", False) and self.motion_refresh:
@@ -218,6 +234,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         self.motion_error_sigma = motion_error_sigma
         self.dis_blend, self.dis_blend_sigma = dis_blend, dis_blend_sigma
         self.dis_blend_cap = dis_blend_cap
+        self.quadratic_motion = quadratic_motion
         self.warp_mode = warp_mode
         self.flip_views = flip_views
         self.sample_noise = sample_noise
@@ -302,6 +319,22 @@ class WarpPosteriorVFI(TrainableInterpolator):
         return self.views(self.samples[split])
 
     @property
+    def takes_outer(self) -> bool:
+        """Whether the model reads the outer neighbours: for quadratic motion, or a multi-frame
+        network."""
+        return self.quadratic_motion > 0 or super().takes_outer
+
+    def pair_acceleration(self, i0: Tensor, i1: Tensor, outer: Tensor | None) -> Tensor | None:
+        """w a [B, 2, H, W]: the acceleration of I_-1, I0, I1, I2 (i0, i1 [B, 3, H, W] and
+        ``outer`` [B, 2, 3, H, W]; :func:`vfi.ops.acceleration.acceleration_field`, zero for
+        an item without both neighbours) times w = ``quadratic_motion``; None without
+        quadratic motion or without ``outer``."""
+        if not self.quadratic_motion > 0 or outer is None:
+            return None
+        field = acceleration_field(outer[:, 0], i0, i1, outer[:, 1], self._dis_flow)
+        return self.quadratic_motion * field
+
+    @property
     def measures_at_time(self) -> bool:
         """Whether the flow net measures the motion at a time t (see the class docstring)."""
         return getattr(self.flow_net, "measures_at_time", False)
@@ -324,11 +357,19 @@ class WarpPosteriorVFI(TrainableInterpolator):
         """F_l->0, F_l->1 [B, 2, H, W] and the fusion mask [B, 1, H, W] (None without one) at
         time(s) l (a float or [B]) from a :meth:`pair_motion` (or a motion refresh's flows from a
         state at time ``at``): the linear-motion flows of F_0->1, F_1->0, or the flows measured
-        at ``at`` rescaled to l (:func:`vfi.ops.rescaled_flows`) with the mask measured there."""
+        at ``at`` rescaled to l (:func:`vfi.ops.rescaled_flows`) with the mask measured there;
+        both moved by -d(l) (:func:`vfi.ops.acceleration.quadratic_offset`) where the motion
+        carries an ``acceleration``."""
         if "f01" in motion:
-            return (*intermediate_flows(motion["f01"], motion["f10"], l), None)
-        flows = rescaled_flows(motion["to0"], motion["to1"], motion["at"], l)
-        return (*flows, motion.get("mask"))
+            f_l0, f_l1 = intermediate_flows(motion["f01"], motion["f10"], l)
+            mask = None
+        else:
+            f_l0, f_l1 = rescaled_flows(motion["to0"], motion["to1"], motion["at"], l)
+            mask = motion.get("mask")
+        if motion.get("acceleration") is not None:
+            offset = quadratic_offset(motion["acceleration"], l)
+            f_l0, f_l1 = f_l0 - offset, f_l1 - offset
+        return f_l0, f_l1, mask
 
     @staticmethod
     def step_flow(velocity_k: Tensor, dl: Tensor | float) -> Tensor:
@@ -515,7 +556,10 @@ class WarpPosteriorVFI(TrainableInterpolator):
         anchors = (context.targets or [float(times[stop])]) if self.measures_at_time else [None]
         measured = context.measured
         if measured is None:
-            measured = [self.pair_motion(i0, i1, at, context.start) for at in anchors]
+            measured = [
+                dict(self.pair_motion(i0, i1, at, context.start), acceleration=context.acceleration)
+                for at in anchors
+            ]
         pair = (i0.repeat(num_samples, 1, 1, 1), i1.repeat(num_samples, 1, 1, 1))
         extra = self.context_inputs(self.refiner, *pair, context.outer)
         terms = SamplerTerms(self, pair, times, measured, stop, extra)
@@ -585,6 +629,9 @@ class WarpPosteriorVFI(TrainableInterpolator):
         i0, i1 = (flip_views(x.repeat(views, 1, 1, 1), views, views) for x in (i0, i1))
         if outer is not None:
             outer = flip_views(outer.repeat(views, 1, 1, 1, 1), views, views)
+        acceleration = self.pair_acceleration(i0, i1, outer)  # per view, as the views see it
+        if acceleration is not None:
+            acceleration = pad_to_multiple(acceleration, self.multiple)[0]
         pair, (h, w) = pad_to_multiple(torch.cat([i0, i1]), self.multiple)
         i0p, i1p = pair.chunk(2)
         fits = pair_flow_views is not None and pair_flow_views.shape == (
@@ -600,6 +647,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
                 outer=outer,
                 targets=[float(grid[k]) for k in index],
                 start=pair_flow_views if fits else None,
+                acceleration=acceleration,
             )
             options = wp.SampleOptions(stop, self.sample_noise, generator, denoised=True)
             done = self.sample_pass(i0p, i1p, grid, num_samples // views, options, context)

@@ -41,13 +41,20 @@ def _positions(flow: Tensor) -> Tensor:
 def warp_backward(
     x: Tensor, flow: Tensor, padding_mode: str = "border", mode: str = "bilinear"
 ) -> Tensor:
-    """Backward warp: ``out[p] = x[p + flow[p]]``, sampled bilinearly or bicubically.
+    """Backward warp: ``out[p] = x[p + flow[p]]``, sampled bilinearly, bicubically or with
+    the mean of the two kernels.
 
     x: [B, C, H, W]; flow: [B, 2, H, W] in pixels. Implemented with ``grid_sample``
     (align_corners=True), so it is linear in ``x`` and differentiable in both arguments.
     ``mode="bicubic"`` (Keys, a = -0.75) keeps fine texture at fractional positions, where the
-    bilinear kernel averages neighbours; it may overshoot the input range.
+    bilinear kernel averages neighbours; it may overshoot the input range. ``mode="mixed"`` is
+    (bilinear + bicubic) / 2: sharper than bilinear, with half of bicubic's overshoot.
     """
+    if mode == "mixed":
+        return (
+            warp_backward(x, flow, padding_mode, "bilinear")
+            + warp_backward(x, flow, padding_mode, "bicubic")
+        ) / 2
     _check(x, flow)
     h, w = x.shape[-2:]
     pos = _positions(flow)
