@@ -73,8 +73,9 @@ def test_skip_cuts_drops_exactly_the_windows_across_a_cut():
 
 def test_outer_neighbours_across_a_cut_are_replaced_in_files_and_streams():
     """I_-1 = frame i - 2 unless a cut lies between it and I0 = frame i (then I0 again),
-    I2 = frame i + 4 unless a cut lies between I1 = frame i + 2 and it (then I1), over the
-    first 60% of bikes (three cuts): the file dataset and the stream give the same items."""
+    I2 = frame i + 4 unless a cut lies between I1 = frame i + 2 and it or it lies past the
+    frame range (then I1), over the first 60% of bikes (three cuts): the file dataset and the
+    stream give the same items."""
     from vfi.data.items import to_model_range
     from vfi.data.video import VideoStreamDataset
 
@@ -82,16 +83,20 @@ def test_outer_neighbours_across_a_cut_are_replaced_in_files_and_streams():
     files = VideoFileDataset(path, frame_range=(0.0, 0.6), **kwargs)
     stream = VideoStreamDataset(path, frame_range=(0.0, 0.6), shuffle_buffer=1, **kwargs)
     streamed = {item["id"]: item["outer"] for item in stream}
-    replaced = 0
+    stop = int(0.6 * len(files.frames))  # the range's first frame past it
+    replaced = beyond = 0
     for index, i in enumerate(files.starts):
-        before = i if i < 2 or any(i - 2 <= j < i for j in BIKES_CUTS) else i - 2
-        after = i + 2 if any(i + 2 <= j < i + 4 for j in BIKES_CUTS) else i + 4
-        replaced += (before == i and i >= 2) + (after == i + 2)
+        cut_before = i >= 2 and any(i - 2 <= j < i for j in BIKES_CUTS)
+        cut_after = any(i + 2 <= j < i + 4 for j in BIKES_CUTS)
+        before = i if i < 2 or cut_before else i - 2
+        after = i + 2 if cut_after or i + 4 >= stop else i + 4
+        replaced += cut_before + cut_after
+        beyond += i + 4 >= stop and not cut_after
         want = to_model_range(files.frames[[before, after]])
         item = files[index]
         assert torch.equal(item["outer"], want), item["id"]
         assert torch.equal(streamed[item["id"]], want), item["id"]
-    assert replaced == 12 and len(streamed) == len(files) == 148
+    assert replaced == 12 and beyond == 2 and len(streamed) == len(files) == 148
 
 
 def test_nearest_frame_and_replacement():

@@ -81,8 +81,21 @@ def check_windows(step: int, gap: int, frame_range) -> tuple[Tensor, int, tuple[
 
 def window_starts(count: int, span: int, frame_range: tuple[float, float]) -> range:
     """First frames of the windows of ``span`` frames inside ``frame_range`` of ``count``."""
-    start, stop = frame_range
-    return range(int(start * count), int(stop * count) - span)
+    first, stop = range_bounds(count, frame_range)
+    return range(first, stop - span)
+
+
+def range_bounds(count: int, frame_range: tuple[float, float]) -> tuple[int, int]:
+    """The frames [first, stop) of ``frame_range`` (fractions) of ``count`` frames."""
+    return int(frame_range[0] * count), int(frame_range[1] * count)
+
+
+def outer_indices(first: int, span: int, bounds: tuple[int, int]) -> tuple[int, int]:
+    """The frames of I_-1 and I2 for the window of ``span`` frames at ``first``: first - span
+    and first + 2 span, or I0 (first) and I1 (first + span) again where they fall outside
+    ``bounds`` (:func:`range_bounds`), so that disjoint frame ranges share no frame."""
+    before, after = first - span, first + 2 * span
+    return (before if before >= bounds[0] else first, after if after < bounds[1] else first + span)
 
 
 def cut_positions(frames: Tensor, batch: int = 32) -> np.ndarray:
@@ -184,7 +197,7 @@ class VideoFileDataset(Dataset):
             starts = starts[np.linspace(0, len(starts) - 1, num_items).round().astype(int)]
         self.starts = starts.tolist()
         self.step, self.span = step, span
-        self.bounds = (int(frame_range[0] * n), int(frame_range[1] * n))  # [first, stop)
+        self.bounds = range_bounds(n, frame_range)
         self.augment = augment
         self.motion = None
         if motion is not None:
@@ -212,9 +225,8 @@ class VideoFileDataset(Dataset):
         frames = list(range(i, i + self.span + 1, self.step))
         if not self.outer:
             return frames
-        first, stop = self.bounds
-        before, after = i - self.span, i + 2 * self.span
-        return [before if before >= first else i, *frames, after if after < stop else i + self.span]
+        before, after = outer_indices(i, self.span, self.bounds)
+        return [before, *frames, after]
 
     def __getitem__(self, index: int) -> dict:
         i = self.starts[index]
@@ -368,10 +380,12 @@ class VideoStreamDataset(IterableDataset):
             for extra in multi_scale or [1.0]:
                 self.files += matched
                 self.scales += [factor * extra] * len(matched)
+        counts = [video_frame_count(file) for file in self.files]
+        self.bounds = [range_bounds(count, frame_range) for count in counts]  # per file
         self.windows = [
             (f, i)
-            for f, file in enumerate(self.files)
-            for i in window_starts(video_frame_count(file), self.span, frame_range)
+            for f, count in enumerate(counts)
+            for i in window_starts(count, self.span, frame_range)
         ]
         if not self.windows:
             raise VFIError(
@@ -423,17 +437,19 @@ class VideoStreamDataset(IterableDataset):
                     recent[index] = resize_frames(rgb(frame)[None], scale=self.scales[f])[0]
                     recent.pop(index - lead - reach - 1, None)
                     if index - reach in starts:
-                        yield self._item(path, index - reach, recent)
+                        yield self._item(f, index - reach, recent)
             # windows whose I2 lies past the end of the file: I1 stands in for it
             for first in sorted(i for i in starts if i + reach > index >= i + self.span):
-                yield self._item(path, first, recent)
+                yield self._item(f, first, recent)
 
-    def _item(self, path: Path, first: int, recent: dict[int, Tensor]) -> dict:
-        """The item of the window at ``first`` from the decoded ``recent`` frames."""
+    def _item(self, f: int, first: int, recent: dict[int, Tensor]) -> dict:
+        """The item of file ``f``'s window at ``first`` from the decoded ``recent`` frames."""
+        path = self.files[f]
         frames = torch.stack([recent[first + j] for j in range(0, self.span + 1, self.step)])
         if self.outer:
-            before = recent.get(first - self.span, recent[first])
-            after = recent.get(first + 2 * self.span, recent[first + self.span])
+            at_before, at_after = outer_indices(first, self.span, self.bounds[f])
+            before = recent.get(at_before, recent[first])
+            after = recent.get(at_after, recent[first + self.span])
             frames = torch.cat([before[None], frames, after[None]])
             frames = replace_outer_across_cuts(frames)
         frames = to_model_range(centre_crop(frames, self.crop, str(path)))
