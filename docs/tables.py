@@ -29,7 +29,7 @@ MODELS = {  # key in metrics.json: column heading
 CLIPS = ("bigbuckbunny", "bikes", "carphone_pristine")
 VIEWS = {  # RIFE's time-reversed view: run per test set, model label in that run
     data: {
-        "release": (data, RELEASE),
+        "release": (f"{data}_gain1", RELEASE),
         "release, `motion_views=2`": (f"{data}_views2", f"{RELEASE} motion_views=2"),
         "`rife model.views=2`": (f"{data}_rife_views2", "rife model.views=2"),
     }
@@ -133,11 +133,11 @@ def margins(names: str) -> list[str]:
     ]
 
 
-def option_margins(names: str, option: str, label: str) -> list[str]:
+def option_margins(names: str, before: str, after: str, label: str) -> list[str]:
     """The release minus `rife` (PSNR dB / LPIPS) per clip and largest-motion bin, one column
-    per run, before (`<name>`) and with an option (the release's copy in `<name>_<option>`),
-    and the comparisons won out of each run's (clip and bin, PSNR and LPIPS)."""
-    pairs = [(load(n), load(f"{n}_{option}")) for n in names.split(",")]
+    per run, before (`<name><before>`) and with an option (`<name><after>`), and the
+    comparisons won out of each run's (clip and bin, PSNR and LPIPS)."""
+    pairs = [(load(n + before), load(n + after)) for n in names.split(",")]
     heads = [f"`{r['results'][0]['data']}`" for r, _ in pairs]
     lines = ["| release - `rife` | " + " | ".join(heads) + " |", "|---" * (len(pairs) + 1) + "|"]
     won = [[0, 0] for _ in pairs]
@@ -247,10 +247,19 @@ TABLES = {
     "margins": lambda: margins("clips,clips_x4,clips_native,clips_native_x4"),
     "margins_val": lambda: margins("clips_val,clips_val_x4,clips_val_native,clips_val_native_x4"),
     "quadratic_val": lambda: option_margins(
-        "clips_val,clips_val_x4,clips_val_native,clips_val_native_x4", "quadratic", "quadratic"
+        "clips_val,clips_val_x4,clips_val_native,clips_val_native_x4",
+        "_gain1",
+        "_quadratic",
+        "quadratic",
     ),
     "quadratic": lambda: option_margins(
-        "clips,clips_x4,clips_native,clips_native_x4", "quadratic", "quadratic"
+        "clips,clips_x4,clips_native,clips_native_x4", "_gain1", "_quadratic", "quadratic"
+    ),
+    "gain_val": lambda: option_margins(
+        "clips_val,clips_val_x4,clips_val_native,clips_val_native_x4", "_gain1", "", "g = 3"
+    ),
+    "gain": lambda: option_margins(
+        "clips,clips_x4,clips_native,clips_native_x4", "_gain1", "", "g = 3"
     ),
     "views": lambda: view_margins(VIEWS["clips"]),
     "views_native": lambda: view_margins(VIEWS["clips_native"]),

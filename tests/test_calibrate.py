@@ -130,7 +130,14 @@ def test_std_terms_set_the_copys_motion_term_before_its_fit(tmp_path, task_env):
     assert saved["vfi_config"]["model"]["motion_error"] == 0.2
     assert saved["vfi_config"]["model"]["motion_error_sigma"] is None
     info = json.loads(out.with_suffix(".json").read_text())
-    assert info["calibration"]["std_terms"] == {"motion_error": 0.2, "motion_error_sigma": None}
+    # the record keeps the release's own std terms, with these over them
+    earlier = json.loads(RELEASE_CHECKPOINT.with_suffix(".json").read_text())["calibration"]
+    assert earlier["std_terms"] == {"residual_error": 0.25}
+    assert info["calibration"]["std_terms"] == {
+        **earlier["std_terms"],
+        "motion_error": 0.2,
+        "motion_error_sigma": None,
+    }
     assert "test/spearman" not in info["metrics"] and "test/ause" not in info["metrics"]
     model, release = model_from_checkpoint(saved), model_from_checkpoint(RELEASE_CHECKPOINT)
     assert model.motion_error == 0.2 and model.motion_error_sigma is None

@@ -220,6 +220,8 @@ def test_motion_error_sigma_moves_edges_by_a_share_of_the_motions_departure():
         "model.dis_blend_sigma=0",
         "model.dis_blend_cap=-1",
         "model.quadratic_motion=-0.5",
+        "model.residual_gain=-1",
+        "model.residual_error=-1",
         "model.fallback=always",
         "model.num_steps=1",
         "model.reverse_path=jump",
@@ -367,13 +369,21 @@ def test_next_time_takes_the_samplers_steps():
         assert model.next_time(start, times, step).tolist() == [0.75, 0.75, 0.5, 1.0]
 
 
-def test_direct_path_takes_each_time_in_one_step_from_i1():
+@pytest.mark.parametrize(("gain", "share"), [(1.0, 1.0), (3.0, 1.0), (3.0, 0.5)])
+def test_direct_path_takes_each_time_in_one_step_from_i1(gain, share):
     """reverse_path=direct: the frame at each requested time is the training step's prediction
-    from x_k = I1, mean of q(x_t | I1, I0, I1) plus the refiner's residual, built here from the
-    model's parts; factor 4 costs three refiner calls (the T = 8 chain: six) and its frame at
-    1/4 differs from the chain's."""
+    from x_k = I1, mean of q(x_t | I1, I0, I1) plus g times the refiner's residual
+    (model.residual_gain = g), built here from the model's parts; its reported variance is the
+    one at g = 1 plus s^2 (e_R (g - 1) R)^2 (model.residual_error = e_R); factor 4 costs three
+    refiner calls (the T = 8 chain: six) and its frame at 1/4 differs from the chain's."""
     torch.manual_seed(2)
-    model = build("model.num_steps=8", "model.reverse_path=direct").eval()
+    model = build(
+        "model.num_steps=8",
+        "model.reverse_path=direct",
+        f"model.residual_gain={gain}",
+        f"model.residual_error={share}",
+    )
+    model.eval()
     for p in model.refiner.parameters():  # a refiner with a visible residual
         p.data.normal_(0, 0.05)
     i0, i1 = _pair(b=1, size=32, seed=3)
@@ -382,16 +392,24 @@ def test_direct_path_takes_each_time_in_one_step_from_i1():
     with torch.no_grad():
         direct = model.interpolate_times(i0, i1, taus, num_samples=1)
         assert model.network_calls - before == 3
+        model.residual_gain = 1.0
+        plain = model.interpolate_times(i0, i1, taus, num_samples=1)
+        model.residual_gain = gain
         bridge = model.bridge(time_grid(8))
-        for (mean, _), t in zip(direct, taus, strict=True):
+        for (mean, std), (_, plain_std), t in zip(direct, plain, taus, strict=True):
             l = torch.tensor([t, 1.0], dtype=torch.float64)
             f_l0, f_l1, mask = model.motion_at(model.pair_motion(i0, i1, t), l)
             both = model.bridge_terms(torch.cat([i0, i0]), torch.cat([i1, i1]), f_l0, f_l1, l)
             prev, cur = ({k: v[j : j + 1] for k, v in both.items()} for j in (0, 1))
             step = model.step_posterior(bridge, i1, prev, cur, (l[:1], l[1:]))
             dl = torch.tensor([1.0 - t])
-            expected = step + model.refine(step, i1, prev, l[:1].float(), dl, {})
-            torch.testing.assert_close(mean, expected.clamp(-1, 1), rtol=0, atol=1e-5)
+            residual = model.refine(step, i1, prev, l[:1].float(), dl, {})
+            torch.testing.assert_close(
+                mean, (step + gain * residual).clamp(-1, 1), rtol=0, atol=1e-5
+            )
+            extra = model.uncertainty_scale**2 * (share * (gain - 1) * residual) ** 2
+            torch.testing.assert_close(std**2, plain_std**2 + extra, rtol=1e-4, atol=1e-7)
+            assert gain == 1 or float(extra.max()) > 1e-4  # the term is visible
         model.reverse_path = "chain"
         chain = model.interpolate_times(i0, i1, taus, num_samples=1)
     assert (chain[0][0] - direct[0][0]).abs().max() > 1e-3

@@ -7,11 +7,13 @@ validation items at the small scale and at their own size) as it would at valida
 scale s of its reported std sqrt(s^2 std^2 + b^2) is then refitted so that 95% of the pixel
 errors fall within +-1.96 of it (:func:`vfi.models.base.calibration_scale`), with the floor b
 the checkpoint's or ``std_floor``. ``std_terms`` sets the bridge's motion term of the std
-(``motion_error``, ``motion_error_sigma``, :meth:`WarpPosteriorVFI.prior_variance`) in the
+(``motion_error``, ``motion_error_sigma``, :meth:`WarpPosteriorVFI.prior_variance`;
+``residual_error``, :meth:`WarpPosteriorVFI.total_std`) in the
 copy before the scale is fitted; ``sampling`` likewise the bridge's options that change its
 frames but not its weights (``dis_blend``, ``dis_blend_sigma``, ``dis_blend_cap``: the
 low-frequency second opinion of DIS; ``quadratic_motion``: the acceleration from the outer
-neighbours; ``warp_mode``: the warps' kernel), and then the copy's test metrics are measured
+neighbours; ``residual_gain``: the weight of the refiner's residual; ``warp_mode``: the
+warps' kernel), and then the copy's test metrics are measured
 again on the test split it was trained with (as ``vfi.train`` records them; with the outer
 neighbours where the model reads them). The record keeps the options of earlier
 calibrations, the new ones over them.
@@ -117,8 +119,15 @@ def retest(trainer, model, data: dict) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
 
 
-STD_TERMS = ("motion_error", "motion_error_sigma")
-SAMPLING_TERMS = ("dis_blend", "dis_blend_sigma", "dis_blend_cap", "quadratic_motion", "warp_mode")
+STD_TERMS = ("motion_error", "motion_error_sigma", "residual_error")
+SAMPLING_TERMS = (
+    "dis_blend",
+    "dis_blend_sigma",
+    "dis_blend_cap",
+    "quadratic_motion",
+    "residual_gain",
+    "warp_mode",
+)
 
 
 def model_terms(option: str, value, allowed: tuple[str, ...]) -> dict:

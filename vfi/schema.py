@@ -130,6 +130,8 @@ SCHEMA: dict[str, Spec] = {
     "model.dis_blend_sigma": positive(),
     "model.dis_blend_cap": WEIGHT,
     "model.quadratic_motion": WEIGHT,
+    "model.residual_gain": WEIGHT,
+    "model.residual_error": WEIGHT,
     "model.lpips_weight": WEIGHT,
     "model.aux_weight": WEIGHT,
     "model.reg_weight": WEIGHT,

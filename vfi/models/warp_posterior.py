@@ -64,10 +64,13 @@ class PassContext:
 class SamplePass:
     """One sampling pass's outputs: the ``path`` [x_stop, ..., x_T] (or the estimates, see
     :class:`vfi.diffusion.warp_posterior.SampleOptions`), each [K * B, 3, H, W] sample-major,
-    and per grid index k the bridge terms x_k was drawn with (``drawn``, [K * B, ...] each)."""
+    and per grid index k the bridge terms x_k was drawn with (``drawn``, [K * B, ...] each)
+    and the refiner's residual R_theta at x_k before ``residual_gain`` (``residuals``,
+    [K * B, 3, H, W] each)."""
 
     path: list[Tensor]
     drawn: dict[int, dict]
+    residuals: dict[int, Tensor]
 
 
 class WarpPosteriorVFI(TrainableInterpolator):
@@ -123,6 +126,12 @@ class WarpPosteriorVFI(TrainableInterpolator):
         OpenCV DIS on the four frames (:mod:`vfi.ops.acceleration`): F_l->0 - w d(l),
         F_l->1 - w d(l); 0: none. Applied when sampling, never in the training step; the
         model then reads ``outer`` (:attr:`takes_outer`).
+    residual_gain: g: when sampling, the refiner's residual counts g times, x^ = mu~ + g R_theta
+        (1: as trained). A refiner fitted by a robust loss to an uncertain target shrinks its
+        correction towards zero; g > 1 undoes part of that. The part beyond training,
+        (g - 1) R_theta, is uncertain: (e_R (g - 1) R_theta)^2 adds to the std's variance
+        (:meth:`total_std`). Never applied in the training step.
+    residual_error: e_R, the std of that part as a share of it (0: none).
     warp_mode: "bilinear", "bicubic" or "mixed" (their mean) sampling of the prior's warped
         frames P[I0], B[I1] (the posterior's one-step operator S_k stays bilinear: its Gram
         diagonal is closed-form).
@@ -163,6 +172,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
         dis_blend_sigma: float = 2.0,
         dis_blend_cap: float = 16.0,
         quadratic_motion: float = 0.0,
+        residual_gain: float = 1.0,
+        residual_error: float = 0.25,
         warp_mode: str = "bicubic",
         flip_views: bool = True,
         sample_noise: bool = True,
@@ -203,6 +214,11 @@ class WarpPosteriorVFI(TrainableInterpolator):
             )
         if not quadratic_motion >= 0:
             raise VFIError(f"model.quadratic_motion must be at least 0, got {quadratic_motion}")
+        if not residual_gain >= 0 or not residual_error >= 0:
+            raise VFIError(
+                "model.residual_gain and model.residual_error must be at least 0, got "
+                f"{residual_gain}, {residual_error}"
+            )
         if warp_mode not in ("bilinear", "bicubic", "mixed"):
             raise VFIError(
                 f"model.warp_mode must be 'bilinear', 'bicubic' or 'mixed', got {warp_mode!r}"
@@ -235,6 +251,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         self.dis_blend, self.dis_blend_sigma = dis_blend, dis_blend_sigma
         self.dis_blend_cap = dis_blend_cap
         self.quadratic_motion = quadratic_motion
+        self.residual_gain, self.residual_error = residual_gain, residual_error
         self.warp_mode = warp_mode
         self.flip_views = flip_views
         self.sample_noise = sample_noise
@@ -565,7 +582,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         terms = SamplerTerms(self, pair, times, measured, stop, extra)
         done = self.bridge(times).sample(*pair, terms, options)
         self.cg_stats.extend(done.solves)
-        return SamplePass(done.path, terms.drawn)
+        return SamplePass(done.path, terms.drawn, terms.residuals)
 
     @torch.no_grad()
     def sample_path(
@@ -667,7 +684,10 @@ class WarpPosteriorVFI(TrainableInterpolator):
                 var = self.prior_variance(terms, *ends, float(grid[k]))[..., :h, :w]
                 var = flip_views(var, views, reps * views)
                 var = var.view(reps * views, b, *var.shape[1:]).mean(0)
-                outs.append((mean, self.total_std(std, var)))
+                gain = self.residual_error * (self.residual_gain - 1)
+                extra = gain * done.residuals[k][..., :h, :w]
+                extra = flip_views(extra, views, num_samples).view(num_samples, b, 3, h, w)
+                outs.append((mean, self.total_std(std, var + extra.pow(2).mean(0))))
         return outs
 
     def dis_second_opinion(self, i0: Tensor, i1: Tensor):
@@ -688,7 +708,9 @@ class WarpPosteriorVFI(TrainableInterpolator):
     def total_std(self, sample_std: Tensor, prior_var: Tensor) -> Tensor:
         """The reported per-pixel std [B, 3, H, W]:
         s sqrt(std_samples^2 + var_prior + floor^2), with the prior's variance
-        (:meth:`prior_variance`) and the calibration scale s fitted on the validation set."""
+        (:meth:`prior_variance`, plus (e_R (g - 1) R_theta)^2 averaged over the samples with
+        ``residual_gain`` g and ``residual_error`` e_R) and the calibration scale s fitted on
+        the validation set."""
         var = sample_std**2 + prior_var + self.uncertainty_floor**2
         return self.calibrated_std(var.sqrt())
 
@@ -750,6 +772,7 @@ class SamplerTerms:
         self.measured, self.stop, self.extra = measured, stop, extra
         self.motion: dict = {}  # after a refresh: the flows from the state at time "at"
         self.drawn: dict[int, dict] = {}
+        self.residuals: dict[int, Tensor] = {}  # the refiner's, before the gain, per grid index
         self.rebuilt: dict[int, dict] = {}  # the terms at the last refresh's own index
 
     def flows(self, l: float) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -796,7 +819,10 @@ class SamplerTerms:
         return BackwardWarp(self.terms(k)["step"])
 
     def refine(self, mean: Tensor, x_k: Tensor, k: int) -> Tensor:
-        """The refiner's residual for the estimate ``mean`` of x at l_k, from x_{k+1}."""
+        """The refiner's residual for the estimate ``mean`` of x at l_k, from x_{k+1}, times
+        the model's ``residual_gain``."""
         l_prev = torch.full((len(mean),), float(self.times[k]), device=mean.device)
         dl = torch.full_like(l_prev, float(self.times[k + 1] - self.times[k]))
-        return self.model.refine(mean, x_k, self.terms(k), l_prev, dl, self.extra)
+        residual = self.model.refine(mean, x_k, self.terms(k), l_prev, dl, self.extra)
+        self.residuals[k] = residual
+        return self.model.residual_gain * residual
