@@ -684,10 +684,11 @@ class WarpPosteriorVFI(TrainableInterpolator):
                 var = self.prior_variance(terms, *ends, float(grid[k]))[..., :h, :w]
                 var = flip_views(var, views, reps * views)
                 var = var.view(reps * views, b, *var.shape[1:]).mean(0)
-                gain = self.residual_error * (self.residual_gain - 1)
-                extra = gain * done.residuals[k][..., :h, :w]
-                extra = flip_views(extra, views, num_samples).view(num_samples, b, 3, h, w)
-                outs.append((mean, self.total_std(std, var + extra.pow(2).mean(0))))
+                share = self.residual_error * (self.residual_gain - 1)
+                if share != 0:  # the refiner's residual beyond training, per sample
+                    extra = flip_views(share * done.residuals[k][..., :h, :w], views, num_samples)
+                    var = var + extra.view(num_samples, b, *extra.shape[1:]).pow(2).mean(0)
+                outs.append((mean, self.total_std(std, var)))
         return outs
 
     def dis_second_opinion(self, i0: Tensor, i1: Tensor):
