@@ -787,6 +787,26 @@ def test_a_stopped_eval_exits_128_plus_the_signal_and_resumes(cli_env, tmp_path,
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_exits_128_plus_it_when_the_unwinding_meets_another_error(stop, capsys):
+    """A signal that lands between two lines of a library whose ``finally`` then fails (as
+    Hydra's config reader did in CI: an unbound file handle) still exits 128 + the signal,
+    and the handlers before the block are back after it."""
+    from vfi.utils.run import exit_on_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        with exit_on_signals("prog"):
+            try:
+                os.kill(os.getpid(), stop)
+                time.sleep(5)  # the handler raises here
+            finally:
+                raise UnboundLocalError("cannot access local variable 'f'")
+    assert stopped.value.code == 128 + stop
+    assert isinstance(stopped.value.__context__, UnboundLocalError)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_a_stopped_bench_exits_128_plus_the_signal_and_writes_nothing(cli_env, tmp_path, stop):
     """Ctrl-C or SIGTERM once vfi.bench has started: exit 130 / 143 with no traceback, and no
     table (nor a temporary) under --out."""

@@ -273,5 +273,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    exit_on_signals("vfi.bench")
-    main()
+    with exit_on_signals("vfi.bench"):
+        main()

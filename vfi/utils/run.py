@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hydra.errors import InstantiationException
@@ -246,10 +247,14 @@ def entry_point(prog: str) -> Callable:
     return wrap
 
 
-def exit_on_signals(prog: str) -> None:
-    """SIGTERM and Ctrl-C unwind like an exception, so partial outputs are removed on the way
-    out, then exit 143 / 130 (Lightning alone would answer Ctrl-C in a stage with exit 1, and
-    plain Python with a traceback)."""
+@contextlib.contextmanager
+def exit_on_signals(prog: str) -> Iterator[None]:
+    """Within it, SIGTERM and Ctrl-C unwind like an exception, so partial outputs are removed
+    on the way out, then exit 143 / 130 (Lightning alone would answer Ctrl-C in a stage with
+    exit 1, and plain Python with a traceback). The exit status holds even when the unwinding
+    meets another error: a library's ``finally`` that fails because the signal landed between
+    two of its lines (Hydra's config reader: an unbound file handle)."""
+    received: list[int] = []
 
     def stop(signum, frame):
         if frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
@@ -261,11 +266,22 @@ def exit_on_signals(prog: str) -> None:
             return
         if signum == signal.SIGINT:
             print(f"{prog}: interrupted", file=sys.stderr)
+        received.append(signum)
         sys.exit(128 + signum)
 
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     signal.signal(signal.SIGTERM, stop)
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # not in a background job
+    if before[signal.SIGINT] is not signal.SIG_IGN:  # not in a background job
         signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    except BaseException:
+        if received:
+            sys.exit(128 + received[0])
+        raise
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 def run_hydra(prog: str, config_name: str, task: Callable[[DictConfig], object]) -> None:
@@ -273,8 +289,8 @@ def run_hydra(prog: str, config_name: str, task: Callable[[DictConfig], object])
     import hydra
 
     check_command_line(sys.argv[1:], config_name, prog)
-    exit_on_signals(prog)
-    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)()
+    with exit_on_signals(prog):
+        hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)()
 
 
 def report_test_metrics(trainer, out_dir: str | Path, label: str, data: str) -> dict[str, float]:
