@@ -50,6 +50,13 @@ def metric(run: dict, model: str, data: str, key: str) -> float:
     return run["by"][(model, data)]["metrics"][f"test/{key}"]
 
 
+def rife_margin(run: dict, model: str, data: str) -> tuple[float, float]:
+    """``model`` minus `rife` in the same run on ``data``: (PSNR dB, LPIPS)."""
+    return tuple(
+        metric(run, model, data, key) - metric(run, "rife", data, key) for key in ("psnr", "lpips")
+    )
+
+
 def subsets(run: dict) -> list[tuple[str, str]]:
     """(row label, data key) for all items, then each clip and its largest-motion bin."""
     base = run["results"][0]["data"].split(" [")[0]
@@ -123,8 +130,7 @@ def margins(names: str) -> list[str]:
     for row in rows[0]:
         cells = []
         for run, data in zip(runs, rows, strict=True):
-            dp = metric(run, RELEASE, data[row], "psnr") - metric(run, "rife", data[row], "psnr")
-            dl = metric(run, RELEASE, data[row], "lpips") - metric(run, "rife", data[row], "lpips")
+            dp, dl = rife_margin(run, RELEASE, data[row])
             cells.append(f"{dp:+.3f} dB / {dl:+.5f}")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return lines + [
@@ -146,9 +152,7 @@ def option_margins(names: str, before: str, after: str, label: str) -> list[str]
         for k, which in enumerate(("", f", {label}")):
             cells = []
             for j, ((before, after), data) in enumerate(zip(pairs, rows, strict=True)):
-                run, d = (before, after)[k], data[row]
-                dp = metric(run, RELEASE, d, "psnr") - metric(run, "rife", d, "psnr")
-                dl = metric(run, RELEASE, d, "lpips") - metric(run, "rife", d, "lpips")
+                dp, dl = rife_margin((before, after)[k], RELEASE, data[row])
                 cells.append(f"{dp:+.3f} dB / {dl:+.5f}")
                 if not row.startswith("all"):
                     won[j][k] += (dp > 0) + (dl < 0)
@@ -171,9 +175,7 @@ def view_margins(columns: dict[str, tuple[str, str]]) -> list[str]:
     for label, data in subsets(first):
         cells = []
         for head, (_, model) in columns.items():
-            run = runs[head]
-            dp = metric(run, model, data, "psnr") - metric(run, "rife", data, "psnr")
-            dl = metric(run, model, data, "lpips") - metric(run, "rife", data, "lpips")
+            dp, dl = rife_margin(runs[head], model, data)
             cells.append(f"{dp:+.3f} dB / {dl:+.5f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     base = first["results"][0]["data"]

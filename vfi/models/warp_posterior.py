@@ -656,6 +656,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
             4,
             *i0p.shape[2:],
         )  # the views and padding the workers measured are this pass's
+        share = self.residual_error * (self.residual_gain - 1)  # of the residual, in the std
         outs = []
         for grid, wanted in passes:
             index = [int(torch.argmin((grid - t).abs())) for t in wanted]
@@ -684,7 +685,6 @@ class WarpPosteriorVFI(TrainableInterpolator):
                 var = self.prior_variance(terms, *ends, float(grid[k]))[..., :h, :w]
                 var = flip_views(var, views, reps * views)
                 var = var.view(reps * views, b, *var.shape[1:]).mean(0)
-                share = self.residual_error * (self.residual_gain - 1)
                 if share != 0:  # the refiner's residual beyond training, per sample
                     extra = flip_views(share * done.residuals[k][..., :h, :w], views, num_samples)
                     var = var + extra.view(num_samples, b, *extra.shape[1:]).pow(2).mean(0)
