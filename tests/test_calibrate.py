@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from conftest import LPIPS_BACKBONE, run_task, task_error
+from scipy.stats import spearmanr
 
 from vfi.data.video import ClipsDataset
 from vfi.models.checkpoint import model_from_checkpoint
@@ -42,6 +43,9 @@ def test_the_copy_keeps_the_weights_and_records_the_new_scale_and_floor(calibrat
     released = json.loads(RELEASE_CHECKPOINT.with_suffix(".json").read_text())
     assert info["source"] == released["source"]  # the training run, not the export
     assert "test/coverage2" not in info["metrics"]  # the old scale's
+    # the release's own std terms and sampling options stay on record
+    for key in ("std_terms", "sampling"):
+        assert info["calibration"][key] == released["calibration"][key]
     model = model_from_checkpoint(calibrated)
     assert model.std_floor == FLOOR
 
@@ -75,6 +79,8 @@ def test_calibrate_refuses_to_replace_an_output_and_a_negative_floor(calibrated,
     assert calibrated.read_bytes() == before
     line = task_error("vfi.calibrate", ["output=x.ckpt", "std_floor=-1"], tmp_path, capsys)
     assert "std_floor" in line and ">= 0" in line
+    line = task_error("vfi.calibrate", ["output=x.ckpt", "std_power=0"], tmp_path, capsys)
+    assert "std_power" in line and "positive" in line
     line = task_error("vfi.calibrate", [f"output={tmp_path}/a.pt"], tmp_path, capsys)
     assert "a.pt" in line and ".ckpt" in line
 
@@ -90,6 +96,38 @@ def test_a_floor_that_covers_alone_keeps_the_scale(tmp_path, task_env):
         new["state_dict"]["uncertainty_scale"], old["state_dict"]["uncertainty_scale"]
     )
     assert new["vfi_config"]["model"]["std_floor"] == 1
+
+
+def test_std_power_shapes_the_std_and_keeps_its_ranking(tmp_path, task_env):
+    """std_power=p: the copy's reported std is sqrt(s^2 r^2 (std / r)^(2 p) + b^2) of the
+    release's own std (its reported one with its scale, floor and power taken out; r one
+    8-bit level), ranks the pixels as the release's does (Spearman 1, scipy), and its scale
+    covers the fitted item at about 95%."""
+    out, power = tmp_path / "shaped.ckpt", 1.6
+    args = [f"output={out}", f"std_power={power}", "data=clips_val"]
+    run_task("vfi.calibrate", [*args, "trainer.limit_val_batches=1"], tmp_path / "run")
+    saved = load_checkpoint(out)
+    assert saved["vfi_config"]["model"]["std_power"] == power
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["calibration"]["std_power"] == power
+    model, release = model_from_checkpoint(saved), model_from_checkpoint(RELEASE_CHECKPOINT)
+    assert model.std_power == power and release.std_power != power
+    item = ClipsDataset({"bigbuckbunny": 0.25}, step=2, frame_range=[0.6, 0.8], num_items=8)[0]
+    i0, i1, gt = item["I0"][None], item["I1"][None], item["gt"]
+    mean, std = model.interpolate(i0, i1, 0.5)
+    mean_old, std_old = release.interpolate(i0, i1, 0.5)
+    torch.testing.assert_close(mean, mean_old)
+    level, b = 2 / 255, release.std_floor
+    shaped_old = (std_old.double() ** 2 - b**2).clamp(min=0).sqrt() / float(
+        release.uncertainty_scale
+    )
+    own = level * (shaped_old / level) ** (1 / release.std_power)
+    s = float(model.uncertainty_scale)
+    want = (s**2 * (level * (own / level) ** power) ** 2 + b**2).sqrt()
+    torch.testing.assert_close(std.double(), want, rtol=1e-4, atol=1e-7)
+    rho = spearmanr(std.flatten().numpy(), std_old.flatten().numpy()).statistic
+    assert rho == pytest.approx(1.0, abs=1e-6)
+    assert 0.93 < float(((mean - gt).abs() <= 1.959964 * std).float().mean()) < 0.97
 
 
 def test_a_two_view_copy_keeps_its_views_and_is_fitted_with_them(tmp_path, task_env):

@@ -46,6 +46,7 @@ def test_release_views_equal_separately_flipped_runs():
     each view's own coordinates, so the views are cropped before they are flipped back."""
     model = model_from_checkpoint(RELEASE_CHECKPOINT)
     model.dis_blend = 0.0  # the views alone: DIS's second opinion is checked on its own
+    model.std_power = 1.0  # the std before its shape (std_power: tests/test_calibrate.py)
     i0, i1, _ = translated_pair(6, -4, h=40, w=56)
     assert model.flip_views and model.views(4) == 4 and model.views(3) == 1
     mean, std = model.interpolate(i0, i1, 0.75, num_samples=4)

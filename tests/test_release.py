@@ -64,6 +64,7 @@ def test_release_loads_strictly_and_beats_the_blend():
     assert not model.sample_noise and model.uncertainty_floor == 0
     assert model.dis_blend > 0  # DIS's second opinion: tests/test_warp_posterior_model.py
     model.dis_blend = 0.0  # here the views alone
+    model.std_power = 1.0  # the std before its shape (std_power: tests/test_calibrate.py)
     i0, i1, middle = translated_pair(10, -6, h=96, w=128)
     torch.manual_seed(0)
     mean, std = model.interpolate(i0, i1, 0.5, num_samples=2)

@@ -1,12 +1,13 @@
 """python -m vfi.calibrate [ckpt_path=...] [data=clips_val_scales] [std_floor=...]
-[std_terms=...] [sampling=...] output=...: refit a checkpoint's std scale on validation items
-and write the calibrated copy.
+[std_power=...] [std_terms=...] [sampling=...] output=...: refit a checkpoint's std scale on
+validation items and write the calibrated copy.
 
 The model interpolates the test split of ``data`` (validation footage: by default the clips'
 validation items at the small scale and at their own size) as it would at validation; the
-scale s of its reported std sqrt(s^2 std^2 + b^2) is then refitted so that 95% of the pixel
-errors fall within +-1.96 of it (:func:`vfi.models.base.calibration_scale`), with the floor b
-the checkpoint's or ``std_floor``. ``std_terms`` sets the bridge's motion term of the std
+scale s of its reported std sqrt(s^2 r^2 (std / r)^(2 p) + b^2) is then refitted so that 95%
+of the pixel errors fall within +-1.96 of it (:func:`vfi.models.base.calibration_scale`), with
+the floor b the checkpoint's or ``std_floor`` and the shape p the checkpoint's or
+``std_power`` (r: one 8-bit level). ``std_terms`` sets the bridge's motion term of the std
 (``motion_error``, ``motion_error_sigma``, :meth:`WarpPosteriorVFI.prior_variance`;
 ``residual_error``, :meth:`WarpPosteriorVFI.total_std`) in the
 copy before the scale is fitted; ``sampling`` likewise the bridge's options that change its
@@ -60,6 +61,8 @@ def calibrate(cfg: DictConfig) -> Path:
         raise VFIError(f"{ckpt_path} holds a {type(model).__name__}, which has no std scale")
     if cfg.get("std_floor") is not None:
         model.std_floor = float(cfg.std_floor)
+    if cfg.get("std_power") is not None:
+        model.std_power = float(cfg.std_power)
     before = float(model.uncertainty_scale)
     model.refit_calibration = True
     datamodule = instantiate(cfg.data)
@@ -75,13 +78,18 @@ def calibrate(cfg: DictConfig) -> Path:
     scale = float(model.uncertainty_scale.cpu())
     state = dict(ckpt["state_dict"], uncertainty_scale=model.uncertainty_scale.detach().cpu())
     config = dict(ckpt["vfi_config"])
-    config["model"] = dict(config["model"], std_floor=model.std_floor)
+    config["model"] = dict(config["model"], std_floor=model.std_floor, std_power=model.std_power)
     if views is not None:  # the flow net's views, as measured here
         config["model"]["flow_net"] = dict(config["model"]["flow_net"], views=int(views))
     metrics = dict(ckpt.get("metrics") or {})
     metrics.pop("test/coverage2", None)  # the old scale's: vfi.eval scores the new one
     data_name = HydraConfig.get().runtime.choices.get("data")
-    calibration = {"data": data_name, "scale": scale, "std_floor": model.std_floor}
+    calibration = {
+        "data": data_name,
+        "scale": scale,
+        "std_floor": model.std_floor,
+        "std_power": model.std_power,
+    }
     if terms:  # another std: the old one's ranking goes too
         metrics.pop("test/spearman", None)
         metrics.pop("test/ause", None)
@@ -96,13 +104,15 @@ def calibrate(cfg: DictConfig) -> Path:
     if old_info.is_file():  # an export: keep the training run it came from and its options
         info = json.loads(old_info.read_text())
         extra["source"] = info.get("source")
-        for key in ("std_terms", "sampling"):
-            earlier = (info.get("calibration") or {}).get(key)
-            if earlier and key in calibration:
-                calibration[key] = {**earlier, **calibration[key]}
+        earlier = info.get("calibration") or {}
+        for key in ("std_terms", "sampling"):  # the earlier options, the new ones over them
+            merged = {**(earlier.get(key) or {}), **calibration.get(key, {})}
+            if merged:
+                calibration[key] = merged
     out.parent.mkdir(parents=True, exist_ok=True)
     export_checkpoint(ckpt_path, out, metrics, config, extra, dict(ckpt, state_dict=state))
-    print(f"std scale {before:.4g} -> {scale:.4g} (floor {model.std_floor:.4g}); wrote {out}")
+    shape = f"floor {model.std_floor:.4g}, power {model.std_power:.4g}"
+    print(f"std scale {before:.4g} -> {scale:.4g} ({shape}); wrote {out}")
     return out
 
 

@@ -27,6 +27,8 @@ from vfi.ops.scene import replace_at_cuts, scene_cuts
 from vfi.utils.dist import gather_objects
 from vfi.utils.report import aggregate
 
+STD_LEVEL = 2 / 255  # one 8-bit level on the [-1, 1] scale: the unit of ``std_power``
+
 
 def check_tau(tau: Tensor | float) -> Tensor:
     """tau as a CPU tensor, after checking every value lies strictly inside (0, 1) (a tau on
@@ -122,6 +124,10 @@ class InterpolatorModule(L.LightningModule):
             sqrt(s^2 std^2 + b^2) ([-1, 1] scale). The errors against an 8-bit target never
             vanish where the std does (static, flat pixels); a floor outside the scale covers
             them without inflating every std. 0: none.
+        std_power: p, the shape of the std before the scale: the reported std is
+            sqrt(s^2 r^2 (std / r)^(2 p) + b^2) with r one 8-bit level (2/255 on the [-1, 1]
+            scale), so p > 1 widens the gap between small and large stds. A monotone map:
+            the pixels' ranking (Spearman, AUSE) is unchanged. 1: none.
     """
 
     def __init__(
@@ -131,6 +137,7 @@ class InterpolatorModule(L.LightningModule):
         lpips_backbone: str | None = None,
         scene_cut: bool = False,
         std_floor: float = 0.0,
+        std_power: float = 1.0,
     ):
         super().__init__()
         # every constructor argument of the subclass chain (the Hydra config: networks and
@@ -141,6 +148,9 @@ class InterpolatorModule(L.LightningModule):
             del self.hparams[name], self._hparams_initial[name]
         self.scene_cut = scene_cut
         self.std_floor = std_floor
+        if not std_power > 0:
+            raise VFIError(f"model.std_power must be positive, got {std_power!r}")
+        self.std_power = float(std_power)
         self.samples = {"val": val_samples, "test": test_samples}
         self._rows: list[dict] = []  # this rank's rows of the running pass
         self.epoch_rows: dict[str, list[dict]] = {}  # all ranks' rows of the last pass per stage
@@ -470,10 +480,19 @@ class TrainableInterpolator(InterpolatorModule):
         self.refit_calibration = False  # refit outside fit too (vfi.calibrate)
         self._calibration: list[Tensor] = []
 
+    def shaped_std(self, std: Tensor) -> Tensor:
+        """r (std / r)^p [B, C, H, W] of a model's own std, p = ``std_power``, r = one 8-bit
+        level (:data:`STD_LEVEL`): the std the calibration scale multiplies."""
+        if self.std_power == 1:
+            return std
+        return STD_LEVEL * (std / STD_LEVEL) ** self.std_power
+
     def calibrated_std(self, std: Tensor) -> Tensor:
-        """The reported std sqrt(s^2 std^2 + b^2) of a model's own std [B, C, H, W], with the
-        calibration scale s and the floor b = ``std_floor``."""
-        return (self.uncertainty_scale.to(std) ** 2 * std**2 + self.std_floor**2).sqrt()
+        """The reported std sqrt(s^2 r^2 (std / r)^(2 p) + b^2) of a model's own std
+        [B, C, H, W] (:meth:`shaped_std`), with the calibration scale s, the floor
+        b = ``std_floor`` and the shape p = ``std_power``."""
+        shaped = self.shaped_std(std)
+        return (self.uncertainty_scale.to(std) ** 2 * shaped**2 + self.std_floor**2).sqrt()
 
     def compile_networks(self, backend: str = "inductor") -> list[str]:
         """torch.compile every trainable network in place (``nn.Module.compile``: parameters
@@ -613,9 +632,9 @@ class TrainableInterpolator(InterpolatorModule):
     calibration_pixels = 4096  # (|error|, std) pairs kept per item and time for the fit
 
     def collect_calibration(self, outs: list[tuple[Tensor, Tensor]], truth: Tensor) -> None:
-        """Keep |mean - gt| and the model's own std (the reported one with the floor and scale
-        taken out) at a fixed number of random pixel values per item and time, for
-        :func:`calibration_scale`."""
+        """Keep |mean - gt| and the model's own std as shaped (:meth:`shaped_std`: the
+        reported one with the floor and scale taken out) at a fixed number of random pixel
+        values per item and time, for :func:`calibration_scale`."""
         scale = self.uncertainty_scale
         for j, (mean, std) in enumerate(outs):
             error, std = (mean - truth[:, j]).abs().flatten(1), std.flatten(1)
