@@ -265,7 +265,9 @@ TABLES = {
     ),
     "views": lambda: view_margins(VIEWS["clips"]),
     "views_native": lambda: view_margins(VIEWS["clips_native"]),
-    "calibration_val": lambda: calibration("clips_val,clips_val_native"),
+    "calibration_val": lambda: calibration(
+        "clips_val,clips_val_x4,clips_val_native,clips_val_native_x4"
+    ),
     "calibration": lambda: calibration("clips,clips_x4,clips_native,clips_native_x4"),
     "cost": lambda: cost("clips_val,clips,clips_x4,clips_native,clips_native_x4"),
 }
