@@ -127,7 +127,8 @@ class InterpolatorModule(L.LightningModule):
         std_power: p, the shape of the std before the scale: the reported std is
             sqrt(s^2 r^2 (std / r)^(2 p) + b^2) with r one 8-bit level (2/255 on the [-1, 1]
             scale), so p > 1 widens the gap between small and large stds. A monotone map:
-            the pixels' ranking (Spearman, AUSE) is unchanged. 1: none.
+            each pixel value keeps its rank (Spearman and AUSE, scored on channel means, move
+            slightly). 1: none.
     """
 
     def __init__(
