@@ -4,6 +4,7 @@ groups and options exist and Hydra accepts its overrides (placeholders such as `
 also run end to end in test_cli.py and test_interpolate.py."""
 
 import re
+import shlex
 
 import pytest
 from conftest import REPO
@@ -21,13 +22,14 @@ DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 def readme_commands() -> list[tuple[str, list[str]]]:
     """(module, arguments) of each Hydra entry-point command in the README and docs/*.md, in
-    code blocks (backslash continuations joined, comments dropped) and in inline code."""
+    code blocks (backslash continuations joined, comments dropped) and in inline code, split
+    as a shell splits them (quotes removed)."""
     text = "\n".join(p.read_text() for p in DOCUMENTS).replace("\\\n", " ")
     found = []
     for match in re.finditer(r"python -m (vfi(?:\.\w+)+)([^`\n#]*)", text):
         module, rest = match.group(1), match.group(2)
         if module in CONFIGS:
-            found.append((module, [fill(arg) for arg in rest.split() if fill(arg)]))
+            found.append((module, [fill(arg) for arg in shlex.split(rest) if fill(arg)]))
     return found
 
 
