@@ -59,10 +59,9 @@ def calibrate(cfg: DictConfig) -> Path:
     model = model_from_checkpoint(ckpt, cfg.paths.lpips_backbone, motion_views=views)
     if not hasattr(model, "uncertainty_scale"):
         raise VFIError(f"{ckpt_path} holds a {type(model).__name__}, which has no std scale")
-    if cfg.get("std_floor") is not None:
-        model.std_floor = float(cfg.std_floor)
-    if cfg.get("std_power") is not None:
-        model.std_power = float(cfg.std_power)
+    for name in ("std_floor", "std_power"):  # the std's floor b and shape p, if given
+        if cfg.get(name) is not None:
+            setattr(model, name, float(cfg[name]))
     before = float(model.uncertainty_scale)
     model.refit_calibration = True
     datamodule = instantiate(cfg.data)

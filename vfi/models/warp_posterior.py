@@ -65,8 +65,8 @@ class SamplePass:
     """One sampling pass's outputs: the ``path`` [x_stop, ..., x_T] (or the estimates, see
     :class:`vfi.diffusion.warp_posterior.SampleOptions`), each [K * B, 3, H, W] sample-major,
     and per grid index k the bridge terms x_k was drawn with (``drawn``, [K * B, ...] each)
-    and the refiner's residual R_theta at x_k before ``residual_gain`` (``residuals``,
-    [K * B, 3, H, W] each)."""
+    and, where the std counts it (:attr:`WarpPosteriorVFI.residual_share`), the refiner's
+    residual R_theta at x_k before ``residual_gain`` (``residuals``, [K * B, 3, H, W] each)."""
 
     path: list[Tensor]
     drawn: dict[int, dict]
@@ -330,6 +330,12 @@ class WarpPosteriorVFI(TrainableInterpolator):
             edge2 = gradient_energy(mu)
             var = var + self.motion_error**2 * u.pow(2).sum(1, keepdim=True) * edge2
         return var
+
+    @property
+    def residual_share(self) -> float:
+        """e_R (g - 1): the share of the refiner's residual R_theta that the std counts
+        (:meth:`total_std`; 0: no term, nothing kept for it)."""
+        return self.residual_error * (self.residual_gain - 1)
 
     def sampler_views(self, split: str) -> int:
         """The flip views the validation / test sampler takes (:meth:`views`)."""
@@ -656,7 +662,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
             4,
             *i0p.shape[2:],
         )  # the views and padding the workers measured are this pass's
-        share = self.residual_error * (self.residual_gain - 1)  # of the residual, in the std
+        share = self.residual_share
         outs = []
         for grid, wanted in passes:
             index = [int(torch.argmin((grid - t).abs())) for t in wanted]
@@ -773,7 +779,7 @@ class SamplerTerms:
         self.measured, self.stop, self.extra = measured, stop, extra
         self.motion: dict = {}  # after a refresh: the flows from the state at time "at"
         self.drawn: dict[int, dict] = {}
-        self.residuals: dict[int, Tensor] = {}  # the refiner's, before the gain, per grid index
+        self.residuals: dict[int, Tensor] = {}  # the refiner's before the gain, for the std
         self.rebuilt: dict[int, dict] = {}  # the terms at the last refresh's own index
 
     def flows(self, l: float) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -825,5 +831,6 @@ class SamplerTerms:
         l_prev = torch.full((len(mean),), float(self.times[k]), device=mean.device)
         dl = torch.full_like(l_prev, float(self.times[k + 1] - self.times[k]))
         residual = self.model.refine(mean, x_k, self.terms(k), l_prev, dl, self.extra)
-        self.residuals[k] = residual
+        if self.model.residual_share:  # kept only for the std's term
+            self.residuals[k] = residual
         return self.model.residual_gain * residual
