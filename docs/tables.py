@@ -57,12 +57,19 @@ def rife_margin(run: dict, model: str, data: str) -> tuple[float, float]:
     )
 
 
+def clip_names(run: dict, base: str) -> list[str]:
+    """The clips (or videos) of a run with ``per_clip``, in alphabetical order."""
+    names = {d[len(base) + 2 : -1] for _, d in run["by"] if d.startswith(f"{base} [")}
+    clips = [n for n in names if not n.startswith("motion ") and ", " not in n]
+    return sorted(clips, key=str.lower)
+
+
 def subsets(run: dict) -> list[tuple[str, str]]:
     """(row label, data key) for all items, then each clip and its largest-motion bin."""
     base = run["results"][0]["data"].split(" [")[0]
     datas = {d for _, d in run["by"]}
     rows = [(f"all {run['by'][(RELEASE, base)]['items']} items", base)]
-    for clip in CLIPS:
+    for clip in clip_names(run, base):
         size = f" ({NATIVE_SIZES[clip]})" if base.startswith("clips_native") else ""
         rows.append((f"{clip}{size}", f"{base} [{clip}]"))
         bins = [d for d in datas if d.startswith(f"{base} [{clip}, motion ")]
@@ -246,6 +253,8 @@ TABLES = {
             "clips_val_native_rife_views2": "`rife model.views=2`",
         },
     ),
+    "footage": lambda: quality("footage", "`data=footage`, tau = 0.5"),
+    "footage_x4": lambda: quality("footage_x4", "`data=footage factor=4`"),
     "margins": lambda: margins("clips,clips_x4,clips_native,clips_native_x4"),
     "margins_val": lambda: margins("clips_val,clips_val_x4,clips_val_native,clips_val_native_x4"),
     "quadratic_val": lambda: option_margins(

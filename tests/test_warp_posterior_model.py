@@ -219,6 +219,7 @@ def test_motion_error_sigma_moves_edges_by_a_share_of_the_motions_departure():
         "model.dis_blend=-0.1",
         "model.dis_blend_sigma=0",
         "model.dis_blend_cap=-1",
+        "model.dis_blend_speed=0",
         "model.quadratic_motion=-0.5",
         "model.residual_gain=-1",
         "model.residual_error=-1",
@@ -234,16 +235,21 @@ def test_bad_model_options_are_rejected(override):
         build(override)
 
 
-def test_dis_blend_moves_every_frame_towards_the_dis_frame_in_the_low_frequencies():
+@pytest.mark.parametrize("speed", [None, 3.0])
+def test_dis_blend_moves_every_frame_towards_the_dis_frame_in_the_low_frequencies(speed):
     """With model.dis_blend = w, each time's frame is x^ + w G_sigma * clamp(D - x^, -c, c),
     D the DIS frame (OpenCV DIS both ways, linear motion: the classical baseline's frame),
-    x^ the frame without it; the std is left as it was. Checked against the classical
-    baseline and scipy's Gaussian filter, for two times from one pass."""
+    x^ the frame without it; the std is left as it was. With model.dis_blend_speed = V the
+    weight is w exp(-s^2 / 2 V^2) per pixel, s = max(|F_0->1|, |F_1->0|) of DIS's flows.
+    Checked against the classical baseline and scipy's Gaussian filter, for two times from one
+    pass."""
     from scipy.ndimage import gaussian_filter
 
     from vfi.models.baselines import ClassicalInterpolator
+    from vfi.ops.dis import DISFlow
 
-    i0, i1 = _pair(b=1, size=40, seed=4)
+    # 64 px: OpenCV's DIS object gives another flow on its second call at 40 px, not at 48+
+    i0, i1 = _pair(b=1, size=64, seed=4)
     i1 = torch.roll(i0, 3, dims=-1) * 0.9  # a motion DIS can follow
     times, w, sigma, cap = [0.25, 0.5], 0.4, 1.5, 8.0
     torch.manual_seed(0)
@@ -255,7 +261,14 @@ def test_dis_blend_moves_every_frame_towards_the_dis_frame_in_the_low_frequencie
         f"model.dis_blend={w}",
         f"model.dis_blend_sigma={sigma}",
         f"model.dis_blend_cap={cap}",
+        f"model.dis_blend_speed={'null' if speed is None else speed}",
     ).eval()
+    weight = torch.tensor(w)
+    if speed is not None:
+        flows = DISFlow()(i0, i1), DISFlow()(i1, i0)
+        s = torch.stack([(f[0] ** 2).sum(0).sqrt() for f in flows]).amax(0)
+        weight = w * torch.exp(-(s**2) / (2 * speed**2))
+        assert 0.05 < float(weight.mean()) < 0.9 * w  # the motion of 3 px turns it down
     before = plain.interpolate_times(i0, i1, times)
     after = blended.interpolate_times(i0, i1, times)
     for t, (x, std), (y, std_y) in zip(times, before, after, strict=True):
@@ -263,7 +276,7 @@ def test_dis_blend_moves_every_frame_towards_the_dis_frame_in_the_low_frequencie
         diff = (dis - x).clamp(-2 * cap / 255, 2 * cap / 255)[0].double().numpy()
         radius = int(torch.tensor(2 * sigma).ceil())
         low = [gaussian_filter(c, sigma, mode="nearest", truncate=radius / sigma) for c in diff]
-        want = x + w * torch.from_numpy(np.stack(low)).float()[None]
+        want = x + weight * torch.from_numpy(np.stack(low)).float()[None]
         torch.testing.assert_close(y, want, rtol=0, atol=1e-5)
         assert float((y - x).abs().max()) > 1e-3  # it moved the frame
         torch.testing.assert_close(std_y, std)

@@ -133,6 +133,7 @@ SAMPLING_TERMS = (
     "dis_blend",
     "dis_blend_sigma",
     "dis_blend_cap",
+    "dis_blend_speed",
     "quadratic_motion",
     "residual_gain",
     "warp_mode",

