@@ -714,8 +714,11 @@ class WarpPosteriorVFI(TrainableInterpolator):
         cap = 2 * self.dis_blend_cap / 255  # 8-bit levels on the [-1, 1] scale
         weight = self.dis_blend
         if self.dis_blend_speed is not None:
-            speed = torch.maximum(f01.norm(dim=1, keepdim=True), f10.norm(dim=1, keepdim=True))
-            weight = weight * torch.exp(-0.5 * (speed / self.dis_blend_speed) ** 2)
+            # s^2 from the components: Tensor.norm over the channels is 20x slower on the CPU
+            speed2 = torch.maximum(
+                f01.square().sum(1, keepdim=True), f10.square().sum(1, keepdim=True)
+            )
+            weight = weight * torch.exp(-0.5 * speed2 / self.dis_blend_speed**2)
 
         def correct(mean: Tensor, t: float) -> Tensor:
             other = linear_motion_frame(i0, i1, f01, f10, t)
