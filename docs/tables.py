@@ -254,7 +254,6 @@ TABLES = {
         },
     ),
     "footage": lambda: quality("footage", "`data=footage`, tau = 0.5"),
-    "footage_x4": lambda: quality("footage_x4", "`data=footage factor=4`"),
     "margins": lambda: margins("clips,clips_x4,clips_native,clips_native_x4"),
     "margins_val": lambda: margins("clips_val,clips_val_x4,clips_val_native,clips_val_native_x4"),
     "quadratic_val": lambda: option_margins(
@@ -271,6 +270,15 @@ TABLES = {
     ),
     "gain": lambda: option_margins(
         "clips,clips_x4,clips_native,clips_native_x4", "_gain1", "", "g = 3"
+    ),
+    "speed_val": lambda: option_margins(
+        "clips_val,clips_val_x4,clips_val_native,clips_val_native_x4",
+        "_nospeed",
+        "",
+        "V = 8 px",
+    ),
+    "speed": lambda: option_margins(
+        "clips,clips_x4,clips_native,clips_native_x4", "_nospeed", "", "V = 8 px"
     ),
     "views": lambda: view_margins(VIEWS["clips"]),
     "views_native": lambda: view_margins(VIEWS["clips_native"]),
