@@ -282,16 +282,16 @@ class RecordingEngine:
     def __init__(self):
         self.calls = []
 
-    def frames_between(self, i0, i1, times, outer=None):
+    def frames_between(self, i0, i1, times, outer=None, consecutive=False):
         level = lambda x: int(x.float().mean().round())  # noqa: E731
-        self.calls.append((level(i0), level(i1), tuple(level(x) for x in outer)))
+        self.calls.append((level(i0), level(i1), tuple(level(x) for x in outer), consecutive))
         return [(((i0.float() + i1.float()) / 2).round().to(torch.uint8), None) for _ in times]
 
 
 def test_slow_motion_passes_each_pairs_outer_neighbours(tmp_path):
     """Pair (k, k + 1) is interpolated with frames k - 1 and k + 2 around it (k and k + 1
-    again at the ends), and the video holds every input frame with factor - 1 frames
-    between neighbours."""
+    again at the ends), as consecutive frames (for the scene-cut test), and the video holds
+    every input frame with factor - 1 frames between neighbours."""
     from fractions import Fraction
 
     from vfi.interpolate import write_slow_motion
@@ -302,7 +302,8 @@ def test_slow_motion_passes_each_pairs_outer_neighbours(tmp_path):
     engine, out = RecordingEngine(), tmp_path / "slow.mp4"
     write_slow_motion(iter(frames), engine, 3, [out], Fraction(25), 0, tmp_path / "in.mp4")
     assert engine.calls == [
-        (20, 60, (20, 100)), (60, 100, (20, 140)), (100, 140, (60, 180)), (140, 180, (100, 180)),
+        (20, 60, (20, 100), True), (60, 100, (20, 140), True), (100, 140, (60, 180), True),
+        (140, 180, (100, 180), True),
     ]  # fmt: skip
     with av.open(str(out)) as container:
         written = [f.to_ndarray(format="rgb24").mean() for f in container.decode(video=0)]

@@ -11,8 +11,11 @@ from vfi.interpolate import Interpolator
 from vfi.models.baselines import BlendInterpolator
 from vfi.ops.dis import DISFlow
 from vfi.ops.scene import (
+    CUT_RELATIVE,
     colour_histogram_distance,
+    compensated_residual,
     nearest_frame,
+    relative_residual,
     replace_at_cuts,
     scene_cuts,
 )
@@ -51,6 +54,40 @@ def test_cuts_between_photos_but_not_under_motion():
     i0, i1, _ = translated_pair(36, -12)
     assert not scene_cuts(i0, i1, dis).item()
     assert scene_cuts(_photo("astronaut"), _photo("coffee"), dis).item()
+
+
+def _dimmed(x: torch.Tensor, k: float) -> torch.Tensor:
+    """x ([-1, 1]) with its brightness on [0, 1] scaled by k (towards black)."""
+    return (x + 1) * k - 1
+
+
+def test_relative_residual_is_the_residual_over_numpys_mean_absolute_deviation():
+    dis = DISFlow("medium")
+    a, b = _photo("astronaut"), _photo("coffee")
+    pixels = [x[0].numpy() for x in (a, b)]
+    mad = [np.abs(x - x.mean((1, 2), keepdims=True)).mean() / 2 for x in pixels]
+    want = compensated_residual(a, b, dis).item() / np.mean(mad)
+    assert relative_residual(a, b, dis).item() == pytest.approx(want, rel=1e-4)
+    flat = torch.zeros(1, 3, 32, 32)  # no contrast: the floor of 0.01, not a division by 0
+    assert relative_residual(flat, flat + 0.2, dis).item() == pytest.approx(10.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("k", [1.0, 0.3, 0.1])
+def test_a_dim_shot_change_between_consecutive_frames_is_a_cut(k):
+    """Two unrelated photos dimmed by k: the residual relative to the contrast stays that of
+    the bright pair (within 3%), so consecutive frames are a cut at every k, where the absolute
+    test (for pairs at any gap) misses the dim ones; the photo moved by 36 px is never a cut."""
+    dis = DISFlow("medium")
+    a, b = _photo("astronaut"), _photo("coffee")
+    bright = relative_residual(a, b, dis).item()
+    a, b = _dimmed(a, k), _dimmed(b, k)
+    assert relative_residual(a, b, dis).item() == pytest.approx(bright, rel=0.03)
+    assert bright > 2 * CUT_RELATIVE and scene_cuts(a, b, dis, consecutive=True).item()
+    assert scene_cuts(a, b, dis).item() == (k == 1.0)
+    i0, i1, _ = translated_pair(36, -12)
+    i0, i1 = _dimmed(i0, k), _dimmed(i1, k)
+    assert relative_residual(i0, i1, dis).item() < CUT_RELATIVE / 4
+    assert not scene_cuts(i0, i1, dis, consecutive=True).item() and not scene_cuts(i0, i1, dis)
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +223,14 @@ def test_interpolate_engine_answers_a_cut_with_the_nearer_frame(scene_cut):
     ((mean, heat),) = engine.frames_between(a, b, [0.5])
     blend = ((a.float() + b.float()) / 2).round().byte()
     assert torch.equal(mean, a) if scene_cut else (mean.int() - blend.int()).abs().max() <= 1
+    a, b = (to_uint8(_dimmed(_photo(name), 0.25)) for name in ("astronaut", "coffee"))
+    blend = ((a.float() + b.float()) / 2).round().byte()
+    for consecutive in (True, False):  # a dim cut: found between consecutive video frames
+        ((mean, _),) = engine.frames_between(a, b, [0.5], consecutive=consecutive)
+        if scene_cut and consecutive:
+            assert torch.equal(mean, a)
+        else:
+            assert (mean.int() - blend.int()).abs().max() <= 1
     i0, i1, _ = translated_pair(8, 0)
     ((mean, _),) = engine.frames_between(to_uint8(i0), to_uint8(i1), [0.5])
     blend = ((to_uint8(i0).float() + to_uint8(i1).float()) / 2).round().byte()

@@ -84,9 +84,10 @@ def check_output(path: Path, source: Path | None = None) -> Path:
 class Interpolator:
     """A model run on one device and precision, tile by tile, returning uint8 frames.
 
-    ``frames_between(i0, i1, times, outer)``: i0, i1 uint8 [3, H, W] (and their outer
-    neighbours I_-1, I2, for models that read them; I0 or I1 stands in for one that a scene
-    cut separates from them) -> per time (mean uint8 [3, H, W], std [H, W, 3] heat map uint8
+    ``frames_between(i0, i1, times, outer, consecutive)``: i0, i1 uint8 [3, H, W] (and their
+    outer neighbours I_-1, I2, for models that read them; I0 or I1 stands in for one that a
+    scene cut separates from them; ``consecutive``: the frames are one video frame apart, which
+    the scene-cut test uses) -> per time (mean uint8 [3, H, W], std [H, W, 3] heat map uint8
     or None)."""
 
     def __init__(self, model, num_samples: int, uncertainty: bool, tile, overlap: int, device,
@@ -105,10 +106,11 @@ class Interpolator:
         self.vmax: float | None = None  # one heat-map scale for a whole video
 
     @torch.no_grad()
-    def frames_between(self, i0, i1, times: list[float], outer=None):
+    def frames_between(self, i0, i1, times: list[float], outer=None, consecutive: bool = False):
         use_outer = outer is not None and self.model.takes_outer
         if use_outer:
-            outer = replace_outer_across_cuts(torch.stack([outer[0], i0, i1, outer[1]]))[[0, 3]]
+            window = torch.stack([outer[0], i0, i1, outer[1]])
+            outer = replace_outer_across_cuts(window, consecutive)[[0, 3]]
         images = [
             to_model_range(x)[None].to(self.device) for x in (i0, i1, *(outer if use_outer else ()))
         ]
@@ -123,7 +125,7 @@ class Interpolator:
                 )
             return [t.float() for pair in outs for t in pair]
 
-        if bool(self.model.cut_mask(*images[:2]).all()):  # no motion to follow: the nearer frame
+        if bool(self.model.cut_mask(*images[:2], consecutive).all()):  # the nearer frame
             flat = [x for t in times for x in nearest_frame(*images[:2], t)]
         else:
             flat = tiled(run, images, self.tile, self.overlap)
@@ -226,7 +228,8 @@ def write_slow_motion(frames, engine, factor: int, outputs: list[Path], rate, cr
         second of them."""
         (_, i0), (decoded, i1) = recent[-2:]
         before = recent[-3][1] if len(recent) == 3 else i0
-        for mean, heat in engine.frames_between(i0, i1, times, outer=(before, after)):
+        outer = (before, after)
+        for mean, heat in engine.frames_between(i0, i1, times, outer, consecutive=True):
             writers[0].write(mean.permute(1, 2, 0).numpy())
             if heat is not None:
                 writers[1].write(heat)

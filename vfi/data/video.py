@@ -99,11 +99,12 @@ def outer_indices(first: int, span: int, bounds: tuple[int, int]) -> tuple[int, 
 
 
 def cut_positions(frames: Tensor, batch: int = 32) -> np.ndarray:
-    """Indices j of the uint8 frames [N, 3, H, W] with a scene cut between frames j and j + 1."""
+    """Indices j of the uint8 frames [N, 3, H, W] with a scene cut between frames j and j + 1
+    (:func:`vfi.ops.scene.scene_cuts` of consecutive frames)."""
     dis, found = DISFlow("medium"), []
     for first in range(0, len(frames) - 1, batch):
         pair = to_model_range(frames[first : first + batch + 1])
-        found.append(scene_cuts(pair[:-1], pair[1:], dis))
+        found.append(scene_cuts(pair[:-1], pair[1:], dis, consecutive=True))
     return np.flatnonzero(torch.cat(found).numpy()) if found else np.zeros(0, dtype=int)
 
 
@@ -310,13 +311,13 @@ def rank_and_world() -> tuple[int, int]:
 _OUTER_DIS = DISFlow("medium")  # one per process (built on first use, never pickled)
 
 
-def replace_outer_across_cuts(frames: Tensor) -> Tensor:
+def replace_outer_across_cuts(frames: Tensor, consecutive: bool = False) -> Tensor:
     """uint8 frames [N + 4, 3, H, W] (I_-1, I0, ..., I1, I2) with I_-1 replaced by I0 where a
-    scene cut separates them (:func:`vfi.ops.scene.scene_cuts`), and I2 by I1 likewise: the
-    outer neighbours of :class:`VideoFileDataset`, :class:`VideoStreamDataset` and
-    ``vfi.interpolate``."""
+    scene cut separates them (:func:`vfi.ops.scene.scene_cuts`; ``consecutive``: I_-1 and I0,
+    I1 and I2 are one frame apart), and I2 by I1 likewise: the outer neighbours of
+    :class:`VideoFileDataset`, :class:`VideoStreamDataset` and ``vfi.interpolate``."""
     pairs = to_model_range(frames[[0, -2]]), to_model_range(frames[[1, -1]])
-    before, after = scene_cuts(*pairs, _OUTER_DIS).tolist()
+    before, after = scene_cuts(*pairs, _OUTER_DIS, consecutive).tolist()
     frames = frames.clone()
     if before:
         frames[0] = frames[1]

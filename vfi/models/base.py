@@ -188,12 +188,13 @@ class InterpolatorModule(L.LightningModule):
         call per time (models that produce every time in one pass override this)."""
         return [self.interpolate(i0, i1, t, num_samples, **kwargs) for t in times]
 
-    def cut_mask(self, i0: Tensor, i1: Tensor) -> Tensor:
+    def cut_mask(self, i0: Tensor, i1: Tensor, consecutive: bool = False) -> Tensor:
         """Bool [B]: the items whose pair straddles a scene cut (all false without
-        ``scene_cut``). i0, i1: [B, 3, H, W] in [-1, 1]."""
+        ``scene_cut``; ``consecutive``: i0 and i1 are one frame apart,
+        :func:`vfi.ops.scene.scene_cuts`). i0, i1: [B, 3, H, W] in [-1, 1]."""
         if not self.scene_cut:
             return torch.zeros(len(i0), dtype=torch.bool, device=i0.device)
-        return scene_cuts(i0, i1, self._dis_flow)
+        return scene_cuts(i0, i1, self._dis_flow, consecutive)
 
     @property
     def lpips_net(self):
