@@ -21,17 +21,18 @@ from vfi.ops.warp import warp_backward
 # clip exceeds a residual of 0.099 (bikes, a car crossing the frame).
 CUT_RESIDUAL = 0.12
 CUT_HISTOGRAM = 0.15
-# Consecutive frames (one frame apart) are judged by the residual relative to the frames'
-# contrast (:func:`relative_residual`), which a dim scene does not shrink. On the first halves
-# of the ten footage videos and the first 80% of the clips (the test stretches left out), the
-# shot changes give at least 0.84 (Megamind's dim cut after frame 97, residual 0.110, missed by
-# the absolute test) and every other consecutive pair at most 0.28 (bikes, fast motion); the
-# threshold is their geometric mean. Pairs further apart keep the absolute test: at 2 to 8
-# frames a bird's wingbeat (cockatoo) or a passing car (bikes) reaches a shot change's relative
-# residual, so only consecutive frames tell the two apart.
+# Consecutive frames (one frame apart) are a cut when the residual exceeds both an absolute bar
+# and a bar relative to the frames' contrast (:func:`contrast`), which a dim scene does not
+# shrink. On the first halves of the ten footage videos and the first 80% of the clips (the
+# test stretches left out), the shot changes give residuals of at least 0.110 and 0.84 times
+# the contrast (Megamind's dim cut after frame 97, missed by the test for any gap below), every
+# other consecutive pair at most 0.033 and 0.28 times (bikes, fast motion); each bar is the
+# geometric mean of the two. The absolute bar keeps a flat frame's change of brightness (a fade)
+# from counting. Pairs further apart keep the test for any gap: 2 to 8 frames apart a bird's
+# wingbeat (cockatoo) or a passing car (bikes) reaches a shot change's relative residual, so
+# only consecutive frames tell the two apart.
+CUT_RESIDUAL_CONSECUTIVE = 0.06
 CUT_RELATIVE = 0.48
-# Frames flatter than this (mean absolute deviation on [0, 1]) count as this contrast.
-CONTRAST_FLOOR = 0.01
 # The motion, as a share of the frame's diagonal, by which the frame at tau may differ from the
 # nearer input frame when both are of one shot (:func:`nearest_frame`). Chosen on the two cuts of
 # the validation footage (bikes, 60-80%: frames 183 and 186, where the frame at 1/2 is of the
@@ -86,14 +87,6 @@ def contrast(x: Tensor) -> Tensor:
     return (x - x.mean((2, 3), keepdim=True)).abs().mean((1, 2, 3)) / 2
 
 
-def relative_residual(a: Tensor, b: Tensor, dis: DISFlow) -> Tensor:
-    """:func:`compensated_residual` over the pair's mean :func:`contrast` (at least
-    ``CONTRAST_FLOOR``): [B]. Scaling both frames' deviations by k scales both by k, so a dim
-    shot change scores as a bright one; two unrelated frames score near 1."""
-    spread = ((contrast(a) + contrast(b)) / 2).clamp_min(CONTRAST_FLOOR)
-    return compensated_residual(a, b, dis) / spread
-
-
 def scene_cuts(
     a: Tensor,
     b: Tensor,
@@ -104,18 +97,20 @@ def scene_cuts(
     """Whether a scene cut separates a and b ([B, 3, H, W] in [-1, 1]): bool [B], measured on
     copies resized (area) to a short side of at most ``short_side`` px.
 
-    - ``consecutive`` (a and b one frame apart): :func:`relative_residual` > ``CUT_RELATIVE``.
-    - Otherwise (any gap): the motion-compensated residual > ``CUT_RESIDUAL`` and the
-      colour-histogram distance > ``CUT_HISTOGRAM`` (fast motion alone keeps the colours; a
-      palette change alone keeps the motion)."""
+    - ``consecutive`` (a and b one frame apart): the motion-compensated residual r >
+      ``CUT_RESIDUAL_CONSECUTIVE`` and r > ``CUT_RELATIVE`` times the pair's mean
+      :func:`contrast` (dimming both frames scales r and the contrast alike).
+    - Otherwise (any gap): r > ``CUT_RESIDUAL`` and the colour-histogram distance >
+      ``CUT_HISTOGRAM`` (fast motion alone keeps the colours; a palette change alone keeps the
+      motion)."""
     _check_pair(a, b)
     size = working_size(*a.shape[-2:], short_side)
     a, b = (F.interpolate(x, size=size, mode="area") for x in (a, b))
+    residual = compensated_residual(a, b, dis)
     if consecutive:
-        return relative_residual(a, b, dis) > CUT_RELATIVE
-    return (compensated_residual(a, b, dis) > CUT_RESIDUAL) & (
-        colour_histogram_distance(a, b) > CUT_HISTOGRAM
-    )
+        spread = (contrast(a) + contrast(b)) / 2
+        return (residual > CUT_RESIDUAL_CONSECUTIVE) & (residual > CUT_RELATIVE * spread)
+    return (residual > CUT_RESIDUAL) & (colour_histogram_distance(a, b) > CUT_HISTOGRAM)
 
 
 def nearest_frame(
