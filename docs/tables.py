@@ -254,6 +254,7 @@ TABLES = {
         },
     ),
     "footage": lambda: quality("footage", "`data=footage`, tau = 0.5"),
+    "footage_x4": lambda: quality("footage_x4", "`data=footage factor=4` (3 inner frames)"),
     "margins": lambda: margins("clips,clips_x4,clips_native,clips_native_x4"),
     "margins_val": lambda: margins("clips_val,clips_val_x4,clips_val_native,clips_val_native_x4"),
     "quadratic_val": lambda: option_margins(
