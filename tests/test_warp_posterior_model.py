@@ -223,6 +223,8 @@ def test_motion_error_sigma_moves_edges_by_a_share_of_the_motions_departure():
         "model.quadratic_motion=-0.5",
         "model.residual_gain=-1",
         "model.residual_error=-1",
+        "model.refiner_views=3",
+        "model.refiner_views=2",  # with the default chain path
         "model.fallback=always",
         "model.num_steps=1",
         "model.reverse_path=jump",
@@ -426,6 +428,40 @@ def test_direct_path_takes_each_time_in_one_step_from_i1(gain, share):
         model.reverse_path = "chain"
         chain = model.interpolate_times(i0, i1, taus, num_samples=1)
     assert (chain[0][0] - direct[0][0]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("t", [0.25, 0.5])
+def test_refiner_views_average_the_step_and_its_time_reversal(monkeypatch, t):
+    """model.refiner_views=2: the frame is the mean of the direct step's frame on (I0, I1, t)
+    and the frame of a whole second pass on the reversed pair (I1, I0, 1 - t) with the same
+    motion (F_0->1 and F_1->0 exchanged), each at refiner_views=1: the refiner's residual is
+    linear in the frame, and the fused prior is the same in both directions. Both views cost one
+    batched call, counted as two evaluations."""
+    torch.manual_seed(4)
+    model = build(
+        "model.reverse_path=direct",
+        "model.visibility_net=null",
+        "model.fallback=none",
+        "model.sample_noise=false",
+        "model.residual_gain=3.0",
+        "model.refiner_views=2",
+    )
+    model.eval()
+    for p in model.refiner.parameters():  # a refiner with a visible residual
+        p.data.normal_(0, 0.05)
+    i0, i1 = (x * 0.5 for x in _pair(b=1, size=32, seed=5))  # no clamping at +-1
+    with torch.no_grad():
+        before = model.network_calls
+        both = model.interpolate_times(i0, i1, [t], with_std=False)[0][0]
+        assert model.network_calls - before == 2
+        model.refiner_views = 1
+        forward = model.interpolate_times(i0, i1, [t], with_std=False)[0][0]
+        motion = model.pair_motion(i0, i1, t)
+        reversed_motion = {"f01": motion["f10"], "f10": motion["f01"]}
+        monkeypatch.setattr(model, "pair_motion", lambda *args, **kwargs: reversed_motion)
+        backward = model.interpolate_times(i1, i0, [1 - t], with_std=False)[0][0]
+    assert float(both.abs().max()) < 0.99 and float((forward - backward).abs().max()) > 1e-2
+    torch.testing.assert_close(both, (forward + backward) / 2, rtol=0, atol=1e-5)
 
 
 def test_direct_path_trains_every_step_from_i1(monkeypatch):

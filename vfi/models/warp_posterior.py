@@ -41,6 +41,9 @@ from vfi.ops.fusion import (
     motion_confidence,
 )
 
+# the bridge terms the refiner reads besides mu~ and x_k (:meth:`WarpPosteriorVFI.refine`)
+REFINER_TERMS = ("w0", "w1", "v0", "v1", "confidence")
+
 
 @dataclass(frozen=True)
 class PassContext:
@@ -136,6 +139,14 @@ class WarpPosteriorVFI(TrainableInterpolator):
         (g - 1) R_theta, is uncertain: (e_R (g - 1) R_theta)^2 adds to the std's variance
         (:meth:`total_std`). Never applied in the training step.
     residual_error: e_R, the std of that part as a share of it (0: none).
+    refiner_views: 1, or 2: when sampling, R_theta is the mean of the refiner's residual for the
+        step and for its time reversal, the pair (I1, I0) stepping from x_k = I0 at 1 to
+        1 - l_{k-1}: the same posterior mean mu~ (the fused prior is symmetric in time), the
+        warps P[I0] <-> B[I1] and visibilities v0 <-> v1 swapped, the times l_{k-1} and
+        l_k - l_{k-1} exchanged. The refiner is trained on both directions (``reverse``
+        augmentation); RIFE and the prior are computed once, and both views go in one batched
+        call. Needs ``reverse_path`` "direct" (every step starts from x_k = I1) and a two-frame
+        refiner.
     warp_mode: "bilinear", "bicubic" or "mixed" (their mean) sampling of the prior's warped
         frames P[I0], B[I1] (the posterior's one-step operator S_k stays bilinear: its Gram
         diagonal is closed-form).
@@ -179,6 +190,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         quadratic_motion: float = 0.0,
         residual_gain: float = 1.0,
         residual_error: float = 0.25,
+        refiner_views: int = 1,
         warp_mode: str = "bicubic",
         flip_views: bool = True,
         sample_noise: bool = True,
@@ -226,6 +238,15 @@ class WarpPosteriorVFI(TrainableInterpolator):
                 "model.residual_gain and model.residual_error must be at least 0, got "
                 f"{residual_gain}, {residual_error}"
             )
+        if refiner_views not in (1, 2) or isinstance(refiner_views, bool):
+            raise VFIError(f"model.refiner_views must be 1 or 2, got {refiner_views!r}")
+        if refiner_views == 2 and (
+            reverse_path != "direct" or getattr(refiner, "context_frames", 0)
+        ):
+            raise VFIError(
+                "model.refiner_views=2 needs model.reverse_path=direct and a two-frame refiner, "
+                f"got reverse_path={reverse_path!r} and {type(refiner).__name__}"
+            )
         if warp_mode not in ("bilinear", "bicubic", "mixed"):
             raise VFIError(
                 f"model.warp_mode must be 'bilinear', 'bicubic' or 'mixed', got {warp_mode!r}"
@@ -259,6 +280,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         self.dis_blend_cap, self.dis_blend_speed = dis_blend_cap, dis_blend_speed
         self.quadratic_motion = quadratic_motion
         self.residual_gain, self.residual_error = residual_gain, residual_error
+        self.refiner_views = refiner_views
         self.warp_mode = warp_mode
         self.flip_views = flip_views
         self.sample_noise = sample_noise
@@ -412,10 +434,36 @@ class WarpPosteriorVFI(TrainableInterpolator):
     ) -> Tensor:
         """R_theta(mu~, x_k, P_{k-1}[I0], B_{k-1}[I1], v0, v1, c; l_{k-1}, l_k - l_{k-1}), with
         the ``extra`` inputs of a multi-frame refiner (:meth:`context_inputs`)."""
-        names = ("w0", "w1", "v0", "v1", "confidence")
-        inp = torch.cat([mean, x_k, *(terms[name] for name in names)], dim=1)
+        inp = torch.cat([mean, x_k, *(terms[name] for name in REFINER_TERMS)], dim=1)
         self.network_calls += 1
         return self.refiner(inp, dl * 1000.0, l_prev, **extra)
+
+    def sampled_residual(
+        self,
+        mean: Tensor,
+        x_k: Tensor,
+        terms: dict,
+        l_prev: Tensor,
+        dl: Tensor,
+        extra: dict,
+        i0: Tensor,
+    ) -> Tensor:
+        """R_theta [N, 3, H, W] for a sampling step from x_k [N, 3, H, W] at l_k to l_{k-1}
+        (:meth:`refine`), or with ``refiner_views`` 2 (a two-frame refiner: no ``extra``) the
+        mean of it and of the step's time reversal, from x_k = I0 (``i0`` [N, 3, H, W], the
+        step starting at l_k = 1):
+
+            (R_theta(mu~, I1, P[I0], B[I1], v0, v1, c; l, 1 - l)
+             + R_theta(mu~, I0, B[I1], P[I0], v1, v0, c; 1 - l, l)) / 2,  l = l_{k-1}."""
+        if self.refiner_views == 1:
+            return self.refine(mean, x_k, terms, l_prev, dl, extra)
+        swapped = {"w0": "w1", "w1": "w0", "v0": "v1", "v1": "v0"}
+        both = {n: torch.cat([terms[n], terms[swapped.get(n, n)]]) for n in REFINER_TERMS}
+        pair = (torch.cat([mean, mean]), torch.cat([x_k, i0]))
+        times = (torch.cat([l_prev, 1 - l_prev]), torch.cat([dl, l_prev]))
+        forward, backward = self.refine(*pair, both, *times, {}).chunk(2)
+        self.network_calls += 1  # two evaluations in one batched call
+        return (forward + backward) / 2
 
     def step_posterior(
         self, bridge: wp.WarpBridge, x_k: Tensor, prev: dict, cur: dict, l: tuple[Tensor, Tensor]
@@ -844,7 +892,8 @@ class SamplerTerms:
         the model's ``residual_gain``."""
         l_prev = torch.full((len(mean),), float(self.times[k]), device=mean.device)
         dl = torch.full_like(l_prev, float(self.times[k + 1] - self.times[k]))
-        residual = self.model.refine(mean, x_k, self.terms(k), l_prev, dl, self.extra)
+        terms, i0 = self.terms(k), self.pair[0]
+        residual = self.model.sampled_residual(mean, x_k, terms, l_prev, dl, self.extra, i0)
         if self.model.residual_share:  # kept only for the std's term
             self.residuals[k] = residual
         return self.model.residual_gain * residual
