@@ -36,6 +36,8 @@ VIEWS = {  # RIFE's time-reversed view: run per test set, model label in that ru
     for data in ("clips", "clips_native")
 }
 NATIVE_SIZES = {"bigbuckbunny": "1280x720", "bikes": "640x272", "carphone_pristine": "176x144"}
+VAL_RUNS = "clips_val,clips_val_x4,clips_val_native,clips_val_native_x4"
+TEST_RUNS = "clips,clips_x4,clips_native,clips_native_x4"
 BLOCK = re.compile(r"(<!-- table (\S+) -->\n)(.*?)(<!-- end table -->)", re.S)
 
 
@@ -266,21 +268,12 @@ TABLES = {
     "quadratic": lambda: option_margins(
         "clips,clips_x4,clips_native,clips_native_x4", "_gain1", "_quadratic", "quadratic"
     ),
-    "gain_val": lambda: option_margins(
-        "clips_val,clips_val_x4,clips_val_native,clips_val_native_x4", "_gain1", "", "g = 3"
-    ),
-    "gain": lambda: option_margins(
-        "clips,clips_x4,clips_native,clips_native_x4", "_gain1", "", "g = 3"
-    ),
-    "speed_val": lambda: option_margins(
-        "clips_val,clips_val_x4,clips_val_native,clips_val_native_x4",
-        "_nospeed",
-        "",
-        "V = 8 px",
-    ),
-    "speed": lambda: option_margins(
-        "clips,clips_x4,clips_native,clips_native_x4", "_nospeed", "", "V = 8 px"
-    ),
+    "gain_val": lambda: option_margins(VAL_RUNS, "_gain1", "_oneview", "g = 3"),
+    "gain": lambda: option_margins(TEST_RUNS, "_gain1", "_oneview", "g = 3"),
+    "speed_val": lambda: option_margins(VAL_RUNS, "_nospeed", "_oneview", "V = 8 px"),
+    "speed": lambda: option_margins(TEST_RUNS, "_nospeed", "_oneview", "V = 8 px"),
+    "reversal_val": lambda: option_margins(VAL_RUNS, "_oneview", "", "reversal"),
+    "reversal": lambda: option_margins(TEST_RUNS, "_oneview", "", "reversal"),
     "views": lambda: view_margins(VIEWS["clips"]),
     "views_native": lambda: view_margins(VIEWS["clips_native"]),
     "calibration_val": lambda: calibration(
