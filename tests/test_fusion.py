@@ -107,3 +107,27 @@ def test_linear_motion_frame_blends_the_warps_at_t():
     shift[:, 0] = 1.0
     want = 0.75 * warp_backward(i0, -shift) + 0.25 * warp_backward(i1, 3 * shift)
     torch.testing.assert_close(got, want)
+
+
+def test_lowpass_correction_with_welsch_influence_ignores_large_disagreements():
+    """x + w G_sigma * (d exp(-d^2 / 2 c^2)), d = D - x, against scipy; a disagreement of many
+    c moves x by (almost) nothing, where the clamp moves it by w c, and a small one as the
+    clamp does."""
+    g = torch.Generator().manual_seed(3)
+    frame, other = (torch.rand(2, 3, 19, 27, generator=g, dtype=torch.float64) for _ in range(2))
+    w, sigma, cap = 0.6, 2.0, 0.1
+    d = other.numpy() - frame.numpy()
+    want = frame.numpy() + w * scipy_gaussian(
+        torch.from_numpy(d * np.exp(-0.5 * (d / cap) ** 2)), sigma
+    )
+    got = lowpass_correction(frame, other, w, sigma, cap, "welsch")
+    torch.testing.assert_close(got, torch.from_numpy(want))
+    far = lowpass_correction(frame, frame + 10 * cap, w, sigma, cap, "welsch")
+    torch.testing.assert_close(far, frame, atol=1e-20, rtol=0)
+    clamped = lowpass_correction(frame, frame + 10 * cap, w, sigma, cap)
+    torch.testing.assert_close(clamped, frame + w * cap)
+    near = lowpass_correction(frame, frame + 1e-4, w, sigma, cap, "welsch")
+    torch.testing.assert_close(near, frame + w * 1e-4 * np.exp(-0.5 * 1e-6), rtol=0, atol=1e-15)
+    torch.testing.assert_close(lowpass_correction(frame, other, w, sigma, 0.0, "welsch"), frame)
+    with pytest.raises(ValueError, match="influence"):
+        lowpass_correction(frame, other, w, sigma, cap, "huber")

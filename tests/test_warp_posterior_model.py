@@ -220,6 +220,7 @@ def test_motion_error_sigma_moves_edges_by_a_share_of_the_motions_departure():
         "model.dis_blend_sigma=0",
         "model.dis_blend_cap=-1",
         "model.dis_blend_speed=0",
+        "model.dis_blend_influence=huber",
         "model.quadratic_motion=-0.5",
         "model.residual_gain=-1",
         "model.residual_error=-1",
@@ -237,14 +238,16 @@ def test_bad_model_options_are_rejected(override):
         build(override)
 
 
-@pytest.mark.parametrize("speed", [None, 3.0])
-def test_dis_blend_moves_every_frame_towards_the_dis_frame_in_the_low_frequencies(speed):
-    """With model.dis_blend = w, each time's frame is x^ + w G_sigma * clamp(D - x^, -c, c),
-    D the DIS frame (OpenCV DIS both ways, linear motion: the classical baseline's frame),
-    x^ the frame without it; the std is left as it was. With model.dis_blend_speed = V the
-    weight is w exp(-s^2 / 2 V^2) per pixel, s = max(|F_0->1|, |F_1->0|) of DIS's flows.
-    Checked against the classical baseline and scipy's Gaussian filter, for two times from one
-    pass."""
+@pytest.mark.parametrize(
+    "speed, influence", [(None, "clamp"), (3.0, "clamp"), (None, "welsch"), (3.0, "welsch")]
+)
+def test_dis_blend_moves_every_frame_towards_the_dis_frame_in_the_low_frequencies(speed, influence):
+    """With model.dis_blend = w, each time's frame is x^ + w G_sigma * psi(D - x^), psi the
+    clamp at +-c or Welsch's d exp(-d^2 / 2 c^2) (model.dis_blend_influence), D the DIS frame
+    (OpenCV DIS both ways, linear motion: the classical baseline's frame), x^ the frame
+    without it; the std is left as it was. With model.dis_blend_speed = V the weight is
+    w exp(-s^2 / 2 V^2) per pixel, s = max(|F_0->1|, |F_1->0|) of DIS's flows. Checked
+    against the classical baseline and scipy's Gaussian filter, for two times from one pass."""
     from scipy.ndimage import gaussian_filter
 
     from vfi.models.baselines import ClassicalInterpolator
@@ -264,6 +267,7 @@ def test_dis_blend_moves_every_frame_towards_the_dis_frame_in_the_low_frequencie
         f"model.dis_blend_sigma={sigma}",
         f"model.dis_blend_cap={cap}",
         f"model.dis_blend_speed={'null' if speed is None else speed}",
+        f"model.dis_blend_influence={influence}",
     ).eval()
     weight = torch.tensor(w)
     if speed is not None:
@@ -275,7 +279,9 @@ def test_dis_blend_moves_every_frame_towards_the_dis_frame_in_the_low_frequencie
     after = blended.interpolate_times(i0, i1, times)
     for t, (x, std), (y, std_y) in zip(times, before, after, strict=True):
         dis, _ = ClassicalInterpolator().interpolate(i0, i1, torch.tensor([t]))
-        diff = (dis - x).clamp(-2 * cap / 255, 2 * cap / 255)[0].double().numpy()
+        d, c = (dis - x)[0].double(), 2 * cap / 255
+        diff = d.clamp(-c, c) if influence == "clamp" else d * torch.exp(-0.5 * (d / c) ** 2)
+        diff = diff.numpy()
         radius = int(torch.tensor(2 * sigma).ceil())
         low = [gaussian_filter(c, sigma, mode="nearest", truncate=radius / sigma) for c in diff]
         want = x + weight * torch.from_numpy(np.stack(low)).float()[None]

@@ -11,13 +11,13 @@ the floor b the checkpoint's or ``std_floor`` and the shape p the checkpoint's o
 (``motion_error``, ``motion_error_sigma``, :meth:`WarpPosteriorVFI.prior_variance`;
 ``residual_error``, :meth:`WarpPosteriorVFI.total_std`) in the
 copy before the scale is fitted; ``sampling`` likewise the bridge's options that change its
-frames but not its weights (``dis_blend``, ``dis_blend_sigma``, ``dis_blend_cap``: the
-low-frequency second opinion of DIS; ``quadratic_motion``: the acceleration from the outer
-neighbours; ``residual_gain``: the weight of the refiner's residual; ``refiner_views``: the
-refiner on the step alone or also on its time reversal; ``warp_mode``: the warps' kernel), and
-then the copy's test metrics are measured
-again on the test split it was trained with (as ``vfi.train`` records them; with the outer
-neighbours where the model reads them). The record keeps the options of earlier
+frames but not its weights (``dis_blend``, ``dis_blend_sigma``, ``dis_blend_cap``,
+``dis_blend_speed``, ``dis_blend_influence``: the low-frequency second opinion of DIS;
+``quadratic_motion``: the acceleration from the outer neighbours; ``residual_gain``: the
+weight of the refiner's residual; ``refiner_views``: the refiner on the step alone or also on
+its time reversal; ``warp_mode``: the warps' kernel), and then the copy's test metrics are
+measured again on the test split it was trained with (as ``vfi.train`` records them; with
+the outer neighbours where the model reads them). The record keeps the options of earlier
 calibrations, the new ones over them.
 With ``motion_views`` a checkpoint on RIFE motion is measured (and kept) with that many views.
 The copy holds the same weights and the new scale and floor
@@ -135,6 +135,7 @@ SAMPLING_TERMS = (
     "dis_blend_sigma",
     "dis_blend_cap",
     "dis_blend_speed",
+    "dis_blend_influence",
     "quadratic_motion",
     "residual_gain",
     "refiner_views",

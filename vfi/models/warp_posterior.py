@@ -122,7 +122,9 @@ class WarpPosteriorVFI(TrainableInterpolator):
         second opinion from an estimator whose errors differ from RIFE's; 0: none. Applied
         when sampling, never in the training step.
     dis_blend_sigma: sigma, the Gaussian's std in px.
-    dis_blend_cap: c in 8-bit levels: a larger disagreement counts as c.
+    dis_blend_cap: c in 8-bit levels: a larger disagreement counts as c ("clamp"), or the
+        scale of Welsch's redescending psi(d) = d exp(-d^2 / 2 c^2) ("welsch").
+    dis_blend_influence: "clamp" or "welsch": psi of :func:`vfi.ops.fusion.lowpass_correction`.
     dis_blend_speed: V > 0: the second opinion's weight falls with the pair's speed where it is
         applied, w exp(-s^2 / 2 V^2), s = max(|F_0->1|, |F_1->0|) at the pixel (DIS's own
         flows, px at the frame's size): DIS's coarse-to-fine search loses large displacements;
@@ -187,6 +189,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         dis_blend_sigma: float = 2.0,
         dis_blend_cap: float = 16.0,
         dis_blend_speed: float | None = None,
+        dis_blend_influence: str = "clamp",
         quadratic_motion: float = 0.0,
         residual_gain: float = 1.0,
         residual_error: float = 0.25,
@@ -228,6 +231,11 @@ class WarpPosteriorVFI(TrainableInterpolator):
                 "model.dis_blend and model.dis_blend_cap must be at least 0 and "
                 f"model.dis_blend_sigma positive, got {dis_blend}, {dis_blend_cap}, "
                 f"{dis_blend_sigma}"
+            )
+        if dis_blend_influence not in ("clamp", "welsch"):
+            raise VFIError(
+                "model.dis_blend_influence must be 'clamp' or 'welsch', got "
+                f"{dis_blend_influence!r}"
             )
         if dis_blend_speed is not None and not dis_blend_speed > 0:
             raise VFIError(f"model.dis_blend_speed must be positive or null, got {dis_blend_speed}")
@@ -278,6 +286,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         self.motion_error_sigma = motion_error_sigma
         self.dis_blend, self.dis_blend_sigma = dis_blend, dis_blend_sigma
         self.dis_blend_cap, self.dis_blend_speed = dis_blend_cap, dis_blend_speed
+        self.dis_blend_influence = dis_blend_influence
         self.quadratic_motion = quadratic_motion
         self.residual_gain, self.residual_error = residual_gain, residual_error
         self.refiner_views = refiner_views
@@ -770,7 +779,9 @@ class WarpPosteriorVFI(TrainableInterpolator):
 
         def correct(mean: Tensor, t: float) -> Tensor:
             other = linear_motion_frame(i0, i1, f01, f10, t)
-            return lowpass_correction(mean, other, weight, self.dis_blend_sigma, cap)
+            return lowpass_correction(
+                mean, other, weight, self.dis_blend_sigma, cap, self.dis_blend_influence
+            )
 
         return correct
 

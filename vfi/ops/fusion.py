@@ -102,18 +102,32 @@ def local_departure(x: Tensor, sigma: float) -> Tensor:
 
 
 def lowpass_correction(
-    frame: Tensor, other: Tensor, weight: float | Tensor, sigma: float, cap: float
+    frame: Tensor,
+    other: Tensor,
+    weight: float | Tensor,
+    sigma: float,
+    cap: float,
+    influence: str = "clamp",
 ) -> Tensor:
     """``frame`` [B, C, H, W] moved towards a second estimate ``other`` of it in the low
     frequencies only: the Gaussian (:func:`local_mean`, std ``sigma`` px) of their difference
-    capped at +-cap,
+    d = other - frame through an influence function psi of scale c = ``cap``,
 
-        frame + weight G_sigma * clamp(other - frame, -cap, cap)
+        frame + weight G_sigma * psi(d),
+        psi(d) = clamp(d, -c, c)          (``influence`` "clamp")
+        psi(d) = d exp(-d^2 / 2 c^2)      ("welsch")
 
     ``weight`` is a number or a map [B, 1, H, W]. Two estimates with independent errors
-    average to a smaller error; blurring the difference keeps ``frame``'s edges and texture,
-    and the cap leaves it alone where the two disagree by more than a misalignment does (one
-    of them is then plainly wrong)."""
+    average to a smaller error; blurring the difference keeps ``frame``'s edges and texture.
+    The clamp counts a disagreement beyond c as c; Welsch's psi, redescending, counts one of a
+    few c as nothing (one of the two estimates is then plainly wrong)."""
     if frame.shape != other.shape:
         raise ValueError(f"frame {tuple(frame.shape)} and other {tuple(other.shape)} differ")
-    return frame + weight * local_mean((other - frame).clamp(-cap, cap), sigma)
+    d = other - frame
+    if influence == "clamp":
+        psi = d.clamp(-cap, cap)
+    elif influence == "welsch":
+        psi = d * torch.exp(-0.5 * d.square() / cap**2) if cap > 0 else torch.zeros_like(d)
+    else:
+        raise ValueError(f"influence must be 'clamp' or 'welsch', got {influence!r}")
+    return frame + weight * local_mean(psi, sigma)
