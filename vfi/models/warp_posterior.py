@@ -32,6 +32,7 @@ from vfi.ops import (
 )
 from vfi.ops.acceleration import acceleration_field, quadratic_offset
 from vfi.ops.fusion import (
+    INFLUENCES,
     fuse,
     fusion_weights,
     gradient_energy,
@@ -232,10 +233,10 @@ class WarpPosteriorVFI(TrainableInterpolator):
                 f"model.dis_blend_sigma positive, got {dis_blend}, {dis_blend_cap}, "
                 f"{dis_blend_sigma}"
             )
-        if dis_blend_influence not in ("clamp", "welsch"):
+        if dis_blend_influence not in INFLUENCES:
             raise VFIError(
-                "model.dis_blend_influence must be 'clamp' or 'welsch', got "
-                f"{dis_blend_influence!r}"
+                f"model.dis_blend_influence must be one of {INFLUENCES}, "
+                f"got {dis_blend_influence!r}"
             )
         if dis_blend_speed is not None and not dis_blend_speed > 0:
             raise VFIError(f"model.dis_blend_speed must be positive or null, got {dis_blend_speed}")

@@ -101,6 +101,9 @@ def local_departure(x: Tensor, sigma: float) -> Tensor:
     return x - local_mean(x, sigma)
 
 
+INFLUENCES = ("clamp", "welsch")  # psi of lowpass_correction
+
+
 def lowpass_correction(
     frame: Tensor,
     other: Tensor,
@@ -123,11 +126,11 @@ def lowpass_correction(
     few c as nothing (one of the two estimates is then plainly wrong)."""
     if frame.shape != other.shape:
         raise ValueError(f"frame {tuple(frame.shape)} and other {tuple(other.shape)} differ")
+    if influence not in INFLUENCES:
+        raise ValueError(f"influence must be one of {INFLUENCES}, got {influence!r}")
     d = other - frame
     if influence == "clamp":
         psi = d.clamp(-cap, cap)
-    elif influence == "welsch":
+    else:  # Welsch
         psi = d * torch.exp(-0.5 * d.square() / cap**2) if cap > 0 else torch.zeros_like(d)
-    else:
-        raise ValueError(f"influence must be 'clamp' or 'welsch', got {influence!r}")
     return frame + weight * local_mean(psi, sigma)
