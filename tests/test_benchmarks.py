@@ -1,10 +1,7 @@
 """Benchmark layouts, streaming, augmentation and bad input, on fabricated trees."""
 
-import os
 import re
-from pathlib import Path
 
-import av
 import fabricate
 import pytest
 import torch
@@ -14,7 +11,7 @@ from torch.utils.data import DataLoader
 from vfi.data import benchmarks
 from vfi.data.datamodule import VFIDataModule, collate_items
 from vfi.data.items import Augment, ImageItemDataset
-from vfi.data.video import VideoStreamDataset, open_video, rgb
+from vfi.data.video import VideoStreamDataset
 from vfi.errors import VFIError
 from vfi.utils.run import CONF_DIR
 
@@ -168,34 +165,6 @@ def test_video_stream_shards_over_workers_and_ranks(tmp_path):
         assert per_rank == [9, 9]
         assert len(seen) == len(set(seen)) == 18 and set(seen) == expected
     assert seen != sorted(seen)
-
-
-def thread_ids() -> set[str]:
-    """The native threads of this process (Python's and the libraries')."""
-    return set(os.listdir("/proc/self/task"))
-
-
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads in /proc")
-def test_decoding_leaves_no_ffmpeg_thread_pool_to_fork(tmp_path):
-    """open_video and rgb decode and convert on the calling thread. A DataLoader worker forked
-    from a process holding an FFmpeg thread pool (a decoder's, a converter's) waits forever
-    when it uses or frees that pool without its threads (the hang of test_video_stream_...)."""
-    path = fabricate.video(tmp_path / "a.mkv", count=4)
-    before = thread_ids()
-    with av.open(str(path)) as container:  # PyAV's defaults: a pool per core count
-        default = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-        with_defaults = thread_ids() - before
-    before = thread_ids()
-    with open_video(path) as container:
-        frames = [rgb(f) for f in container.decode(video=0)]
-        ours = thread_ids() - before
-    assert [int(f.float().mean().round()) for f in frames] == [0, 10, 20, 30]
-    assert all(
-        (f.permute(1, 2, 0).numpy() == d).all() for f, d in zip(frames, default, strict=True)
-    )
-    assert ours == set()
-    if len(os.sched_getaffinity(0)) > 1:  # the check can see FFmpeg's threads
-        assert len(with_defaults) >= 2
 
 
 def test_video_stream_rejects_undecodable_and_missing_files(tmp_path):

@@ -180,12 +180,20 @@ class VideoWriter:
 
     def close(self) -> None:
         self.mux(None, close=True)
+        self.release()
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
         with contextlib.suppress(av.error.FFmpegError, OSError):  # the write may have failed
             self.container.close()
+        self.release()
         self.tmp.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        """Free the encoder and its threads now, not when the writer goes: a writer that an
+        exception's traceback keeps may be collected in a forked DataLoader worker, where
+        freeing a thread pool without its threads waits forever (see ``open_video``)."""
+        self.container = self.stream = None
 
 
 def interpolate_video(cfg: DictConfig, engine: Interpolator, out_dir: Path) -> list[Path]:
