@@ -272,8 +272,10 @@ TABLES = {
     "gain": lambda: option_margins(TEST_RUNS, "_gain1", "_oneview", "g = 3"),
     "speed_val": lambda: option_margins(VAL_RUNS, "_nospeed", "_oneview", "V = 8 px"),
     "speed": lambda: option_margins(TEST_RUNS, "_nospeed", "_oneview", "V = 8 px"),
-    "reversal_val": lambda: option_margins(VAL_RUNS, "_oneview", "", "reversal"),
-    "reversal": lambda: option_margins(TEST_RUNS, "_oneview", "", "reversal"),
+    "reversal_val": lambda: option_margins(VAL_RUNS, "_oneview", "_clamp", "reversal"),
+    "reversal": lambda: option_margins(TEST_RUNS, "_oneview", "_clamp", "reversal"),
+    "welsch_val": lambda: option_margins(VAL_RUNS, "_clamp", "", "Welsch, V = 4 px"),
+    "welsch": lambda: option_margins(TEST_RUNS, "_clamp", "", "Welsch, V = 4 px"),
     "views": lambda: view_margins(VIEWS["clips"]),
     "views_native": lambda: view_margins(VIEWS["clips_native"]),
     "calibration_val": lambda: calibration(
