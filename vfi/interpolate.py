@@ -184,9 +184,10 @@ class VideoWriter:
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
-        with contextlib.suppress(av.error.FFmpegError, OSError):  # the write may have failed
-            self.container.close()
-        self.release()
+        if self.container is not None:  # None: closed (and moved into place) already
+            with contextlib.suppress(av.error.FFmpegError, OSError):  # the write may have failed
+                self.container.close()
+            self.release()
         self.tmp.unlink(missing_ok=True)
 
     def release(self) -> None:
