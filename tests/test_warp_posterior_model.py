@@ -290,6 +290,42 @@ def test_dis_blend_moves_every_frame_towards_the_dis_frame_in_the_low_frequencie
         torch.testing.assert_close(std_y, std)
 
 
+def test_dis_second_opinion_is_measured_beside_the_flow_net_and_waited_for(monkeypatch):
+    """The DIS flows of dis_blend are measured in a thread of their own, started before the
+    flow net runs (so the two overlap) and joined before the correction; an error there reaches
+    the caller."""
+    import threading
+
+    from vfi.ops.dis import DISFlow
+
+    model = build("model.flow_net.init=none", "model.sample_noise=false", "model.dis_blend=0.4")
+    model.eval()
+    i0, i1 = _pair(b=1, size=64, seed=4)
+    seen, flow_net_started = [], threading.Event()
+    measure, flow_net = DISFlow.__call__, model.flow_net.forward
+
+    def dis(self, a, b):
+        assert flow_net_started.wait(10)  # it runs while the flow net does
+        seen.append(threading.get_ident())
+        return measure(self, a, b)
+
+    def net(*args, **kwargs):
+        flow_net_started.set()
+        return flow_net(*args, **kwargs)
+
+    monkeypatch.setattr(DISFlow, "__call__", dis)
+    monkeypatch.setattr(model.flow_net, "forward", net)
+    model.interpolate_times(i0, i1, [0.5])
+    assert len(seen) == 2 and threading.get_ident() not in seen
+
+    def broken(self, a, b):
+        raise RuntimeError("DIS failed")
+
+    monkeypatch.setattr(DISFlow, "__call__", broken)
+    with pytest.raises(RuntimeError, match="DIS failed"):
+        model.interpolate_times(i0, i1, [0.5])
+
+
 def test_bicubic_prior_warps_with_the_bicubic_kernel():
     """warp_mode=bicubic: P[I0] is the bicubic warp by F_l->0 (bilinear differs)."""
     from vfi.ops import intermediate_flows, warp_backward

@@ -197,5 +197,5 @@ class VisibilityNet(nn.Module):
         flows = torch.cat([f_t0, f_t1], dim=1)
         flows = flows / (flows.abs() + self.flow_scale)  # bounded: any frame size, any motion
         x = torch.cat([w0, w1, flows, tau_map], dim=1)
-        logits = self.head(self.body(channels_last(to_blocks(x, self.multiple))))
+        logits = self.head(self.body(to_blocks(x, self.multiple)))
         return from_blocks(logits, self.multiple).contiguous()

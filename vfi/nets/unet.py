@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vfi.nets.layout import channels_last, from_blocks, to_blocks
+from vfi.nets.layout import from_blocks, to_blocks
 
 
 def sinusoidal_embedding(x: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -127,7 +127,7 @@ class UNet(StepTauConditioned):
         if x.shape[-1] % self.multiple or x.shape[-2] % self.multiple:
             raise ValueError(f"UNet input {tuple(x.shape)} must divide by {self.multiple}")
         emb = self.embed(t, tau)
-        h = self.stem(channels_last(to_blocks(x, self.unshuffle)))
+        h = self.stem(to_blocks(x, self.unshuffle))
         skips = []
         for i, blocks in enumerate(self.down):
             for block in blocks:
