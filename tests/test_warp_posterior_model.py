@@ -326,6 +326,22 @@ def test_dis_second_opinion_is_measured_beside_the_flow_net_and_waited_for(monke
         model.interpolate_times(i0, i1, [0.5])
 
 
+def test_dis_second_opinions_started_together_are_each_the_one_measured_alone():
+    """Second opinions whose threads overlap (a caller that starts several before waiting, or
+    one left running by a failed pass) each get their own pair's flows: no OpenCV object is
+    shared between threads."""
+    model = build("model.flow_net.init=none", "model.dis_blend=0.4").eval()
+    g = torch.Generator().manual_seed(5)
+    pairs = [torch.rand(2, 1, 3, 144, 176, generator=g) * 2 - 1 for _ in range(8)]
+    pairs = [(i0, torch.roll(i0, k + 1, dims=-1)) for k, (i0, _) in enumerate(pairs)]
+    mean = torch.zeros(1, 3, 144, 176)
+    alone = [model.dis_second_opinion(i0, i1)(mean, 0.5) for i0, i1 in pairs]
+    together = [model.dis_second_opinion(i0, i1) for i0, i1 in pairs]
+    for want, correct in zip(alone, together, strict=True):
+        assert torch.equal(correct(mean, 0.5), want)
+    assert len({float(x.abs().sum()) for x in alone}) == len(pairs)  # the pairs differ
+
+
 def test_bicubic_prior_warps_with_the_bicubic_kernel():
     """warp_mode=bicubic: P[I0] is the bicubic warp by F_l->0 (bilinear differs)."""
     from vfi.ops import intermediate_flows, warp_backward

@@ -26,7 +26,8 @@ class DISFlow:
     Picklable and deep-copyable (the OpenCV object is rebuilt on first use).
 
     ``dis(a, b)`` with a, b [B, 3, H, W] in [-1, 1] returns F_a->b [B, 2, H, W] in pixels, in the
-    backward-warping sense a[p] ~ b[p + F(p)], i.e. ``warp_backward(b, F) ~ a``.
+    backward-warping sense a[p] ~ b[p + F(p)], i.e. ``warp_backward(b, F) ~ a``. One OpenCV
+    object serves every call: calls from two threads at once need two instances.
     """
 
     def __init__(self, preset: str = "medium"):
