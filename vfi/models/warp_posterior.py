@@ -772,7 +772,7 @@ class WarpPosteriorVFI(TrainableInterpolator):
         20 ms less per 640x360 frame on 2 CPU cores; the first call waits for them."""
         if not self.dis_blend > 0:
             return None
-        dis = DISFlow("medium")  # its own OpenCV object: one is not safe across threads
+        dis = DISFlow(self._dis_flow.preset)  # the model's DIS, its own OpenCV object: threads
         cap = 2 * self.dis_blend_cap / 255  # 8-bit levels on the [-1, 1] scale
 
         def measure() -> tuple[Tensor, Tensor, Tensor | float]:
